@@ -1,0 +1,16 @@
+"""Prometheus metrics of the worker (prometheus-client: the standard, tiny, no daemon)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_ACCEPTED = Counter("tierstream_events_accepted_total", "Input events applied to user state")
+EVENTS_DUPLICATE = Counter("tierstream_events_duplicate_total", "Events dropped: event_id already applied")
+EVENTS_REDELIVERED = Counter("tierstream_events_redelivered_total", "Messages at or before the last applied offset")
+EVENTS_REKEYED = Counter("tierstream_events_rekeyed_total", "Events whose message key was not their user_id")
+DEAD_LETTERS = Counter("tierstream_dead_letters_total", "Input messages sent to the DLQ", ["reason"])
+TIER_CHANGES = Counter("tierstream_tier_changes_total", "Tier or stage changes published")
+CHURN_ALERTS = Counter("tierstream_churn_alerts_total", "Churn alerts published", ["level"])
+REDIS_WRITES = Counter("tierstream_redis_writes_total", "User membership records written to Redis")
+REDIS_ERRORS = Counter("tierstream_redis_errors_total", "Failed Redis flushes (retried)")
+REDIS_PENDING = Gauge("tierstream_redis_pending", "Membership updates waiting for Redis")
+REDIS_FLUSH_SECONDS = Histogram("tierstream_redis_flush_seconds", "Time to write one batch to Redis")
+DUE_INDEX_SIZE = Gauge("tierstream_due_index_entries", "Entries in the inactivity due index")

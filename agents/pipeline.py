@@ -1,0 +1,257 @@
+"""The ingest agent and the sweeps that age silent users.
+
+Per message: parse (or dead-letter), drop redeliveries, hand the event to the
+pure core, then write what the core decided: the state to the users table
+and its changelog, tier changes and alerts to their topics, the membership
+record to a coalescing buffer that a background task flushes to Redis.
+
+Table writes name their partition explicitly (the partition the user's
+events arrive on), so sweeps outside of stream iteration write the same
+changelog partition an event would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from agents import metrics
+from state.engine import ChurnAlert, Decision, catch_up, on_event
+from state.evaluate import Assessment
+from state.membership import MembershipUpdate, MembershipWriter
+from state.model import UserState
+from state.rules import Rules
+from state.due_index import DueIndex
+from stream.app import StreamApp
+from stream.codecs import churn_alert_record, dead_letter_record, tier_change_record, user_record
+from stream.contract import Rejection, parse_event
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+RAW = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
+class Pipeline:
+    def __init__(
+        self,
+        streams: StreamApp,
+        settings: Settings,
+        rules: Rules,
+        membership: MembershipWriter | None,
+        wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.s = streams
+        self.settings = settings
+        self.rules = rules
+        self.membership = membership
+        self.wall_clock_ms = wall_clock_ms
+        self.store: Any = streams.users.data  # the table's local store: a dict-like
+        self.index = DueIndex()
+        self.stream_time: dict[int, int] = {}
+        self.pending: dict[str, MembershipUpdate] = {}
+        streams.users.on_active_partitions = self.on_active_partitions
+
+    # -- ownership -------------------------------------------------------
+
+    def on_active_partitions(self, partitions: set[int]) -> None:
+        """After recovery: rebuild the due index from the recovered table for
+        the partitions this worker actively owns (standbys are left out)."""
+        self.index.reset(partitions)
+        for user_id, state in self.store.items():
+            if state.src_partition in partitions:
+                self.index.schedule(state.src_partition, state.due_ms, user_id)
+                seen = max(state.evaluated_ms or 0, state.last_seen_ms)
+                self.stream_time[state.src_partition] = max(self.stream_time.get(state.src_partition, 0), seen)
+        metrics.DUE_INDEX_SIZE.set(len(self.index))
+        log.info("owning partitions %s, %d users due-indexed", sorted(partitions), len(self.index))
+
+    def on_partitions_revoked(self, partitions: set[int]) -> None:
+        # Stop sweeping at once: another worker may own these now.
+        self.index.reset(set(self.index.partitions()) - partitions)
+
+    # -- per message -----------------------------------------------------
+
+    def on_message(self, message: Any) -> None:
+        """Never raises: whatever goes wrong with one message becomes a dead letter."""
+        try:
+            self._process(message)
+        except Exception as exc:  # one bad event must not stop the stream
+            log.exception("failed to process %s[%s]@%s", message.topic, message.partition, message.offset)
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            self._dead_letter(message, Rejection("processing_error", detail))
+
+    def _process(self, message: Any) -> None:
+        wall = self.wall_clock_ms()
+        parsed = parse_event(
+            message.value or b"",
+            now_ms=wall,
+            max_bytes=self.settings.max_event_bytes,
+            max_future_ms=self.settings.max_future_seconds * 1000,
+        )
+        if isinstance(parsed, Rejection):
+            self._dead_letter(message, parsed)
+            return
+        user_id = parsed.user_id
+        if message.key != user_id.encode():
+            # The table is partitioned by user id: an event on the wrong
+            # partition would split a user's state. Send it where it belongs.
+            self.s.events.send_soon(key=user_id.encode(), value=message.value, **RAW)
+            metrics.EVENTS_REKEYED.inc()
+            return
+        partition = message.partition
+        state: UserState | None = self.store.get(user_id)
+        if state is not None and state.src_partition == partition and message.offset <= state.src_offset:
+            metrics.EVENTS_REDELIVERED.inc()  # replayed after a restart: already applied
+            return
+        now = self._advance_clock(partition, parsed.ts_ms, wall)
+        previous_due = state.due_ms if state is not None else None
+        result = on_event(state, parsed, now, self.rules)
+        if not result.accepted:
+            metrics.EVENTS_DUPLICATE.inc()
+            return
+        metrics.EVENTS_ACCEPTED.inc()
+        result.state.src_partition, result.state.src_offset = partition, message.offset
+        self._commit(user_id, partition, result.state, result.decisions, result.assessment, previous_due)
+        if self.settings.clock == "event":
+            self.sweep(partition, now)
+
+    def _advance_clock(self, partition: int, event_ms: int, wall_ms: int) -> int:
+        t = max(self.stream_time.get(partition, 0), event_ms)
+        self.stream_time[partition] = t
+        return max(t, wall_ms) if self.settings.clock == "live" else t
+
+    # -- time ------------------------------------------------------------
+
+    def sweep(self, partition: int, now_ms: int) -> int:
+        """Re-evaluate every user of `partition` due at or before `now_ms`."""
+        if not self.index.owns(partition):
+            return 0
+        touched = 0
+        for _due, user_id in self.index.pop_due(partition, now_ms, self._due_of):
+            state = self.store[user_id]
+            assessment, decisions = catch_up(user_id, state, now_ms + 1, self.rules)
+            self._commit(user_id, partition, state, decisions, assessment, previous_due=None)
+            touched += 1
+        return touched
+
+    def tick(self) -> None:
+        """Live clock: age silent users of every owned partition to now."""
+        wall = self.wall_clock_ms()
+        for partition in self.index.partitions():
+            now = max(self.stream_time.get(partition, 0), wall)
+            self.sweep(partition, now)
+            self.index.compact(partition, self._due_of)
+        metrics.DUE_INDEX_SIZE.set(len(self.index))
+
+    def _due_of(self, user_id: str) -> int | None:
+        state = self.store.get(user_id)
+        return state.due_ms if state is not None else None
+
+    # -- outputs ---------------------------------------------------------
+
+    def _commit(
+        self,
+        user_id: str,
+        partition: int,
+        state: UserState,
+        decisions: list[Decision],
+        assessment: Assessment | None,
+        previous_due: int | None,
+    ) -> None:
+        key = user_id.encode()
+        self.store[user_id] = state
+        self.s.users.send_changelog(partition, user_id, state)
+        if state.due_ms != previous_due:
+            self.index.schedule(partition, state.due_ms, user_id)
+        for decision in decisions:
+            if isinstance(decision, ChurnAlert):
+                self.s.churn_alerts.send_soon(key=key, value=orjson.dumps(churn_alert_record(decision)), **RAW)
+                metrics.CHURN_ALERTS.labels(decision.level).inc()
+            else:
+                self.s.tier_changes.send_soon(key=key, value=orjson.dumps(tier_change_record(decision)), **RAW)
+                metrics.TIER_CHANGES.inc()
+        if assessment is not None:
+            self.pending[user_id] = MembershipUpdate(
+                user_id=user_id,
+                version=state.version,
+                tier=assessment.tier,
+                stage=assessment.stage,
+                doc=orjson.dumps(user_record(user_id, state, assessment)),
+            )
+
+    def _dead_letter(self, message: Any, rejection: Rejection) -> None:
+        record = dead_letter_record(
+            reason=rejection.reason,
+            error=rejection.error,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            payload=message.value,
+            max_payload=self.settings.dlq_max_payload_bytes,
+        )
+        self.s.dead_letters.send_soon(key=message.key, value=record, **RAW)
+        metrics.DEAD_LETTERS.labels(rejection.reason).inc()
+
+    async def flush_membership(self) -> int:
+        """Write the coalesced membership updates; on failure keep them for
+        the next try (newer updates for the same user replace older ones)."""
+        if not self.pending or self.membership is None:
+            return 0
+        batch, self.pending = self.pending, {}
+        started = time.perf_counter()
+        try:
+            await self.membership.write(batch.values())
+        except Exception:
+            metrics.REDIS_ERRORS.inc()
+            log.exception("redis flush of %d updates failed; will retry", len(batch))
+            for user_id, update in batch.items():
+                self.pending.setdefault(user_id, update)
+            metrics.REDIS_PENDING.set(len(self.pending))
+            return 0
+        metrics.REDIS_FLUSH_SECONDS.observe(time.perf_counter() - started)
+        metrics.REDIS_WRITES.inc(len(batch))
+        metrics.REDIS_PENDING.set(len(self.pending))
+        return len(batch)
+
+
+def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
+    """Attach the agent, the sweep timer and the Redis flusher to the app."""
+    app = streams.app
+    redis = Redis.from_url(settings.redis_url)
+    pipeline = Pipeline(streams, settings, rules, MembershipWriter(redis, settings.redis_prefix))
+
+    @app.agent(streams.events, name="tierstream.ingest")
+    async def ingest(stream: Any) -> None:
+        async for event in stream.events():
+            pipeline.on_message(event.message)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_: Any, revoked: set, **kwargs: Any) -> None:
+        pipeline.on_partitions_revoked({tp.partition for tp in revoked if tp.topic == streams.events.get_topic_name()})
+
+    if settings.clock == "live":
+
+        @app.timer(interval=settings.tick_seconds)
+        async def age_silent_users() -> None:
+            pipeline.tick()
+
+    @app.task
+    async def flush_to_redis() -> None:
+        interval = settings.redis_flush_ms / 1000
+        while not app.should_stop:
+            await asyncio.sleep(interval)
+            await pipeline.flush_membership()
+
+    @app.on_before_shutdown.connect
+    async def final_flush(app_: Any, **kwargs: Any) -> None:
+        await pipeline.flush_membership()
+
+    return pipeline

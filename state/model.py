@@ -1,0 +1,146 @@
+"""The per-user record and `apply(state, event)`: pure, no I/O, no clock.
+
+Space is bounded whatever a user does: orders are folded into time buckets
+that fall out of the window, and duplicate detection keeps a fixed number of
+recent event ids. Figures depend only on the set of events applied, not on
+their arrival order, so a late event lands where it would have in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+DAY_MS = 86_400_000
+
+
+class EventType(StrEnum):
+    SIGNUP = "signup"
+    LOGIN = "login"
+    VIEW = "view"
+    ADD_TO_CART = "add_to_cart"
+    ORDER = "order"
+    REFUND = "refund"
+    CAMPAIGN_TOUCH = "campaign_touch"
+
+
+# What the user does themselves. A refund or our own campaign touch says
+# nothing about whether the user is still engaged.
+ACTIVITY_TYPES = frozenset(
+    {EventType.SIGNUP, EventType.LOGIN, EventType.VIEW, EventType.ADD_TO_CART, EventType.ORDER}
+)
+
+
+@dataclass(slots=True, frozen=True)
+class UserEvent:
+    """A validated input event (see stream.contract for validation)."""
+
+    event_id: str
+    user_id: str
+    type: EventType
+    ts_ms: int
+    # Money is kept in integer cents: sums over years must not drift.
+    amount_cents: int = 0
+    order_id: str | None = None
+
+
+def event_fingerprint(event_id: str) -> int:
+    """Stable 63-bit hash of an event id (Python's hash() is salted per process)."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+@dataclass(slots=True)
+class UserState:
+    first_seen_ms: int
+    last_seen_ms: int  # latest event time of any event: drives bucket eviction
+    last_active_ms: int | None = None
+    last_order_ms: int | None = None
+    last_campaign_ms: int | None = None
+    lifetime_orders: int = 0
+    lifetime_revenue_cents: int = 0
+    lifetime_refunds_cents: int = 0
+    # bucket index -> [orders, net cents]; only buckets inside the window.
+    buckets: dict[int, list[int]] = field(default_factory=dict)
+    recent_ids: list[int] = field(default_factory=list)
+    # Decisions already taken (and published) for this user.
+    tier: str | None = None
+    stage: str | None = None
+    tier_since_ms: int | None = None
+    stage_since_ms: int | None = None
+    evaluated_ms: int | None = None
+    due_ms: int | None = None
+    # Bumped on every change; the Redis cache refuses anything older.
+    version: int = 0
+    # Source position of the last applied event, to drop redeliveries.
+    src_partition: int = -1
+    src_offset: int = -1
+
+
+def new_state(ts_ms: int) -> UserState:
+    return UserState(first_seen_ms=ts_ms, last_seen_ms=ts_ms)
+
+
+def is_duplicate(state: UserState | None, event: UserEvent) -> bool:
+    return state is not None and event_fingerprint(event.event_id) in state.recent_ids
+
+
+def apply(
+    state: UserState | None,
+    event: UserEvent,
+    *,
+    bucket_days: int,
+    window_buckets: int,
+    recent_ids: int,
+) -> UserState:
+    """Fold one event into the user's figures. Duplicates must be dropped by
+    the caller with `is_duplicate` first; apply itself always counts."""
+    if state is None:
+        state = new_state(event.ts_ms)
+    ts = event.ts_ms
+    state.first_seen_ms = min(state.first_seen_ms, ts)
+    state.last_seen_ms = max(state.last_seen_ms, ts)
+    if event.type in ACTIVITY_TYPES:
+        state.last_active_ms = ts if state.last_active_ms is None else max(state.last_active_ms, ts)
+    if event.type is EventType.CAMPAIGN_TOUCH:
+        state.last_campaign_ms = ts if state.last_campaign_ms is None else max(state.last_campaign_ms, ts)
+
+    if event.type is EventType.ORDER:
+        state.lifetime_orders += 1
+        state.lifetime_revenue_cents += event.amount_cents
+        state.last_order_ms = ts if state.last_order_ms is None else max(state.last_order_ms, ts)
+        _add_to_bucket(state, ts, 1, event.amount_cents, bucket_days)
+    elif event.type is EventType.REFUND:
+        state.lifetime_refunds_cents += event.amount_cents
+        _add_to_bucket(state, ts, 0, -event.amount_cents, bucket_days)
+
+    _evict_old_buckets(state, bucket_days, window_buckets)
+    state.recent_ids.append(event_fingerprint(event.event_id))
+    if len(state.recent_ids) > recent_ids:
+        del state.recent_ids[: len(state.recent_ids) - recent_ids]
+    state.version += 1
+    return state
+
+
+def bucket_of(ts_ms: int, bucket_days: int) -> int:
+    return ts_ms // (bucket_days * DAY_MS)
+
+
+def _add_to_bucket(state: UserState, ts: int, orders: int, cents: int, bucket_days: int) -> None:
+    index = bucket_of(ts, bucket_days)
+    bucket = state.buckets.get(index)
+    if bucket is None:
+        state.buckets[index] = [orders, cents]
+    else:
+        bucket[0] += orders
+        bucket[1] += cents
+
+
+def _evict_old_buckets(state: UserState, bucket_days: int, window_buckets: int) -> None:
+    # Evict relative to the latest event time, which only grows: a bucket out
+    # of the window now is out of every later window, so eviction is exact
+    # whatever order events arrive in.
+    oldest_kept = bucket_of(state.last_seen_ms, bucket_days) - window_buckets + 1
+    for index in [i for i in state.buckets if i < oldest_kept]:
+        del state.buckets[index]

@@ -1,0 +1,201 @@
+"""The declarative rules: RFM thresholds, value tiers and lifecycle stages.
+
+Rules live in one TOML file (see ``default_rules.toml``). A bad file must fail
+at start-up with the line and the problem, never half-load: `load_rules`
+raises `RulesError` with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DAY_MS = 86_400_000
+
+
+class RulesError(ValueError):
+    """The rules file cannot be used; the message names the line and the fix."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos until proven otherwise: reject them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Thresholds = Annotated[list[float], Field(min_length=4, max_length=4)]
+
+
+class Window(_Strict):
+    days: int = Field(365, gt=0, le=3650)
+    bucket_days: int = Field(30, gt=0)
+
+    @model_validator(mode="after")
+    def _bucket_fits(self) -> Window:
+        if self.bucket_days > self.days:
+            raise ValueError(f"bucket_days ({self.bucket_days}) must not exceed days ({self.days})")
+        return self
+
+    @property
+    def buckets(self) -> int:
+        """How many buckets a window spans (rounded up)."""
+        return -(-self.days // self.bucket_days)
+
+
+class Dedup(_Strict):
+    recent_event_ids: int = Field(16, ge=1, le=256)
+
+
+class Scores(_Strict):
+    recency_days: Thresholds = [7, 30, 90, 180]
+    frequency_orders: Thresholds = [10, 5, 3, 2]
+    monetary: Thresholds = [2000, 1000, 500, 100]
+
+    @model_validator(mode="after")
+    def _monotonic(self) -> Scores:
+        if self.recency_days != sorted(self.recency_days):
+            raise ValueError("recency_days must increase (score 5 is the most recent)")
+        for name in ("frequency_orders", "monetary"):
+            values = getattr(self, name)
+            if values != sorted(values, reverse=True):
+                raise ValueError(f"{name} must decrease (score 5 needs the most)")
+        return self
+
+
+Score = Annotated[int, Field(ge=1, le=5)]
+Days = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class TierRule(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    r_min: Score | None = None
+    r_max: Score | None = None
+    f_min: Score | None = None
+    f_max: Score | None = None
+    m_min: Score | None = None
+    m_max: Score | None = None
+    rfm_sum_min: Annotated[int, Field(ge=3, le=15)] | None = None
+    rfm_sum_max: Annotated[int, Field(ge=3, le=15)] | None = None
+    orders_min: Count | None = None
+    orders_max: Count | None = None
+    lifetime_orders_min: Count | None = None
+    lifetime_orders_max: Count | None = None
+    days_since_order_min: Days | None = None
+    days_since_order_max: Days | None = None
+    ltv_min: float | None = None
+    ltv_max: float | None = None
+
+    @property
+    def is_catch_all(self) -> bool:
+        return all(getattr(self, f) is None for f in type(self).model_fields if f != "name")
+
+
+class Stages(_Strict):
+    new_days: Days = 30
+    at_risk_days: Days = 30
+    churned_days: Days = 60
+    reactivated_days: Days = 30
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Stages:
+        if not 0 < self.at_risk_days < self.churned_days:
+            raise ValueError("need 0 < at_risk_days < churned_days")
+        return self
+
+
+class Rules(_Strict):
+    window: Window = Window()
+    dedup: Dedup = Dedup()
+    scores: Scores = Scores()
+    tiers: list[TierRule] = Field(min_length=1)
+    stages: Stages = Stages()
+
+    @model_validator(mode="after")
+    def _tiers_cover_everyone(self) -> Rules:
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must be unique, got {names}")
+        if not self.tiers[-1].is_catch_all:
+            raise ValueError("the last tier must have no conditions, so that every user gets a tier")
+        return self
+
+    @property
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.tiers]
+
+
+STAGES = ("new", "active", "at_risk", "churned", "reactivated")
+
+
+def default_rules_text() -> str:
+    return resources.files("state").joinpath("default_rules.toml").read_text()
+
+
+def load_rules(path: str | Path | None = None) -> Rules:
+    """Load and validate a rules file; `None` loads the shipped defaults."""
+    if path is None:
+        return parse_rules(default_rules_text(), "default_rules.toml")
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read rules file ({exc.strerror}); check TIERSTREAM_RULES") from exc
+    return parse_rules(text, str(path))
+
+
+def parse_rules(text: str, source: str = "<rules>") -> Rules:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message already ends with "(at line N, column M)".
+        raise RulesError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return Rules.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = _line_of(text, loc)
+            where = ".".join(str(p) for p in loc) or "(top level)"
+            at = f"line {line}" if line else "file"
+            problems.append(f"{source}: {at}: {where}: {err['msg']}")
+        raise RulesError("invalid rules:\n  " + "\n  ".join(problems)) from exc
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.]+)\s*\]\]?")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=")
+
+
+def _line_of(text: str, loc: tuple[str | int, ...]) -> int | None:
+    """Best-effort line number of the TOML key a validation error points at."""
+    table: list[str | int] = []
+    counts: dict[str, int] = {}
+    table_line: dict[tuple, int] = {}
+    best: int | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            name = header.group(2)
+            if header.group(1) == "[[":
+                index = counts.get(name, -1) + 1
+                counts[name] = index
+                table = [*name.split("."), index]
+            else:
+                table = list(name.split("."))
+            table_line[tuple(table)] = number
+            continue
+        key = _KEY.match(line)
+        if key and tuple([*table, key.group(1)]) == loc[: len(table) + 1]:
+            best = number
+    if best is not None:
+        return best
+    # The error is about a whole table (a model check), or a missing key.
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in table_line:
+            return table_line[loc[:depth]]
+    return None

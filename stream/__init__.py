@@ -1,0 +1,1 @@
+"""Kafka side: the Faust app, topics, the event contract, codecs, settings."""

@@ -1,0 +1,32 @@
+"""Create the contract topics up front, so producers, tails and the worker
+never race Kafka's auto-creation (which may be off in production)."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream import topics
+
+
+async def ensure_topics(bootstrap: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [topics.EVENTS, *topics.OUTPUTS]
+        missing = [NewTopic(name, partitions, 1) for name in wanted if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race: fine
+        described = await admin.describe_topics([topics.EVENTS])
+        found = len(described[0]["partitions"]) if described and described[0].get("partitions") else partitions
+        if found != partitions:
+            raise SystemExit(
+                f"{topics.EVENTS} has {found} partitions but TIERSTREAM_PARTITIONS={partitions}; "
+                "the users table must be partitioned like its input: set TIERSTREAM_PARTITIONS to match"
+            )
+    finally:
+        await admin.close()

@@ -1,0 +1,83 @@
+"""The Faust app, its topics and the users table, built from Settings.
+
+Read top to bottom: app -> topics -> table. Agents live in agents/ and are
+attached by `agents.pipeline.install`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TP
+
+import stream.codecs  # noqa: F401  (registers the 'tierstate' and 'utf8' codecs)
+from stream import topics
+from stream.recovery import TierstreamTableManager
+from stream.settings import Settings
+
+
+class UsersTable(faust.Table):
+    """The users table, telling the pipeline which partitions it now owns
+    once their state is fully recovered (and only then)."""
+
+    on_active_partitions: Callable[[set[int]], None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Faust derives serializers from key/value types (json by default);
+        # ours are the compact codecs of stream.codecs.
+        self.key_serializer = "utf8"
+        self.value_serializer = "tierstate"
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        if self.on_active_partitions is not None:
+            self.on_active_partitions({tp.partition for tp in active_tps})
+
+
+@dataclass
+class StreamApp:
+    app: faust.App
+    events: Any  # faust topics
+    tier_changes: Any
+    churn_alerts: Any
+    dead_letters: Any
+    users: UsersTable
+
+
+def build_app(settings: Settings) -> StreamApp:
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{b.strip()}" for b in settings.broker.split(",")],
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
+        producer_linger=settings.producer_linger_ms / 1000,
+        TableManager=TierstreamTableManager,
+        # The read API is our own (api/), reading Redis; Faust's web server
+        # would only add a port to collide with.
+        web_enabled=False,
+        # One worker and one broker in dev: a standby copy would double the
+        # changelog reads for no gain. Production raises this (see README).
+        table_standby_replicas=0,
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    events = app.topic(topics.EVENTS, partitions=settings.partitions, **raw)
+    tier_changes = app.topic(topics.TIER_CHANGES, partitions=settings.partitions, **raw)
+    churn_alerts = app.topic(topics.CHURN_ALERTS, partitions=settings.partitions, **raw)
+    dead_letters = app.topic(topics.DEAD_LETTERS, partitions=settings.partitions, **raw)
+    users = app.tables.add(
+        UsersTable(
+            app,
+            name=topics.USERS_TABLE,
+            partitions=settings.partitions,
+            beacon=app.tables.beacon,
+            help="Per-user state (RFM figures, tier, stage) keyed by user_id",
+        )
+    )
+    return StreamApp(app, events, tier_changes, churn_alerts, dead_letters, users)

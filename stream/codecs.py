@@ -1,0 +1,171 @@
+"""Byte encodings: the table's state codec, output records, DLQ records.
+
+orjson is used throughout: it is several times faster than the standard
+json module on both ends, and strict about what it accepts.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from faust.serializers import codecs
+
+from state.engine import ChurnAlert, TierChange
+from state.evaluate import Assessment
+from state.model import UserState
+
+STATE_FORMAT = 1
+_STATE_FIELDS = tuple(f.name for f in fields(UserState))
+
+
+def encode_state(state: UserState) -> bytes:
+    # A positional list, not a dict: no field names repeated per user.
+    # Bucket keys become strings in JSON objects, so buckets go as a flat list.
+    values: list[Any] = [STATE_FORMAT]
+    for name in _STATE_FIELDS:
+        value = getattr(state, name)
+        if name == "buckets":
+            value = [x for index, (n, c) in sorted(value.items()) for x in (index, n, c)]
+        values.append(value)
+    return orjson.dumps(values)
+
+
+def decode_state(data: bytes) -> UserState:
+    values = orjson.loads(data)
+    if values[0] != STATE_FORMAT:
+        raise ValueError(f"unknown state format {values[0]!r}; this worker reads format {STATE_FORMAT}")
+    kwargs = dict(zip(_STATE_FIELDS, values[1:], strict=True))
+    flat = kwargs["buckets"]
+    kwargs["buckets"] = {flat[i]: [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)}
+    return UserState(**kwargs)
+
+
+class StateCodec(codecs.Codec):
+    """Faust codec so the users table's changelog holds `encode_state` bytes."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return encode_state(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return decode_state(s)
+
+
+class Utf8Codec(codecs.Codec):
+    """Keys are user ids: str in memory, UTF-8 on the wire, both ways."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return obj.encode() if isinstance(obj, str) else bytes(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return s.decode()
+
+
+codecs.register("tierstate", StateCodec())
+codecs.register("utf8", Utf8Codec())
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def money(cents: int) -> float:
+    return round(cents / 100, 2)
+
+
+def figures(a: Assessment) -> dict[str, Any]:
+    """The scores and figures that explain a decision, in operator's words."""
+    return {
+        "recency_days": a.recency_days,
+        "days_inactive": a.days_inactive,
+        "frequency": a.frequency,
+        "monetary": money(a.monetary_cents),
+        "rfm": {"r": a.r, "f": a.f, "m": a.m},
+        "lifetime_orders": a.lifetime_orders,
+        "ltv": money(a.ltv_cents),
+        "aov": money(a.aov_cents),
+    }
+
+
+def tier_change_record(c: TierChange) -> dict[str, Any]:
+    a = c.assessment
+    return {
+        "change_id": c.change_id,
+        "user_id": c.user_id,
+        "from_tier": c.from_tier,
+        "to_tier": c.to_tier,
+        "from_stage": c.from_stage,
+        "to_stage": c.to_stage,
+        "at": iso(a.at_ms),
+        "at_ms": a.at_ms,
+        **figures(a),
+    }
+
+
+def churn_alert_record(alert: ChurnAlert) -> dict[str, Any]:
+    a = alert.assessment
+    return {
+        "alert_id": alert.alert_id,
+        "user_id": alert.user_id,
+        "level": alert.level,
+        "days_inactive": a.days_inactive,
+        "tier": a.tier,
+        "ltv": money(a.ltv_cents),
+        "at": iso(a.at_ms),
+        "at_ms": a.at_ms,
+    }
+
+
+def user_record(user_id: str, state: UserState, a: Assessment) -> dict[str, Any]:
+    """What the read API serves for one user (stored in Redis as is)."""
+    return {
+        "user_id": user_id,
+        "tier": a.tier,
+        "stage": a.stage,
+        "tier_since": iso(state.tier_since_ms),
+        "stage_since": iso(state.stage_since_ms),
+        "evaluated_at": iso(a.at_ms),
+        "first_seen": iso(state.first_seen_ms),
+        "last_active": iso(state.last_active_ms),
+        "last_order": iso(state.last_order_ms),
+        "version": state.version,
+        **figures(a),
+    }
+
+
+def dead_letter_record(
+    *, reason: str, error: Any, topic: str, partition: int, offset: int,
+    key: bytes | None, payload: bytes | None, max_payload: int,
+) -> bytes:
+    """The original bytes travel as text when they are UTF-8, else base64;
+    past `max_payload` they are cut and flagged, never dropped unannounced."""
+    payload = payload or b""
+    truncated = len(payload) > max_payload
+    kept = payload[:max_payload]
+    record: dict[str, Any] = {
+        "reason": reason,
+        "error": error,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": _as_text(key) if key is not None else None,
+        "payload_size": len(payload),
+        "payload_truncated": truncated,
+    }
+    try:
+        record["payload"] = kept.decode()
+    except UnicodeDecodeError:
+        record["payload_b64"] = base64.b64encode(kept).decode()
+    return orjson.dumps(record)
+
+
+def _as_text(data: bytes) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(data).decode()

@@ -1,0 +1,136 @@
+"""The input event contract: what a producer may send to `tierstream.events`.
+
+`parse_event` turns raw message bytes into a `UserEvent` or a `Rejection`
+that says what was wrong. It never raises on bad input: a bad event is a
+dead letter, not a crash. See docs/events.md for the contract in prose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
+
+from state.model import EventType, UserEvent
+
+EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything earlier is a unit mistake
+MAX_PROPERTIES_BYTES = 4096
+MONEY_TYPES = (EventType.ORDER, EventType.REFUND)
+
+Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class InputEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier
+    user_id: Identifier
+    type: EventType
+    ts: StrictInt | StrictStr
+    amount: Decimal | None = None
+    order_id: Identifier | None = None
+    properties: dict[str, Any] | None = None
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount_is_number(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float, str, type(None))):
+            raise ValueError("amount must be a number or a decimal string")
+        return v
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_non_negative(cls, v: Decimal | None) -> Decimal | None:
+        if v is not None and (not v.is_finite() or v < 0):
+            raise ValueError("amount must be a finite decimal >= 0 (send refunds as type 'refund')")
+        if v is not None and v > Decimal("1e12"):
+            raise ValueError("amount is absurdly large (> 1e12)")
+        return v
+
+    @field_validator("properties")
+    @classmethod
+    def _properties_small(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and len(orjson.dumps(v)) > MAX_PROPERTIES_BYTES:
+            raise ValueError(f"properties must serialise to at most {MAX_PROPERTIES_BYTES} bytes")
+        return v
+
+
+@dataclass(slots=True, frozen=True)
+class Rejection:
+    reason: str  # short, stable, countable: invalid_json, invalid_event, ...
+    error: Any  # the details a producer needs to fix it
+    user_id: str | None = None
+
+
+def parse_ts(value: int | str) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"ts {value!r} is neither epoch milliseconds nor ISO-8601") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"ts {value!r} has no UTC offset; add 'Z' or '+hh:mm'")
+    return int(parsed.timestamp() * 1000)
+
+
+def parse_event(payload: bytes, *, now_ms: int, max_bytes: int, max_future_ms: int) -> UserEvent | Rejection:
+    if len(payload) > max_bytes:
+        return Rejection("oversized", f"event is {len(payload)} bytes; the limit is {max_bytes}")
+    try:
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("invalid_json", str(exc))
+    if not isinstance(raw, dict):
+        return Rejection("not_an_object", f"expected a JSON object, got {type(raw).__name__}")
+    user_id = raw.get("user_id") if isinstance(raw.get("user_id"), str) else None
+    if "type" in raw and isinstance(raw["type"], str) and raw["type"] not in EventType._value2member_map_:
+        known = ", ".join(t.value for t in EventType)
+        return Rejection("unknown_type", f"type {raw['type']!r} is not one of: {known}", user_id)
+    try:
+        event = InputEvent.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]) or None, "error": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        return Rejection("invalid_event", errors, user_id)
+    try:
+        ts_ms = parse_ts(event.ts)
+    except ValueError as exc:
+        return Rejection("invalid_event", [{"field": "ts", "error": str(exc)}], user_id)
+    if ts_ms < EARLIEST_MS:
+        hint = " (epoch seconds? send milliseconds)" if ts_ms > 0 else ""
+        return Rejection("absurd_timestamp", f"ts {ts_ms} is before 2000-01-01{hint}", user_id)
+    if ts_ms > now_ms + max_future_ms:
+        return Rejection(
+            "absurd_timestamp",
+            f"ts {ts_ms} is more than {max_future_ms // 1000}s ahead of this worker's clock ({now_ms})",
+            user_id,
+        )
+    if event.type in MONEY_TYPES:
+        if event.amount is None:
+            return Rejection("invalid_event", [{"field": "amount", "error": f"required for {event.type}"}], user_id)
+        cents = int((event.amount * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    else:
+        if event.amount is not None or event.order_id is not None:
+            field = "amount" if event.amount is not None else "order_id"
+            return Rejection(
+                "invalid_event", [{"field": field, "error": f"only order and refund events carry {field}"}], user_id
+            )
+        cents = 0
+    return UserEvent(
+        event_id=event.event_id,
+        user_id=event.user_id,
+        type=event.type,
+        ts_ms=ts_ms,
+        amount_cents=cents,
+        order_id=event.order_id,
+    )
+
+
+__all__ = ["InputEvent", "Rejection", "parse_event", "parse_ts"]

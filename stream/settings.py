@@ -1,0 +1,44 @@
+"""All settings in one typed object, read from TIERSTREAM_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIERSTREAM_", frozen=True)
+
+    broker: str = Field("127.0.0.1:9092", description="Kafka bootstrap server(s), host:port[,host:port]")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding segment membership")
+    redis_prefix: str = Field("tierstream:", description="Prefix of every Redis key tierstream writes")
+    rules: Path | None = Field(None, description="Rules TOML file; unset = the shipped defaults")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, description="Port of the read API")
+
+    app_id: str = Field("tierstream", description="Kafka consumer group and changelog prefix")
+    partitions: int = Field(4, ge=1, description="Partitions of the events topic and the users table")
+    clock: Literal["live", "event"] = Field(
+        "live",
+        description="live: wall-clock time also ages silent users; event: only event time moves the clock",
+    )
+    tick_seconds: float = Field(1.0, gt=0, description="How often silent users are checked (live clock)")
+
+    max_event_bytes: int = Field(16_384, description="Larger input messages go to the DLQ")
+    max_future_seconds: int = Field(86_400, description="Events further ahead of the clock go to the DLQ")
+    dlq_max_payload_bytes: int = Field(262_144, description="Original payload kept in a DLQ record, at most")
+
+    redis_flush_ms: int = Field(20, description="Membership updates are coalesced this long, then written")
+    session_timeout_seconds: float = Field(10.0, description="Kafka consumer session timeout")
+    producer_linger_ms: int = Field(10, description="Producer batching delay; 0 sends each record alone")
+    metrics_port: int | None = Field(None, description="Serve Prometheus metrics of the worker on this port")
+    log_level: str = "WARNING"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
