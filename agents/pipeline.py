@@ -30,7 +30,7 @@ from state.model import UserState
 from state.rules import Rules
 from state.due_index import DueIndex
 from stream.app import StreamApp
-from stream.codecs import churn_alert_record, dead_letter_record, tier_change_record, user_record
+from stream.codecs import churn_alert_record, dead_letter_record, encode_state, tier_change_record, user_record
 from stream.contract import Rejection, parse_event
 from stream.settings import Settings
 
@@ -71,6 +71,20 @@ class Pipeline:
                 self.stream_time[state.src_partition] = max(self.stream_time.get(state.src_partition, 0), seen)
         metrics.DUE_INDEX_SIZE.set(len(self.index))
         log.info("owning partitions %s, %d users due-indexed", sorted(partitions), len(self.index))
+        if self.settings.recovery_dump is not None:
+            self._dump_recovered(partitions)
+
+    def _dump_recovered(self, partitions: set[int]) -> None:
+        """Write the recovered users of `partitions` (diagnostics, and the
+        restart test's evidence that recovery lost nothing)."""
+        path = self.settings.recovery_dump
+        assert path is not None
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as out:
+            for user_id, state in self.store.items():
+                if state.src_partition in partitions:
+                    out.write(orjson.dumps({"user_id": user_id, "state": orjson.loads(encode_state(state))}) + b"\n")
+        tmp.replace(path)
 
     def on_partitions_revoked(self, partitions: set[int]) -> None:
         # Stop sweeping at once: another worker may own these now.

@@ -120,6 +120,9 @@ class Rules(_Strict):
         names = [t.name for t in self.tiers]
         if len(set(names)) != len(names):
             raise ValueError(f"tier names must be unique, got {names}")
+        clash = set(names) & set(STAGES)
+        if clash:
+            raise ValueError(f"tier name(s) {sorted(clash)} are also a lifecycle stage; segments need distinct names")
         if not self.tiers[-1].is_catch_all:
             raise ValueError("the last tier must have no conditions, so that every user gets a tier")
         return self

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     producer_linger_ms: int = Field(10, description="Producer batching delay; 0 sends each record alone")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics of the worker on this port")
     log_level: str = "WARNING"
+    recovery_dump: Path | None = Field(
+        None, description="Diagnostics: after each recovery, write the recovered users as JSON lines here"
+    )
 
 
 @lru_cache(maxsize=1)

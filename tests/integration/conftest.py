@@ -1,0 +1,47 @@
+import pytest
+from redis.asyncio import Redis
+
+from cli.embedded import EmbeddedServers
+from tests.integration.harness import ERA_START_MS, Cluster, produce, wait_until
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    servers = EmbeddedServers().start()
+    c = Cluster(servers)
+    try:
+        c.start_api()
+        c.start_worker()
+        yield c
+    finally:
+        c.stop_worker()
+        from cli.embedded import stop
+
+        stop(c.api)
+        servers.stop()
+
+
+@pytest.fixture(scope="session")
+async def redis(cluster):
+    client = Redis.from_url(cluster.servers.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def ready(cluster, redis):
+    """The worker has joined the group and processes events end to end."""
+    await produce(cluster.servers.broker, [{"event_id": "probe-1", "user_id": "probe", "type": "signup",
+                                            "ts": ERA_START_MS}])
+    await wait_until(lambda: redis.hget("tierstream:user:probe", "doc"), timeout=90, what="the worker to start")
+    return cluster
+
+
+_eras = iter(range(1, 10_000))
+
+
+@pytest.fixture
+def era(request):
+    from tests.integration.harness import Era
+
+    return Era(next(_eras), prefix=request.node.name.replace("_", "")[:24])

@@ -1,0 +1,159 @@
+"""Real servers for integration tests: the embedded broker, Redis, a worker
+and the API as separate processes, talked to over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from cli.embedded import EmbeddedServers, free_port, spawn, stop, wait_for_port
+
+PARTITIONS = 4
+
+
+@dataclass
+class Cluster:
+    servers: EmbeddedServers
+    api_port: int = 0
+    worker: Any = None
+    api: Any = None
+    worker_starts: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TIERSTREAM_BROKER": self.servers.broker,
+            "TIERSTREAM_REDIS_URL": self.servers.redis_url,
+            "TIERSTREAM_PARTITIONS": str(PARTITIONS),
+            "TIERSTREAM_CLOCK": "event",
+            "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
+            "TIERSTREAM_API_PORT": str(self.api_port),
+            "TIERSTREAM_LOG_LEVEL": "INFO",
+            "TIERSTREAM_RECOVERY_DUMP": str(self.recovery_dump),
+            **self.extra_env,
+        }
+
+    @property
+    def recovery_dump(self) -> Path:
+        return self.servers.workdir / "recovered.jsonl"
+
+    def start_worker(self) -> None:
+        self.worker_starts += 1
+        log = self.servers.workdir / f"worker-{self.worker_starts}.log"
+        self.worker = spawn([sys.executable, "-m", "cli.main", "worker"], env=self.env, log=log)
+
+    def stop_worker(self) -> None:
+        stop(self.worker, timeout=30)
+        self.worker = None
+
+    def start_api(self) -> None:
+        self.api_port = free_port()
+        self.api = spawn([sys.executable, "-m", "cli.main", "api"], env=self.env,
+                         log=self.servers.workdir / "api.log")
+        wait_for_port(self.api_port, self.api, what="tierstream api")
+
+    def cli(self, *args: str) -> str:
+        import subprocess
+
+        out = subprocess.run([sys.executable, "-m", "cli.main", *args], env=self.env, capture_output=True,
+                             timeout=120, check=True)
+        return out.stdout.decode()
+
+
+async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def produce(broker: str, records: Iterable[dict | bytes], key: Callable[[Any], bytes | None] | None = None,
+                  topic: str = "tierstream.events") -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=20, max_batch_size=262_144)
+    await producer.start()
+    n = 0
+    try:
+        futures = []
+        for r in records:
+            value = r if isinstance(r, bytes) else orjson.dumps(r)
+            k = key(r) if key else (r["user_id"].encode() if isinstance(r, dict) else None)
+            futures.append(await producer.send(topic, value, key=k))
+            n += 1
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return n
+
+
+async def read_topic(broker: str, topic: str) -> list[dict]:
+    """Everything currently in `topic`, read to the fetch high-water marks."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        out: list[dict] = []
+        idle_rounds = 0
+        while idle_rounds < 2:
+            batch = await consumer.getmany(timeout_ms=300, max_records=50_000)
+            if not batch:
+                idle_rounds += 1
+                continue
+            idle_rounds = 0
+            for records in batch.values():
+                out.extend(orjson.loads(r.value) for r in records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+ERA_START_MS = 1_104_537_600_000  # 2005-01-01T00:00:00Z
+ERA_DAYS = 800
+DAY_MS = 86_400_000
+
+
+@dataclass
+class Era:
+    """A stretch of event time of its own for one test. Stream time only moves
+    forward, so tests sharing a worker each get a later era than the last."""
+
+    index: int
+    prefix: str
+    seq: int = 0
+
+    @property
+    def base_ms(self) -> int:
+        return ERA_START_MS + self.index * ERA_DAYS * DAY_MS
+
+    def user(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def event(self, user: str, type_: str, day: float, amount: float | None = None, **extra: Any) -> dict:
+        self.seq += 1
+        body: dict[str, Any] = {"event_id": f"{self.prefix}-e{self.seq}", "user_id": self.user(user),
+                                "type": type_, "ts": self.base_ms + int(day * DAY_MS)}
+        if amount is not None:
+            body["amount"] = amount
+        body.update(extra)
+        return body
+
+    def clock_events(self, day: float, users: int = 40) -> list[dict]:
+        """Activity of other users at `day`, spread over every partition, to
+        move event time forward for everyone."""
+        return [self.event(f"clock{i}", "login", day) for i in range(users)]
