@@ -27,7 +27,7 @@ from state.engine import ChurnAlert, Decision, catch_up, on_event
 from state.evaluate import Assessment
 from state.membership import MembershipUpdate, MembershipWriter
 from state.model import UserState
-from state.rules import Rules
+from state.rules import STAGES, Rules
 from state.due_index import DueIndex
 from stream.app import StreamApp
 from stream.codecs import churn_alert_record, dead_letter_record, encode_state, tier_change_record, user_record
@@ -214,6 +214,14 @@ class Pipeline:
         self.s.dead_letters.send_soon(key=message.key, value=record, **RAW)
         metrics.DEAD_LETTERS.labels(rejection.reason).inc()
 
+    async def declare_segments(self) -> None:
+        if self.membership is None:
+            return
+        try:
+            await self.membership.declare_segments(self.rules.tier_names, STAGES)
+        except Exception:  # Redis down at start: flushes will retry, counts just miss zeros
+            log.exception("could not declare segments in Redis")
+
     async def flush_membership(self) -> int:
         """Write the coalesced membership updates; on failure keep them for
         the next try (newer updates for the same user replace older ones)."""
@@ -260,6 +268,7 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     @app.task
     async def flush_to_redis() -> None:
         interval = settings.redis_flush_ms / 1000
+        await pipeline.declare_segments()
         while not app.should_stop:
             await asyncio.sleep(interval)
             await pipeline.flush_membership()

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from state.evaluate import evaluate
 from state.membership import MembershipUpdate, MembershipWriter
-from state.rules import Rules
+from state.rules import STAGES, Rules
 from stream import topics
 from stream.admin import ensure_topics
 from stream.codecs import decode_state, user_record
@@ -115,6 +115,7 @@ async def rebuild_membership(settings: Settings, rules: Rules) -> tuple[int, int
     writer = MembershipWriter(redis, settings.redis_prefix)
     try:
         await writer.clear()
+        await writer.declare_segments(rules.tier_names, STAGES)
         updates = []
         for user_id, data in latest.items():
             state = decode_state(data)

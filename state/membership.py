@@ -4,7 +4,7 @@ Key layout (prefix P, default "tierstream:"):
   P user:<id>       hash  v (version), tier, stage, doc (the API's JSON)
   P tier:<name>     zset  member ids, all scored 0 so they page in id order
   P stage:<name>    zset  member ids
-  P segments        set   "tier:<name>" / "stage:<name>" ever used
+  P segments        set   "tier:<name>" / "stage:<name>": declared by the rules, or ever used
 
 One Lua script moves a user between sets and updates the record in one
 atomic step, and refuses any update whose version is not newer than the
@@ -62,6 +62,11 @@ class MembershipWriter:
         if not count:
             return 0
         return sum(await pipe.execute())
+
+    async def declare_segments(self, tiers: Iterable[str], stages: Iterable[str]) -> None:
+        """List every segment the rules can produce, so counts show empty ones as 0."""
+        names = [f"tier:{t}" for t in tiers] + [f"stage:{s}" for s in stages]
+        await self._redis.sadd(self._prefix + "segments", *names)
 
     async def clear(self) -> int:
         """Delete every key under the prefix (used before a rebuild)."""

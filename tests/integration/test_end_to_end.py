@@ -139,11 +139,12 @@ async def test_api_pages_members_and_explains_errors(ready, era):
 async def test_an_older_update_never_overwrites_a_newer_one(ready, redis):
     from state.membership import MembershipUpdate, MembershipWriter
 
-    writer = MembershipWriter(redis, "tierstream:")
+    writer = MembershipWriter(redis, "racetest:")  # its own prefix: not the worker's data
     new = MembershipUpdate("race-user", 7, "high_value", "active", b'{"v":7}')
     old = MembershipUpdate("race-user", 6, "low_value", "at_risk", b'{"v":6}')
     assert await writer.write([new]) == 1
     assert await writer.write([old]) == 0
-    assert await redis.hget("tierstream:user:race-user", "doc") == b'{"v":7}'
-    assert await redis.zscore("tierstream:tier:high_value", "race-user") == 0
-    assert await redis.zscore("tierstream:tier:low_value", "race-user") is None
+    assert await redis.hget("racetest:user:race-user", "doc") == b'{"v":7}'
+    assert await redis.zscore("racetest:tier:high_value", "race-user") == 0
+    assert await redis.zscore("racetest:tier:low_value", "race-user") is None
+    assert await writer.clear() == 4  # user, two sets, the segment list
