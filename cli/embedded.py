@@ -40,6 +40,9 @@ def spawn(args: Sequence[str], *, env: dict[str, str] | None = None, log: Path |
     return subprocess.Popen(
         list(args), env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         preexec_fn=_die_with_parent,
+        # A session of its own: Ctrl-C reaches only the parent, which then
+        # stops the children in order (worker before broker).
+        start_new_session=True,
     )
 
 

@@ -1,0 +1,171 @@
+"""Demo event generator: simulated shoppers on an accelerated event-time clock.
+
+Personas follow behaviours an operator will recognise: loyal big spenders,
+bargain hunters, one-time buyers, users drifting away, and newcomers who
+keep arriving. Time runs `speed` simulated days per real second, so tier
+changes and churn alerts show within a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from stream import topics
+
+DAY_MS = 86_400_000
+PERSONAS = ("loyal", "bargain", "one_time", "drifting", "newcomer")
+WEIGHTS = (0.15, 0.25, 0.2, 0.25, 0.15)
+
+
+@dataclass
+class Shopper:
+    user_id: str
+    persona: str
+    joined_ms: int
+    orders: int = 0
+    # Drifting users wait longer and longer between visits, then stop.
+    gap_days: float = 2.0
+    silent: bool = False
+
+
+@dataclass
+class DemoClock:
+    """Simulated event time: starts in the past, runs `speed` days per second,
+    and never overtakes the real present (the worker rejects future events)."""
+
+    speed: float
+    start_ms: int = field(default_factory=lambda: int(time.time() * 1000) - 10 * 365 * DAY_MS)
+    started: float = field(default_factory=time.monotonic)
+
+    def now_ms(self) -> int:
+        simulated = self.start_ms + int((time.monotonic() - self.started) * self.speed * DAY_MS)
+        return min(simulated, int(time.time() * 1000))
+
+
+class DemoGenerator:
+    def __init__(self, users: int, clock: DemoClock, seed: int = 42) -> None:
+        self.rnd = random.Random(seed)
+        self.clock = clock
+        self.users = users
+        self.sent = 0
+        self._next_user = 0
+        self._seq = 0
+        self._queue: list[tuple[int, int, Shopper]] = []
+
+    def _join(self, at_ms: int) -> Shopper:
+        persona = self.rnd.choices(PERSONAS, WEIGHTS)[0]
+        shopper = Shopper(f"user-{self._next_user:05d}", persona, at_ms)
+        self._next_user += 1
+        self._schedule(shopper, at_ms)
+        return shopper
+
+    def _schedule(self, shopper: Shopper, at_ms: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at_ms, self._seq, shopper))
+
+    def _event(self, shopper: Shopper, type_: str, ts: int, amount: float | None = None) -> dict:
+        self._seq += 1
+        body = {"event_id": f"demo-{self._seq}", "user_id": shopper.user_id, "type": type_, "ts": ts}
+        if amount is not None:
+            body["amount"] = round(amount, 2)
+            body["order_id"] = f"o-{self._seq}"
+        return body
+
+    def due_events(self) -> list[dict]:
+        """Everything the simulated shoppers do up to the clock's now."""
+        now = self.clock.now_ms()
+        if self._next_user == 0:
+            # Most shoppers exist from the start; newcomers keep arriving.
+            for _ in range(int(self.users * 0.7)):
+                self._join(now - self.rnd.randint(0, 20) * DAY_MS)
+        elif self._next_user < self.users and self.rnd.random() < 0.3:
+            self._join(now)
+        out: list[dict] = []
+        while self._queue and self._queue[0][0] <= now:
+            at, _, shopper = heapq.heappop(self._queue)
+            out.extend(self._act(shopper, at))
+        self.sent += len(out)
+        return out
+
+    def _act(self, s: Shopper, at: int) -> list[dict]:
+        r = self.rnd
+        events: list[dict] = []
+        if s.orders == 0 and s.joined_ms == at and not s.silent:
+            events.append(self._event(s, "signup", at))
+        events.append(self._event(s, r.choice(["login", "view", "view"]), at + 1))
+        if s.persona == "loyal":
+            if r.random() < 0.6:
+                events.append(self._event(s, "order", at + 2, r.uniform(150, 600)))
+                s.orders += 1
+            next_days = r.uniform(1, 6)
+        elif s.persona == "bargain":
+            events.append(self._event(s, "add_to_cart", at + 2))
+            if r.random() < 0.35:
+                events.append(self._event(s, "order", at + 3, r.uniform(8, 45)))
+                s.orders += 1
+                if r.random() < 0.15:
+                    events.append(self._event(s, "refund", at + DAY_MS, r.uniform(5, 8)))
+            next_days = r.uniform(2, 9)
+        elif s.persona == "one_time":
+            if s.orders == 0:
+                events.append(self._event(s, "order", at + 2, r.uniform(40, 250)))
+                s.orders += 1
+                next_days = r.uniform(5, 15)
+            else:
+                return events if r.random() < 0.5 else []  # a last look, then gone
+        elif s.persona == "drifting":
+            if r.random() < 0.4:
+                events.append(self._event(s, "order", at + 2, r.uniform(30, 200)))
+                s.orders += 1
+            s.gap_days *= r.uniform(1.4, 2.2)
+            if s.silent:
+                # A win-back touch reached them; some come back.
+                events = [self._event(s, "campaign_touch", at)]
+                if r.random() < 0.4:
+                    s.silent, s.gap_days = False, 3.0
+                    events.append(self._event(s, "login", at + DAY_MS // 2))
+                    events.append(self._event(s, "order", at + DAY_MS, r.uniform(20, 120)))
+                    s.orders += 1
+                else:
+                    return events
+            elif s.gap_days > 45:
+                s.silent = True  # gone quiet: a win-back flow will try in two months
+                next_days = r.uniform(65, 90)
+                self._schedule(s, at + int(next_days * DAY_MS))
+                return events
+            next_days = s.gap_days
+        else:  # newcomer: browses, may become a promising first buyer
+            if r.random() < 0.3:
+                events.append(self._event(s, "order", at + 2, r.uniform(60, 300)))
+                s.orders += 1
+            next_days = r.uniform(1, 8) if s.orders < 2 else r.uniform(5, 30)
+        self._schedule(s, at + int(next_days * DAY_MS))
+        return events
+
+
+async def run_demo(
+    bootstrap: str, generator: DemoGenerator, stop: asyncio.Event, on_batch: Callable[[int], None] | None = None
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        while not stop.is_set():
+            batch = generator.due_events()
+            for body in batch:
+                await producer.send(topics.EVENTS, orjson.dumps(body), key=body["user_id"].encode())
+            if on_batch:
+                on_batch(len(batch))
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.1)
+            except TimeoutError:
+                pass
+    finally:
+        await producer.stop()

@@ -1,0 +1,104 @@
+"""`tierstream dev`: the whole system on this machine, with a live view.
+
+Broker (Tansu) and Redis on free ports, a worker and the API as child
+processes, the demo generator and the view in this one. Ctrl-C (or
+--duration) stops everything in reverse order; children also die with us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.live import Live
+
+from cli.demo import DemoClock, DemoGenerator, run_demo
+from cli.embedded import EmbeddedServers, free_port, spawn, stop, wait_for_port
+from cli.live_view import ViewState, follow_outputs, poll_counts, render
+from state.membership import MembershipReader
+from stream.admin import ensure_topics
+
+PARTITIONS = 4
+
+
+def run_dev(*, demo: bool, speed: float, users: int, duration: float | None) -> int:
+    console = Console()
+    servers = EmbeddedServers().start()
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "TIERSTREAM_BROKER": servers.broker,
+        "TIERSTREAM_REDIS_URL": servers.redis_url,
+        "TIERSTREAM_API_PORT": str(api_port),
+        "TIERSTREAM_PARTITIONS": str(PARTITIONS),
+        # The demo's accelerated time is event time: let only events move the clock.
+        "TIERSTREAM_CLOCK": "event" if demo else os.environ.get("TIERSTREAM_CLOCK", "live"),
+        "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
+    }
+    procs = []
+    try:
+        asyncio.run(ensure_topics(servers.broker, PARTITIONS))
+        procs.append(spawn([sys.executable, "-m", "cli.main", "worker"], env=env, log=servers.workdir / "worker.log"))
+        api = spawn([sys.executable, "-m", "cli.main", "api"], env=env, log=servers.workdir / "api.log")
+        procs.append(api)
+        wait_for_port(api_port, api, what="tierstream api")
+        header = (
+            f"broker  {servers.broker}   (Kafka protocol; Tansu, memory storage)\n"
+            f"redis   {servers.redis_url}\n"
+            f"api     http://127.0.0.1:{api_port}/v1/segments\n"
+            f"logs    {servers.workdir}"
+        )
+        console.print(header)
+        view = ViewState(header=header)
+        asyncio.run(_live(servers, view, demo=demo, speed=speed, users=users, duration=duration, console=console))
+        console.print(
+            f"stopped: {view.events_sent} events sent, {view.total_changes} tier changes, "
+            f"{view.total_alerts} churn alerts, {view.total_dead_letters} dead letters"
+        )
+        return 0
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        servers.stop()
+
+
+async def _live(servers, view, *, demo, speed, users, duration, console) -> None:  # type: ignore[no-untyped-def]
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_event.set)
+    redis = Redis.from_url(servers.redis_url)
+    tasks = [
+        asyncio.create_task(follow_outputs(servers.broker, view, stop_event)),
+        asyncio.create_task(poll_counts(MembershipReader(redis, "tierstream:"), view, stop_event)),
+    ]
+    clock = None
+    if demo:
+        clock = DemoClock(speed=speed)
+        generator = DemoGenerator(users=users, clock=clock)
+
+        def sent(n: int) -> None:
+            view.events_sent += n
+
+        tasks.append(asyncio.create_task(run_demo(servers.broker, generator, stop_event, on_batch=sent)))
+    if duration is not None:
+        loop.call_later(duration, stop_event.set)
+    try:
+        with Live(render(view), console=console, refresh_per_second=4, transient=False) as live:
+            while not stop_event.is_set():
+                if clock is not None:
+                    view.sim_time = datetime.fromtimestamp(clock.now_ms() / 1000, tz=UTC).strftime("%Y-%m-%d")
+                live.update(render(view))
+                try:
+                    await asyncio.wait_for(stop_event.wait(), timeout=0.25)
+                except TimeoutError:
+                    pass
+    finally:
+        stop_event.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await redis.aclose()

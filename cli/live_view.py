@@ -1,0 +1,100 @@
+"""The live terminal view of `tierstream dev` (rich: tables and live refresh
+without hand-written terminal codes)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from state.membership import MembershipReader
+from stream import topics
+
+
+@dataclass
+class ViewState:
+    header: str
+    counts: dict[str, dict[str, int]] = field(default_factory=lambda: {"tiers": {}, "stages": {}})
+    changes: deque = field(default_factory=lambda: deque(maxlen=8))
+    alerts: deque = field(default_factory=lambda: deque(maxlen=6))
+    total_changes: int = 0
+    total_alerts: int = 0
+    total_dead_letters: int = 0
+    events_sent: int = 0
+    sim_time: str = ""
+
+
+async def follow_outputs(bootstrap: str, view: ViewState, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(
+        topics.TIER_CHANGES, topics.CHURN_ALERTS, topics.DEAD_LETTERS,
+        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                for r in records:
+                    body = orjson.loads(r.value)
+                    if tp.topic == topics.TIER_CHANGES:
+                        view.total_changes += 1
+                        view.changes.appendleft(body)
+                    elif tp.topic == topics.CHURN_ALERTS:
+                        view.total_alerts += 1
+                        view.alerts.appendleft(body)
+                    else:
+                        view.total_dead_letters += 1
+    finally:
+        await consumer.stop()
+
+
+async def poll_counts(reader: MembershipReader, view: ViewState, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            view.counts = await reader.counts()
+        except Exception:  # noqa: BLE001 (Redis not ready yet: keep the last counts)
+            pass
+        await asyncio.sleep(0.5)
+
+
+def render(view: ViewState) -> Group:
+    counts = Table(title="Members", expand=True)
+    counts.add_column("tier")
+    counts.add_column("users", justify="right")
+    counts.add_column("stage")
+    counts.add_column("users", justify="right")
+    tiers = sorted(view.counts["tiers"].items(), key=lambda kv: -kv[1])
+    stages = sorted(view.counts["stages"].items(), key=lambda kv: -kv[1])
+    for i in range(max(len(tiers), len(stages))):
+        t = tiers[i] if i < len(tiers) else ("", "")
+        s = stages[i] if i < len(stages) else ("", "")
+        counts.add_row(t[0], str(t[1]), s[0], str(s[1]))
+
+    changes = Table(title=f"Latest tier changes ({view.total_changes})", expand=True)
+    for col in ("at", "user", "tier", "stage", "R F M", "LTV"):
+        changes.add_column(col)
+    for c in view.changes:
+        changes.add_row(
+            c["at"][:10], c["user_id"],
+            f"{c['from_tier'] or '-'} → {c['to_tier']}", f"{c['from_stage'] or '-'} → {c['to_stage']}",
+            f"{c['rfm']['r']} {c['rfm']['f']} {c['rfm']['m']}", f"{c['ltv']:.2f}",
+        )
+    alerts = Table(title=f"Latest churn alerts ({view.total_alerts})", expand=True)
+    for col in ("at", "user", "level", "days inactive", "tier", "LTV"):
+        alerts.add_column(col)
+    for a in view.alerts:
+        style = "red" if a["level"] == "churned" else "yellow"
+        alerts.add_row(a["at"][:10], a["user_id"], Text(a["level"], style=style), str(a["days_inactive"]),
+                       a["tier"], f"{a['ltv']:.2f}")
+    status = Text(
+        f"event time {view.sim_time}   events sent {view.events_sent}   dead letters {view.total_dead_letters}"
+        "   (Ctrl-C to stop)"
+    )
+    return Group(Panel(view.header, title="tierstream dev"), status, counts, changes, alerts)
