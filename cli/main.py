@@ -57,7 +57,7 @@ def worker() -> None:
     streams = build_app(settings)
     install(streams, settings, rules)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     faust.Worker(streams.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(10.0, description="Kafka consumer session timeout")
     producer_linger_ms: int = Field(10, description="Producer batching delay; 0 sends each record alone")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics of the worker on this port")
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics port binds to")
     log_level: str = "WARNING"
     recovery_dump: Path | None = Field(
         None, description="Diagnostics: after each recovery, write the recovered users as JSON lines here"
