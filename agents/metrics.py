@@ -14,3 +14,9 @@ REDIS_ERRORS = Counter("tierstream_redis_errors_total", "Failed Redis flushes (r
 REDIS_PENDING = Gauge("tierstream_redis_pending", "Membership updates waiting for Redis")
 REDIS_FLUSH_SECONDS = Histogram("tierstream_redis_flush_seconds", "Time to write one batch to Redis")
 DUE_INDEX_SIZE = Gauge("tierstream_due_index_entries", "Entries in the inactivity due index")
+RECOVERED_USERS = Gauge("tierstream_recovered_users", "Users of the owned partitions found in the table at the last rebalance")
+PUBLISH_ERRORS = Counter("tierstream_publish_errors_total", "Output or changelog records Kafka did not accept")
+
+# Bound children: .labels() costs a dict lookup and a lock per call on the hot path.
+ALERTS_AT_RISK = CHURN_ALERTS.labels("at_risk")
+ALERTS_CHURNED = CHURN_ALERTS.labels("churned")

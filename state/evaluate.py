@@ -7,10 +7,11 @@ the caller can wake a silent user exactly then instead of scanning everyone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from state.model import DAY_MS, UserState, bucket_of
-from state.rules import Rules, TierRule
+from state.rules import Rules
 
 
 @dataclass(slots=True, frozen=True)
@@ -64,25 +65,45 @@ def _days(since_ms: int, now_ms: int) -> int:
     return max(0, now_ms - since_ms) // DAY_MS
 
 
-def _matches(rule: TierRule, a: Assessment, monetary: float, ltv: float) -> bool:
-    checks = (
-        (rule.r_min, a.r, True), (rule.r_max, a.r, False),
-        (rule.f_min, a.f, True), (rule.f_max, a.f, False),
-        (rule.m_min, a.m, True), (rule.m_max, a.m, False),
-        (rule.rfm_sum_min, a.rfm_sum, True), (rule.rfm_sum_max, a.rfm_sum, False),
-        (rule.orders_min, a.frequency, True), (rule.orders_max, a.frequency, False),
-        (rule.lifetime_orders_min, a.lifetime_orders, True),
-        (rule.lifetime_orders_max, a.lifetime_orders, False),
-        (rule.days_since_order_min, a.recency_days, True),
-        (rule.days_since_order_max, a.recency_days, False),
-        (rule.ltv_min, ltv, True), (rule.ltv_max, ltv, False),
-    )
-    for limit, value, is_min in checks:
-        if limit is None:
-            continue
-        if (value < limit) if is_min else (value > limit):
-            return False
-    return True
+# (rule field, Assessment attribute or money figure, True for a minimum)
+_CONDITIONS = (
+    ("r_min", "r", True), ("r_max", "r", False),
+    ("f_min", "f", True), ("f_max", "f", False),
+    ("m_min", "m", True), ("m_max", "m", False),
+    ("rfm_sum_min", "rfm_sum", True), ("rfm_sum_max", "rfm_sum", False),
+    ("orders_min", "frequency", True), ("orders_max", "frequency", False),
+    ("lifetime_orders_min", "lifetime_orders", True), ("lifetime_orders_max", "lifetime_orders", False),
+    ("days_since_order_min", "recency_days", True), ("days_since_order_max", "recency_days", False),
+    ("ltv_min", "ltv", True), ("ltv_max", "ltv", False),
+)
+
+
+Compiled = tuple[tuple[str, tuple[tuple[str, float, bool], ...]], ...]
+_compiled_cache: dict[int, tuple[Rules, Compiled]] = {}
+
+
+def _compiled(rules: Rules) -> Compiled:
+    """Per tier, only the conditions it sets: this runs for every user at
+    every step, so the rules are walked once, not per evaluation."""
+    hit = _compiled_cache.get(id(rules))
+    if hit is None or hit[0] is not rules:
+        compiled = tuple(
+            (t.name, tuple((attr, getattr(t, f), is_min) for f, attr, is_min in _CONDITIONS if getattr(t, f) is not None))
+            for t in rules.tiers
+        )
+        hit = _compiled_cache[id(rules)] = (rules, compiled)
+    return hit[1]
+
+
+def _tier(rules: Rules, values: dict[str, float]) -> str:
+    for name, conditions in _compiled(rules):
+        for attr, limit, is_min in conditions:
+            value = values[attr]
+            if (value < limit) if is_min else (value > limit):
+                break
+        else:
+            return name
+    raise AssertionError("the last tier has no conditions")  # guaranteed by Rules
 
 
 def _stage(state: UserState, now_ms: int, days_inactive: int, rules: Rules) -> str:
@@ -114,12 +135,11 @@ def evaluate(state: UserState, now_ms: int, rules: Rules) -> Assessment:
     m = _score_at_least(monetary_cents / 100, sc.monetary) if monetary_cents > 0 else 1
     ltv_cents = max(0, state.lifetime_revenue_cents - state.lifetime_refunds_cents)
     aov_cents = state.lifetime_revenue_cents // state.lifetime_orders if state.lifetime_orders else 0
-    draft = Assessment(
-        tier="", stage="", at_ms=now_ms, recency_days=recency_days, days_inactive=days_inactive,
-        frequency=frequency, monetary_cents=monetary_cents, r=r, f=f, m=m,
-        lifetime_orders=state.lifetime_orders, ltv_cents=ltv_cents, aov_cents=aov_cents,
-    )
-    tier = next(t.name for t in rules.tiers if _matches(t, draft, monetary_cents / 100, ltv_cents / 100))
+    values = {
+        "r": r, "f": f, "m": m, "rfm_sum": r + f + m, "frequency": frequency,
+        "lifetime_orders": state.lifetime_orders, "recency_days": recency_days, "ltv": ltv_cents / 100,
+    }
+    tier = _tier(rules, values)
     stage = _stage(state, now_ms, days_inactive, rules)
     return Assessment(
         tier=tier, stage=stage, at_ms=now_ms, recency_days=recency_days, days_inactive=days_inactive,
@@ -128,34 +148,62 @@ def evaluate(state: UserState, now_ms: int, rules: Rules) -> Assessment:
     )
 
 
+_due_cache: dict[int, tuple[Rules, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]]] = {}
+
+
+def _due_offsets(rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Offsets (ms) after each anchor at which some threshold flips:
+    (after the last order, after the last activity, after first seen, after
+    the stage began). Day counts are whole days (floored): "days >= N"
+    first holds at ceil(N) days, "days <= N" first fails at floor(N) + 1."""
+    hit = _due_cache.get(id(rules))
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+
+    def at(days: float) -> int:
+        return math.ceil(days) * DAY_MS
+
+    def past(days: float) -> int:
+        return (math.floor(days) + 1) * DAY_MS
+
+    order = {past(d) for d in rules.scores.recency_days}
+    for tier in rules.tiers:
+        if tier.days_since_order_min is not None:
+            order.add(at(tier.days_since_order_min))
+        if tier.days_since_order_max is not None:
+            order.add(past(tier.days_since_order_max))
+    s = rules.stages
+    offsets = (
+        tuple(sorted(order)),
+        tuple(sorted({at(s.at_risk_days), at(s.churned_days)})),
+        (at(s.new_days),),
+        (at(s.reactivated_days),),
+    )
+    _due_cache[id(rules)] = (rules, offsets)
+    return offsets
+
+
 def next_due(state: UserState, now_ms: int, rules: Rules) -> int | None:
     """The earliest event time after `now_ms` at which time alone may change
     the user's tier or stage. Waking early is harmless (nothing changes, a
     new due time is set); waking late is not, so every threshold counts."""
-    candidates: list[int] = []
+    order_offsets, active_offsets, new_offsets, stage_offsets = _due_offsets(rules)
     order_anchor = state.last_order_ms if state.last_order_ms is not None else state.first_seen_ms
     active_anchor = state.last_active_ms if state.last_active_ms is not None else state.first_seen_ms
-
-    def after(anchor: int, days: float) -> None:
-        # A day count becomes >= N at anchor + N days; "<= N" breaks one day later.
-        base = anchor + int(days * DAY_MS)
-        candidates.extend((base, base + DAY_MS))
-
-    for days in rules.scores.recency_days:
-        after(order_anchor, days)
-    for tier in rules.tiers:
-        for days in (tier.days_since_order_min, tier.days_since_order_max):
-            if days is not None:
-                after(order_anchor, days)
-    s = rules.stages
-    after(active_anchor, s.at_risk_days)
-    after(active_anchor, s.churned_days)
-    after(state.first_seen_ms, s.new_days)
+    best: int | None = None
+    anchored = [(order_anchor, order_offsets), (active_anchor, active_offsets), (state.first_seen_ms, new_offsets)]
     if state.stage_since_ms is not None:
-        after(state.stage_since_ms, s.reactivated_days)
+        anchored.append((state.stage_since_ms, stage_offsets))
+    for anchor, offsets in anchored:
+        for offset in offsets:  # sorted: the first one past now is this anchor's earliest
+            t = anchor + offset
+            if t > now_ms:
+                if best is None or t < best:
+                    best = t
+                break
     if state.buckets:
         # The oldest bucket leaves the window when the window's start passes it.
-        width = rules.window.bucket_days * DAY_MS
-        candidates.append((min(state.buckets) + rules.window.buckets) * width)
-    later = [c for c in candidates if c > now_ms]
-    return min(later) if later else None
+        t = (min(state.buckets) + rules.window.buckets) * rules.window.bucket_days * DAY_MS
+        if t > now_ms and (best is None or t < best):
+            best = t
+    return best

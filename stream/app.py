@@ -41,10 +41,7 @@ class UsersTable(faust.Table):
 @dataclass
 class StreamApp:
     app: faust.App
-    events: Any  # faust topics
-    tier_changes: Any
-    churn_alerts: Any
-    dead_letters: Any
+    events: Any  # the input faust topic
     users: UsersTable
 
 
@@ -67,10 +64,10 @@ def build_app(settings: Settings) -> StreamApp:
         table_standby_replicas=0,
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    # Values stay bytes: the agent parses them itself so that a bad message
+    # becomes a dead letter instead of a deserialisation crash. Outputs are
+    # written with the producer directly (agents/pipeline.py), in batches.
     events = app.topic(topics.EVENTS, partitions=settings.partitions, **raw)
-    tier_changes = app.topic(topics.TIER_CHANGES, partitions=settings.partitions, **raw)
-    churn_alerts = app.topic(topics.CHURN_ALERTS, partitions=settings.partitions, **raw)
-    dead_letters = app.topic(topics.DEAD_LETTERS, partitions=settings.partitions, **raw)
     users = app.tables.add(
         UsersTable(
             app,
@@ -80,4 +77,4 @@ def build_app(settings: Settings) -> StreamApp:
             help="Per-user state (RFM figures, tier, stage) keyed by user_id",
         )
     )
-    return StreamApp(app, events, tier_changes, churn_alerts, dead_letters, users)
+    return StreamApp(app, events, users)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -68,10 +69,16 @@ codecs.register("tierstate", StateCodec())
 codecs.register("utf8", Utf8Codec())
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
+@lru_cache(maxsize=1 << 16)  # since-times repeat in every record of a user
 def iso(ms: int | None) -> str | None:
+    """Epoch ms -> '2026-01-01T10:00:00.123Z' (naive arithmetic: ~30% faster
+    than an aware datetime, and this runs for every published record)."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
 
 
 def money(cents: int) -> float:

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     max_future_seconds: int = Field(86_400, description="Events further ahead of the clock go to the DLQ")
     dlq_max_payload_bytes: int = Field(262_144, description="Original payload kept in a DLQ record, at most")
 
+    batch_max: int = Field(2000, ge=1, description="Input messages taken per batch")
+    batch_within_ms: int = Field(20, ge=1, description="A batch is cut after this long even if not full")
     redis_flush_ms: int = Field(20, description="Membership updates are coalesced this long, then written")
     session_timeout_seconds: float = Field(10.0, description="Kafka consumer session timeout")
     producer_linger_ms: int = Field(10, description="Producer batching delay; 0 sends each record alone")

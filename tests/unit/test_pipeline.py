@@ -11,39 +11,60 @@ import orjson
 from agents.pipeline import Pipeline
 from state.model import DAY_MS
 from state.rules import load_rules
+from stream import topics
 from stream.settings import Settings
 from tests.factories import T0, raw
 
 
-class FakeTopic:
-    def __init__(self, name):
-        self.name, self.sent = name, []
-
-    def send_soon(self, *, key, value, **_):
-        self.sent.append((key, value))
-
-    def records(self):
-        return [orjson.loads(v) for _, v in self.sent]
+CHANGELOG = "tierstream-users-changelog"
 
 
 class FakeTable:
     def __init__(self):
-        self.data, self.changelog = {}, []
+        self.data = {}
         self.on_active_partitions = None
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: CHANGELOG)
 
-    def send_changelog(self, partition, key, value):
-        self.changelog.append((partition, key))
+
+class Outbox:
+    """Read what the pipeline queued for Kafka, per topic."""
+
+    def __init__(self, pipeline):
+        self.p = pipeline
+
+    def raw(self, topic):
+        return [r for r in self.p.outbox if r.topic == topic]
+
+    def records(self, topic):
+        return [orjson.loads(r.value) for r in self.raw(topic)]
+
+    @property
+    def dead_letters(self):
+        return SimpleNamespace(records=lambda: self.records(topics.DEAD_LETTERS))
+
+    @property
+    def tier_changes(self):
+        return SimpleNamespace(records=lambda: self.records(topics.TIER_CHANGES))
+
+    @property
+    def churn_alerts(self):
+        return SimpleNamespace(records=lambda: self.records(topics.CHURN_ALERTS))
+
+    @property
+    def users(self):
+        return SimpleNamespace(data=self.p.store, changelog=[(r.partition, r.key) for r in self.raw(CHANGELOG)])
+
+    @property
+    def events(self):
+        return SimpleNamespace(sent=[(r.key, r.value) for r in self.raw(topics.EVENTS)])
 
 
 def make(clock="event", wall=T0 + 1000 * DAY_MS):
-    streams = SimpleNamespace(
-        events=FakeTopic("events"), tier_changes=FakeTopic("tc"), churn_alerts=FakeTopic("ca"),
-        dead_letters=FakeTopic("dlq"), users=FakeTable(),
-    )
+    streams = SimpleNamespace(users=FakeTable())
     settings = Settings(clock=clock, max_future_seconds=10**9)
     p = Pipeline(streams, settings, load_rules(), membership=None, wall_clock_ms=lambda: wall)
     p.on_active_partitions({0, 1})
-    return p, streams
+    return p, Outbox(p)
 
 
 offsets = iter(range(10**9))
@@ -115,6 +136,45 @@ def test_live_clock_ticks_age_users_without_any_event():
     assert p.pending["quiet"].stage == "at_risk"
 
 
+async def test_publish_sends_one_batch_per_partition_keyed_like_kafka():
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
+
+    p, s = make()
+    for i in range(20):
+        p.on_message(msg(raw(f"u{i}", "order", 1, amount=5), partition=1))
+    expected = {(r.topic, r.key): r.partition for r in p.outbox}
+    sent = []
+
+    class Producer:
+        def create_batch(self):
+            return AIOKafkaProducer.create_batch.__get__(real)()
+
+        async def partitions_for(self, topic):
+            return {0, 1, 2, 3}
+
+        async def send_batch(self, batch, topic, partition):
+            sent.append((topic, partition, batch.record_count()))
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+    real = AIOKafkaProducer()  # only its batch builder is used: no connection
+    await p.publish(Producer())
+    assert p.outbox == []
+    # every changelog record on the user's own partition, in one batch
+    assert (CHANGELOG, 1, 20) in sent
+    # outputs spread by key exactly as Kafka's default partitioner does
+    per_partition = {}
+    for (topic, key), part in expected.items():
+        if topic == topics.TIER_CHANGES:
+            kp = DefaultPartitioner()(key, [0, 1, 2, 3], [0, 1, 2, 3])
+            per_partition[kp] = per_partition.get(kp, 0) + 1
+    assert {(t, part, n) for t, part, n in sent if t == topics.TIER_CHANGES} == {
+        (topics.TIER_CHANGES, part, n) for part, n in per_partition.items()
+    }
 def test_revoked_partitions_are_not_swept():
     p, s = make(clock="live", wall=T0)
     p.on_message(msg(raw("quiet", "login", 0), partition=0))

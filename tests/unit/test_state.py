@@ -173,3 +173,23 @@ def test_a_late_event_lands_in_its_own_bucket():
     assert result.state.last_order_ms == T0 + 300 * DAY_MS  # recency unchanged by the old order
     a = evaluate(result.state, T0 + 300 * DAY_MS, RULES)
     assert a.frequency == 3 and a.ltv_cents == 101_900
+
+
+FRACTIONAL = RULES.model_copy(update={
+    "scores": RULES.scores.model_copy(update={"recency_days": [6.5, 29.2, 90.0, 179.9]}),
+    "stages": RULES.stages.model_copy(update={"at_risk_days": 29.5, "churned_days": 59.25, "new_days": 13.7}),
+})
+
+
+@given(events_st, st.integers(0, 400 * DAY_MS), st.sampled_from([RULES, FRACTIONAL]))
+@settings(max_examples=300, deadline=None)
+def test_nothing_changes_before_the_due_time(events, later, rules):
+    """next_due must never be late: up to 1 ms before it, the answer is the same."""
+    state, _ = run(events, rules)
+    now = state.evaluated_ms + later
+    catch_up("u", state, now + 1, rules)  # bring the state up to `now`
+    a = evaluate(state, now, rules)
+    due = next_due(state, now, rules)
+    end = due - 1 if due is not None else now + 3 * 365 * DAY_MS
+    b = evaluate(state, end, rules)
+    assert (a.tier, a.stage, a.r, a.f, a.m) == (b.tier, b.stage, b.r, b.f, b.m)

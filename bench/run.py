@@ -1,0 +1,376 @@
+"""tierstream benchmark harness: the pipeline side by side with its limits,
+all measured in one run on one embedded broker (see docs/performance.md).
+
+    python -m bench.run                       # 200k events, 50k users, all sections
+    python -m bench.run --events 2000 --users 500 --sections a,c   # smoke
+
+Sections: a raw consume, b minimal stateful Faust agent, c full tierstream
+worker (+ f state size and RSS, g recovery time), d event->tier-change
+latency at a fixed rate, e read-API latency against a direct Redis client.
+Figures are rates and percentiles of this run; compare runs by their ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from redis.asyncio import Redis
+
+from bench import workload
+from cli.embedded import EmbeddedServers, free_port, spawn, stop, wait_for_port
+from stream import topics
+from stream.settings import Settings
+
+PARTITIONS = 8
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def metric(port: int, name: str) -> float:
+    """Sum of a Prometheus metric's samples (0 if absent or not up yet)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return -1.0
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            head, _, value = line.rpartition(" ")
+            if head == name or head.startswith(name + "{"):
+                total += float(value)
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def produce_batched(bootstrap: str, topic: str, records) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """Produce with the batch API (the raw produce ceiling); returns (count, seconds)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
+    await producer.start()
+    started = time.perf_counter()
+    n = 0
+    try:
+        from aiokafka.partitioner import DefaultPartitioner
+
+        partitioner = DefaultPartitioner()
+        all_parts = list(range(PARTITIONS))
+        batches: dict[int, Any] = {}
+        futures = []
+        for key, value in records:
+            p = partitioner(key, all_parts, all_parts)
+            batch = batches.get(p)
+            if batch is None:
+                batch = batches[p] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=p))
+                batch = batches[p] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+            n += 1
+        for p, batch in batches.items():
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=p))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return n, time.perf_counter() - started
+
+
+def wait_for_count(port: int, name: str, target: float, timeout: float) -> tuple[float, float]:
+    """Poll a counter until it reaches `target`; returns (t_first_nonzero, t_done)."""
+    deadline = time.monotonic() + timeout
+    first = None
+    while time.monotonic() < deadline:
+        value = metric(port, name)
+        now = time.perf_counter()
+        if value > 0 and first is None:
+            first = now
+        if value >= target:
+            return first or now, now
+        time.sleep(0.25)  # scraping costs the worker CPU: not too often
+    raise TimeoutError(f"{name} stuck at {metric(port, name)} of {target}")
+
+
+@dataclass
+class Bench:
+    events: int
+    users: int
+    servers: EmbeddedServers
+    results: dict[str, Any] = field(default_factory=dict)
+    worker: Any = None
+    worker_metrics: int = 0
+
+    # -- a ------------------------------------------------------------------
+    async def raw_consume(self) -> None:
+        topic = "bench.raw"
+        await create_topic(self.servers.broker, topic)
+        n, secs = await produce_batched(self.servers.broker, topic, workload.events(self.events, self.users))
+        self.results["raw_produce_batch_eps"] = n / secs
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.servers.broker, group_id=None,
+                                    auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
+        await consumer.start()
+        got, first = 0, time.perf_counter()
+        try:
+            while got < n:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+                for records in batch.values():
+                    for r in records:
+                        orjson.loads(r.value)
+                    got += len(records)
+            self.results["a_raw_consume_eps"] = got / (time.perf_counter() - first)
+        finally:
+            await consumer.stop()
+        log(f"a raw consume: {self.results['a_raw_consume_eps']:.0f} ev/s")
+
+    # -- b ------------------------------------------------------------------
+    async def minimal_agent(self) -> None:
+        topic = "bench.minimal"
+        await create_topic(self.servers.broker, topic)
+        await produce_batched(self.servers.broker, topic, workload.events(self.events, self.users))
+        port = free_port()
+        env = {**os.environ, "BENCH_BROKER": self.servers.broker, "BENCH_TOPIC": topic,
+               "BENCH_METRICS_PORT": str(port), "BENCH_PARTITIONS": str(PARTITIONS)}
+        proc = spawn([sys.executable, "-m", "bench.minimal_agent", "worker"], env=env,
+                     log=self.servers.workdir / "minimal.log")
+        try:
+            first, done = await asyncio.to_thread(
+                wait_for_count, port, "bench_minimal_processed_total", self.events, 1800)
+            self.results["b_minimal_stateful_eps"] = self.events / max(done - first, 1e-9)
+        finally:
+            stop(proc)
+        log(f"b minimal stateful Faust agent: {self.results['b_minimal_stateful_eps']:.0f} ev/s")
+
+    # -- c, f, g --------------------------------------------------------------
+    def worker_env(self) -> dict[str, str]:
+        return {**os.environ, "TIERSTREAM_BROKER": self.servers.broker,
+                "TIERSTREAM_REDIS_URL": self.servers.redis_url, "TIERSTREAM_PARTITIONS": str(PARTITIONS),
+                "TIERSTREAM_CLOCK": "event", "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
+                "TIERSTREAM_METRICS_PORT": str(self.worker_metrics), "TIERSTREAM_MAX_FUTURE_SECONDS": str(10**9)}
+
+    def start_worker(self, tag: str) -> float:
+        self.worker_metrics = self.worker_metrics or free_port()
+        started = time.perf_counter()
+        self.worker = spawn([sys.executable, "-m", "cli.main", "worker"], env=self.worker_env(),
+                            log=self.servers.workdir / f"worker-{tag}.log")
+        return started
+
+    async def full_worker(self) -> None:
+        from stream.admin import ensure_topics
+
+        await ensure_topics(self.servers.broker, PARTITIONS)
+        n, secs = await produce_batched(self.servers.broker, topics.EVENTS, workload.events(self.events, self.users))
+        self.start_worker("c")
+        first, done = await asyncio.to_thread(
+            wait_for_count, self.worker_metrics, "tierstream_events_accepted_total", n, 3600)
+        self.results["c_full_pipeline_eps"] = n / max(done - first, 1e-9)
+        log(f"c full tierstream worker: {self.results['c_full_pipeline_eps']:.0f} ev/s")
+        # Let Redis catch up before measuring memory: the result must be complete.
+        await asyncio.to_thread(self._wait_redis_drained)
+        from cli.io import read_users_changelog
+
+        latest = await read_users_changelog(Settings(broker=self.servers.broker, partitions=PARTITIONS))
+        sizes = [len(v) for v in latest.values()]
+        self.results["f_users"] = len(latest)
+        self.results["f_state_bytes_mean"] = statistics.fmean(sizes)
+        self.results["f_state_bytes_max"] = max(sizes)
+        self.results["f_worker_rss_mb"] = rss_mb(self.worker.pid)
+        log(f"f {len(latest)} users: state {statistics.fmean(sizes):.0f} B mean, {max(sizes)} B max; "
+            f"worker RSS {self.results['f_worker_rss_mb']:.0f} MB")
+
+    def _wait_redis_drained(self) -> None:
+        deadline = time.monotonic() + 120
+        while metric(self.worker_metrics, "tierstream_redis_pending") > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    async def recovery(self) -> None:
+        stop(self.worker, timeout=60)
+        started = self.start_worker("g")
+        users = self.results["f_users"]
+        _, done = await asyncio.to_thread(
+            wait_for_count, self.worker_metrics, "tierstream_recovered_users", users, 3600)
+        self.results["g_recovery_seconds_incl_join"] = done - started
+        log(f"g recovery of {users} users (incl. group join): {done - started:.1f} s")
+
+    # -- d ------------------------------------------------------------------
+    async def latency(self, rate: int = 2000, seconds: int = 10) -> None:
+        consumer = AIOKafkaConsumer(topics.TIER_CHANGES, bootstrap_servers=self.servers.broker, group_id=None,
+                                    auto_offset_reset="latest")
+        await consumer.start()
+        await consumer.seek_to_end()
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        producer = AIOKafkaProducer(bootstrap_servers=self.servers.broker, linger_ms=0)
+        await producer.start()
+        sent: dict[str, float] = {}
+        received: dict[str, float] = {}
+        ts_ms = workload.START_MS + 400 * workload.DAY_MS  # after the throughput run's history
+        total = rate * seconds
+
+        async def consume() -> None:
+            while len(received) < total:
+                batch = await consumer.getmany(timeout_ms=200)
+                now = time.perf_counter()
+                for records in batch.values():
+                    for r in records:
+                        user = r.key.decode()
+                        if user in sent and user not in received:
+                            received[user] = now
+
+        reader = asyncio.create_task(consume())
+        start = time.perf_counter()
+        for i, (key, value) in enumerate(workload.signups(total, "lat", ts_ms)):
+            target = start + i / rate
+            delay = target - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent[key.decode()] = time.perf_counter()
+            await producer.send(topics.EVENTS, value, key=key)  # enqueue only: measured at the output
+        try:
+            await asyncio.wait_for(reader, timeout=120)
+        except TimeoutError:
+            reader.cancel()
+        await producer.stop()
+        await consumer.stop()
+        lat = [(received[u] - sent[u]) * 1000 for u in received] or [float("nan")]
+        self.results["d_latency_rate_eps"] = rate
+        self.results["d_latency_p50_ms"] = pct(lat, 0.5)
+        self.results["d_latency_p99_ms"] = pct(lat, 0.99)
+        self.results["d_latency_lost"] = total - len(lat)
+        log(f"d event->tier change at {rate}/s: p50 {pct(lat, .5):.1f} ms, p99 {pct(lat, .99):.1f} ms "
+            f"({total - len(lat)} not seen)")
+
+    # -- e ------------------------------------------------------------------
+    async def api_latency(self, requests: int = 20_000, concurrency: int = 32) -> None:
+        port = free_port()
+        env = {**self.worker_env(), "TIERSTREAM_API_PORT": str(port)}
+        api = spawn([sys.executable, "-m", "cli.main", "api"], env=env, log=self.servers.workdir / "api.log")
+        wait_for_port(port, api, what="api")
+        redis = Redis.from_url(self.servers.redis_url, max_connections=concurrency)
+        users = [k.decode().split("user:", 1)[1] async for k in redis.scan_iter(match="tierstream:user:*", count=1000)]
+        users = users[:5000]
+        rnd = random.Random(3)
+        picks = [rnd.choice(users) for _ in range(requests)]
+
+        async def run(fetch) -> list[float]:  # type: ignore[no-untyped-def]
+            lat: list[float] = []
+            it = iter(picks)
+
+            async def worker() -> None:
+                for user in it:
+                    t = time.perf_counter()
+                    await fetch(user)
+                    lat.append((time.perf_counter() - t) * 1000)
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return lat
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+            async def via_api(user: str) -> None:
+                async with http.get(f"http://127.0.0.1:{port}/v1/users/{user}") as resp:
+                    assert resp.status == 200
+                    await resp.read()
+
+            async def via_redis(user: str) -> None:
+                assert await redis.hget(f"tierstream:user:{user}", "doc")
+
+            await run(via_redis)  # warm both paths
+            await run(via_api)
+            base = await run(via_redis)
+            api_lat = await run(via_api)
+        await redis.aclose()
+        stop(api)
+        for name, lat in (("e_redis_direct", base), ("e_api", api_lat)):
+            self.results[f"{name}_p50_ms"] = pct(lat, 0.5)
+            self.results[f"{name}_p99_ms"] = pct(lat, 0.99)
+        self.results["e_concurrency"] = concurrency
+        log(f"e GET /v1/users/{{id}} p50 {pct(api_lat, .5):.2f} ms p99 {pct(api_lat, .99):.2f} ms; "
+            f"direct Redis HGET p50 {pct(base, .5):.2f} p99 {pct(base, .99):.2f} (concurrency {concurrency})")
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    sections = set(args.sections.split(","))
+    servers = EmbeddedServers().start()
+    bench = Bench(args.events, args.users, servers)
+    bench.results.update(events=args.events, users=args.users, partitions=PARTITIONS, python=platform.python_version(),
+                         cpus=os.cpu_count(), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    try:
+        if "a" in sections:
+            await bench.raw_consume()
+        if "b" in sections:
+            await bench.minimal_agent()
+        if "c" in sections:
+            await bench.full_worker()
+            if "g" in sections:
+                await bench.recovery()
+            if "d" in sections:
+                await bench.latency(rate=args.rate)
+            if "e" in sections:
+                await bench.api_latency()
+    finally:
+        stop(bench.worker)
+        servers.stop()
+    r = bench.results
+    if "b_minimal_stateful_eps" in r and "c_full_pipeline_eps" in r:
+        r["ratio_full_vs_minimal_stateful"] = r["c_full_pipeline_eps"] / r["b_minimal_stateful_eps"]
+    if "a_raw_consume_eps" in r and "c_full_pipeline_eps" in r:
+        r["ratio_full_vs_raw_consume"] = r["c_full_pipeline_eps"] / r["a_raw_consume_eps"]
+    return r
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--rate", type=int, default=2000, help="offered rate for the latency section")
+    parser.add_argument("--sections", default="a,b,c,d,e,g")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    width = max(len(k) for k in results)
+    for key, value in results.items():
+        shown = f"{value:,.2f}" if isinstance(value, float) else str(value)
+        print(f"{key:<{width}}  {shown}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
