@@ -230,8 +230,9 @@ class Bench:
 
     # -- d ------------------------------------------------------------------
     async def latency(self, rate: int = 2000, seconds: int = 10) -> None:
+        # A short fetch wait: Tansu answers a fetch only when the wait runs out.
         consumer = AIOKafkaConsumer(topics.TIER_CHANGES, bootstrap_servers=self.servers.broker, group_id=None,
-                                    auto_offset_reset="latest")
+                                    auto_offset_reset="latest", fetch_max_wait_ms=10)
         await consumer.start()
         await consumer.seek_to_end()
         for tp in consumer.assignment():
@@ -240,7 +241,9 @@ class Bench:
         await producer.start()
         sent: dict[str, float] = {}
         received: dict[str, float] = {}
-        ts_ms = workload.START_MS + 400 * workload.DAY_MS  # after the throughput run's history
+        # Right where the throughput run's history ends: a jump in event time
+        # would make every user due at once and measure that sweep instead.
+        ts_ms = workload.START_MS + 365 * workload.DAY_MS + 1
         total = rate * seconds
 
         async def consume() -> None:
@@ -253,6 +256,11 @@ class Bench:
                         if user in sent and user not in received:
                             received[user] = now
 
+        # Warm up (connections, metadata, first batches), then measure.
+        for key, value in workload.signups(rate, "warm", ts_ms):
+            await producer.send(topics.EVENTS, value, key=key)
+        await producer.flush()
+        await asyncio.sleep(3)
         reader = asyncio.create_task(consume())
         start = time.perf_counter()
         for i, (key, value) in enumerate(workload.signups(total, "lat", ts_ms)):

@@ -17,6 +17,7 @@ import stream.codecs  # noqa: F401  (registers the 'tierstate' and 'utf8' codecs
 from stream import topics
 from stream.recovery import TierstreamTableManager
 from stream.settings import Settings
+from stream.tuning import set_fetch_max_wait
 
 
 class UsersTable(faust.Table):
@@ -46,6 +47,7 @@ class StreamApp:
 
 
 def build_app(settings: Settings) -> StreamApp:
+    set_fetch_max_wait(settings.fetch_max_wait_ms)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{b.strip()}" for b in settings.broker.split(",")],
