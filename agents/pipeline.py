@@ -31,7 +31,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from agents import metrics
-from state.engine import ChurnAlert, Decision, catch_up, on_event
+from state.engine import ChurnAlert, Decision, advance, on_event, wake_at
 from state.evaluate import Assessment
 from state.membership import MembershipUpdate, MembershipWriter
 from state.model import UserState
@@ -70,7 +70,8 @@ class Pipeline:
         self.wall_clock_ms = wall_clock_ms
         self.store: Any = streams.users.data  # the table's local store: a dict-like
         self.index = DueIndex()
-        self.stream_time: dict[int, int] = {}
+        # Latest event time seen per partition: the watermark's source.
+        self.max_event_ms: dict[int, int] = {}
         # user -> latest assessment not yet in Redis; the doc is built at flush
         self.pending: dict[str, Assessment] = {}
         self.outbox: list[Record] = []
@@ -89,9 +90,12 @@ class Pipeline:
         for user_id, state in self.store.items():
             if state.src_partition in partitions:
                 owned += 1
-                self.index.schedule(state.src_partition, state.due_ms, user_id)
-                seen = max(state.evaluated_ms or 0, state.last_seen_ms)
-                self.stream_time[state.src_partition] = max(self.stream_time.get(state.src_partition, 0), seen)
+                self.index.schedule(state.src_partition, wake_at(state), user_id)
+                # Every event seen is in some user's state (applied or held),
+                # so the partition's watermark comes back exactly.
+                seen = max(state.last_seen_ms, state.held[-1][0] if state.held else 0)
+                p = state.src_partition
+                self.max_event_ms[p] = max(self.max_event_ms.get(p, 0), seen)
         metrics.DUE_INDEX_SIZE.set(len(self.index))
         metrics.RECOVERED_USERS.set(owned)
         log.info("owning partitions %s, %d users due-indexed", sorted(partitions), len(self.index))
@@ -148,40 +152,46 @@ class Pipeline:
         if state is not None and state.src_partition == partition and message.offset <= state.src_offset:
             metrics.EVENTS_REDELIVERED.inc()  # replayed after a restart: already applied
             return
-        now = self._advance_clock(partition, parsed.ts_ms, wall)
-        previous_due = state.due_ms if state is not None else None
-        result = on_event(state, parsed, now, self.rules)
+        watermark_before = self.watermark(partition, wall)
+        self.max_event_ms[partition] = max(self.max_event_ms.get(partition, 0), parsed.ts_ms)
+        watermark = self.watermark(partition, wall)
+        previous_due = wake_at(state) if state is not None else None
+        result = on_event(state, parsed, watermark_before, watermark, self.rules)
         if not result.accepted:
             metrics.EVENTS_DUPLICATE.inc()
             return
         metrics.EVENTS_ACCEPTED.inc()
         result.state.src_partition, result.state.src_offset = partition, message.offset
         self._commit(user_id, partition, result.state, result.decisions, result.assessment, previous_due)
-        if self.settings.clock == "event":
-            self.sweep(partition, now)
+        if watermark > watermark_before:
+            self.sweep(partition, watermark)
 
-    def _advance_clock(self, partition: int, event_ms: int, wall_ms: int) -> int:
-        t = max(self.stream_time.get(partition, 0), event_ms)
-        self.stream_time[partition] = t
-        return max(t, wall_ms) if self.settings.clock == "live" else t
+    def watermark(self, partition: int, wall_ms: int) -> int:
+        """Latest event time seen on the partition (and, live, the wall
+        clock), minus the allowed lateness. Decisions are final up to here."""
+        latest = self.max_event_ms.get(partition, 0)
+        if self.settings.clock == "live":
+            latest = max(latest, wall_ms)
+        return latest - self.settings.allowed_lateness_ms
 
     # -- time ------------------------------------------------------------
 
-    def sweep(self, partition: int, now_ms: int) -> int:
-        """Re-evaluate every user of `partition` due at or before `now_ms`."""
+    def sweep(self, partition: int, watermark: int) -> int:
+        """Advance every user of `partition` who needs attention by `watermark`."""
         if not self.index.owns(partition):
             return 0
         touched = 0
-        for _due, user_id in self.index.pop_due(partition, now_ms, self._due_of):
+        for _due, user_id in self.index.pop_due(partition, watermark, self._wake_of):
             state = self.store[user_id]
-            assessment, decisions = catch_up(user_id, state, now_ms + 1, self.rules)
-            if decisions:
+            held_before = len(state.held)
+            assessment, decisions = advance(user_id, state, watermark, self.rules)
+            if decisions or len(state.held) != held_before:
                 self._commit(user_id, partition, state, decisions, assessment, previous_due=None)
             else:
                 # Nothing changed, only the next due time moved. That is not
                 # worth a changelog record: a recovered state with the older
                 # due time wakes early, finds nothing, and moves on.
-                self.index.schedule(partition, state.due_ms, user_id)
+                self.index.schedule(partition, wake_at(state), user_id)
             touched += 1
         return touched
 
@@ -189,14 +199,13 @@ class Pipeline:
         """Live clock: age silent users of every owned partition to now."""
         wall = self.wall_clock_ms()
         for partition in self.index.partitions():
-            now = max(self.stream_time.get(partition, 0), wall)
-            self.sweep(partition, now)
-            self.index.compact(partition, self._due_of)
+            self.sweep(partition, self.watermark(partition, wall))
+            self.index.compact(partition, self._wake_of)
         metrics.DUE_INDEX_SIZE.set(len(self.index))
 
-    def _due_of(self, user_id: str) -> int | None:
+    def _wake_of(self, user_id: str) -> int | None:
         state = self.store.get(user_id)
-        return state.due_ms if state is not None else None
+        return wake_at(state) if state is not None else None
 
     # -- outputs ---------------------------------------------------------
 
@@ -212,8 +221,9 @@ class Pipeline:
         key = user_id.encode()
         self.store[user_id] = state
         self.outbox.append(Record(self.changelog_topic, key, encode_state(state), partition))
-        if state.due_ms != previous_due:
-            self.index.schedule(partition, state.due_ms, user_id)
+        wake = wake_at(state)
+        if wake != previous_due:
+            self.index.schedule(partition, wake, user_id)
         for decision in decisions:
             if isinstance(decision, ChurnAlert):
                 self.outbox.append(Record(topics.CHURN_ALERTS, key, orjson.dumps(churn_alert_record(decision))))

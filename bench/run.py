@@ -181,7 +181,7 @@ class Bench:
     def worker_env(self) -> dict[str, str]:
         return {**os.environ, "TIERSTREAM_BROKER": self.servers.broker,
                 "TIERSTREAM_REDIS_URL": self.servers.redis_url, "TIERSTREAM_PARTITIONS": str(PARTITIONS),
-                "TIERSTREAM_CLOCK": "event", "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
+                "TIERSTREAM_CLOCK": "replay", "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
                 "TIERSTREAM_METRICS_PORT": str(self.worker_metrics), "TIERSTREAM_MAX_FUTURE_SECONDS": str(10**9)}
 
     def start_worker(self, tag: str) -> float:

@@ -37,7 +37,7 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None) -> 
         "TIERSTREAM_API_PORT": str(api_port),
         "TIERSTREAM_PARTITIONS": str(PARTITIONS),
         # The demo's accelerated time is event time: let only events move the clock.
-        "TIERSTREAM_CLOCK": "event" if demo else os.environ.get("TIERSTREAM_CLOCK", "live"),
+        "TIERSTREAM_CLOCK": "replay" if demo else os.environ.get("TIERSTREAM_CLOCK", "live"),
         "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
     }
     procs = []

@@ -1,9 +1,20 @@
-"""One user's step: events and the passage of time in, decisions out.
+"""One user's step: events and the passage of event time in, decisions out.
 
 This is where business meaning lives (when is something a change, when is
 an alert due); agents only move bytes. Everything is a function of the
-state, the event and the event-time `now` passed in, so replays give the
-same ids and payloads as the live run.
+state, the event and the watermarks passed in, so replays give the same ids
+and payloads as the live run.
+
+Event time, in short (docs/time.md has the whole story):
+- The watermark W is the latest event time seen minus the allowed lateness
+  (in live mode, wall-clock time also pushes it).
+- An event at or after the previous watermark is held, and released when W
+  passes it, in event-time order. Time-driven re-evaluations (a user going
+  quiet) fire at their own due times, interleaved in the same order. So
+  within the allowed lateness, arrival order changes nothing.
+- An event older than the previous watermark is applied at once: figures
+  are corrected, and whatever change follows is published at the current
+  watermark, marked as a correction. What was published stays published.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 
 from state.evaluate import Assessment, evaluate, next_due
-from state.model import UserEvent, UserState, apply, is_duplicate
+from state.model import UserEvent, UserState, apply, hold, is_duplicate, new_state, release
 from state.rules import Rules
 
 ALERT_LEVELS = ("at_risk", "churned")
@@ -27,6 +38,7 @@ class TierChange:
     from_stage: str | None
     to_stage: str
     assessment: Assessment
+    correction: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -35,6 +47,7 @@ class ChurnAlert:
     user_id: str
     level: str
     assessment: Assessment
+    correction: bool = False
 
 
 Decision = TierChange | ChurnAlert
@@ -45,7 +58,9 @@ def _stable_id(*parts: object) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def reassess(user_id: str, state: UserState, now_ms: int, rules: Rules) -> tuple[Assessment, list[Decision]]:
+def reassess(
+    user_id: str, state: UserState, now_ms: int, rules: Rules, correction: bool = False
+) -> tuple[Assessment, list[Decision]]:
     """Evaluate at `now_ms`, record what changed and say what to publish."""
     a = evaluate(state, now_ms, rules)
     decisions: list[Decision] = []
@@ -59,6 +74,7 @@ def reassess(user_id: str, state: UserState, now_ms: int, rules: Rules) -> tuple
                 from_stage=state.stage,
                 to_stage=a.stage,
                 assessment=a,
+                correction=correction,
             )
         )
         if a.stage != state.stage and a.stage in ALERT_LEVELS:
@@ -71,6 +87,7 @@ def reassess(user_id: str, state: UserState, now_ms: int, rules: Rules) -> tuple
                     user_id=user_id,
                     level=a.stage,
                     assessment=a,
+                    correction=correction,
                 )
             )
         if a.tier != state.tier:
@@ -83,18 +100,46 @@ def reassess(user_id: str, state: UserState, now_ms: int, rules: Rules) -> tuple
     return a, decisions
 
 
-def catch_up(
-    user_id: str, state: UserState, until_ms: int, rules: Rules
-) -> tuple[Assessment | None, list[Decision]]:
-    """Fire every time-driven re-evaluation due strictly before `until_ms`,
-    each at its own due time, so a change lands when it happened in event
-    time and not when a sweep or the next event noticed it."""
+def _apply(state: UserState, event: UserEvent, rules: Rules, fingerprint: int | None = None) -> UserState:
+    return apply(
+        state,
+        event,
+        bucket_days=rules.window.bucket_days,
+        window_buckets=rules.window.buckets,
+        recent_ids=rules.dedup.recent_event_ids,
+        fingerprint=fingerprint,
+    )
+
+
+def wake_at(state: UserState) -> int | None:
+    """When this user next needs attention: a held event to release or a
+    time-driven re-evaluation, whichever comes first."""
+    held = state.held[0][0] if state.held else None
+    if held is None:
+        return state.due_ms
+    return held if state.due_ms is None else min(held, state.due_ms)
+
+
+def advance(user_id: str, state: UserState, until_ms: int, rules: Rules) -> tuple[Assessment | None, list[Decision]]:
+    """Bring the user to event time `until_ms`: release held events with
+    ts <= until and fire re-evaluations due by then, all in event-time
+    order (a due time strictly before an event's fires first). Evaluations
+    happen only at those times, never at `until` itself, so how far and how
+    often a user is advanced does not change what is decided."""
     decisions: list[Decision] = []
     latest: Assessment | None = None
-    while state.due_ms is not None and state.due_ms < until_ms:
-        latest, found = reassess(user_id, state, state.due_ms, rules)
+    while True:
+        held_ts = state.held[0][0] if state.held else None
+        due = state.due_ms if state.has_applied else None
+        if due is not None and due <= until_ms and (held_ts is None or due < held_ts):
+            latest, found = reassess(user_id, state, due, rules)
+        elif held_ts is not None and held_ts <= until_ms:
+            event, fingerprint = release(state)
+            _apply(state, event, rules, fingerprint)
+            latest, found = reassess(user_id, state, max(event.ts_ms, state.evaluated_ms or 0), rules)
+        else:
+            return latest, decisions
         decisions.extend(found)
-    return latest, decisions
 
 
 @dataclass(slots=True)
@@ -102,26 +147,34 @@ class StepResult:
     state: UserState
     decisions: list[Decision]
     accepted: bool  # False: a duplicate event id, nothing changed
-    assessment: Assessment | None  # the latest evaluation, None for a duplicate
+    assessment: Assessment | None  # the latest evaluation, if there was one
 
 
-def on_event(state: UserState | None, event: UserEvent, now_ms: int, rules: Rules) -> StepResult:
-    """Apply one validated event at stream time `now_ms` (>= the event's own
-    time for in-order events; later for late ones)."""
+def on_event(
+    state: UserState | None, event: UserEvent, watermark_before: int, watermark: int, rules: Rules
+) -> StepResult:
+    """Take one validated event. `watermark_before` is the watermark before
+    this event was seen, `watermark` the one after."""
     if is_duplicate(state, event):
         assert state is not None
         return StepResult(state, [], accepted=False, assessment=None)
-    decisions: list[Decision] = []
-    if state is not None:
-        decisions.extend(catch_up(event.user_id, state, event.ts_ms, rules)[1])
-    state = apply(
-        state,
-        event,
-        bucket_days=rules.window.bucket_days,
-        window_buckets=rules.window.buckets,
-        recent_ids=rules.dedup.recent_event_ids,
-    )
-    now = max(now_ms, event.ts_ms, state.evaluated_ms or 0)
-    assessment, found = reassess(event.user_id, state, now, rules)
+    if state is None:
+        state = new_state()
+    if event.ts_ms >= watermark_before or not state.has_applied:
+        # On time (or the user's very first event): wait for the watermark.
+        hold(state, event)
+        assessment, decisions = advance(event.user_id, state, watermark, rules)
+        return StepResult(state, decisions, accepted=True, assessment=assessment)
+    # Late beyond the allowed lateness: correct the figures now.
+    assessment, decisions = advance(event.user_id, state, watermark, rules)
+    _apply(state, event, rules)
+    now = max(watermark, state.evaluated_ms or 0)
+    assessment, found = reassess(event.user_id, state, now, rules, correction=True)
     decisions.extend(found)
     return StepResult(state, decisions, accepted=True, assessment=assessment)
+
+
+def catch_up(user_id: str, state: UserState, until_ms: int, rules: Rules) -> tuple[Assessment | None, list[Decision]]:
+    """Everything due strictly before `until_ms` (kept for callers that think
+    in "before this instant")."""
+    return advance(user_id, state, until_ms - 1, rules)

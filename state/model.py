@@ -76,14 +76,43 @@ class UserState:
     # Source position of the last applied event, to drop redeliveries.
     src_partition: int = -1
     src_offset: int = -1
+    # Events not yet released by the watermark, sorted by (ts, fingerprint):
+    # [ts_ms, type, amount_cents, fingerprint]. Bounded by the user's events
+    # within the allowed lateness.
+    held: list[list] = field(default_factory=list)
+
+    @property
+    def has_applied(self) -> bool:
+        return self.last_seen_ms >= 0
 
 
-def new_state(ts_ms: int) -> UserState:
-    return UserState(first_seen_ms=ts_ms, last_seen_ms=ts_ms)
+NOT_SEEN = -1
+NEVER = 1 << 62
+
+
+def new_state() -> UserState:
+    """A user nothing has been applied to yet (their events may be held)."""
+    return UserState(first_seen_ms=NEVER, last_seen_ms=NOT_SEEN)
 
 
 def is_duplicate(state: UserState | None, event: UserEvent) -> bool:
-    return state is not None and event_fingerprint(event.event_id) in state.recent_ids
+    if state is None:
+        return False
+    fingerprint = event_fingerprint(event.event_id)
+    return fingerprint in state.recent_ids or any(h[3] == fingerprint for h in state.held)
+
+
+def hold(state: UserState, event: UserEvent) -> None:
+    """Keep an event until the watermark passes it (see engine.advance)."""
+    entry = [event.ts_ms, event.type.value, event.amount_cents, event_fingerprint(event.event_id)]
+    state.held.append(entry)
+    state.held.sort(key=lambda h: (h[0], h[3]))  # a total order: replays release alike
+
+
+def release(state: UserState) -> tuple[UserEvent, int]:
+    """Take the earliest held event back as an event (its id is a fingerprint)."""
+    ts, type_, cents, fingerprint = state.held.pop(0)
+    return UserEvent(event_id="", user_id="", type=EventType(type_), ts_ms=ts, amount_cents=cents), fingerprint
 
 
 def apply(
@@ -93,11 +122,12 @@ def apply(
     bucket_days: int,
     window_buckets: int,
     recent_ids: int,
+    fingerprint: int | None = None,
 ) -> UserState:
     """Fold one event into the user's figures. Duplicates must be dropped by
     the caller with `is_duplicate` first; apply itself always counts."""
     if state is None:
-        state = new_state(event.ts_ms)
+        state = new_state()
     ts = event.ts_ms
     state.first_seen_ms = min(state.first_seen_ms, ts)
     state.last_seen_ms = max(state.last_seen_ms, ts)
@@ -116,7 +146,7 @@ def apply(
         _add_to_bucket(state, ts, 0, -event.amount_cents, bucket_days)
 
     _evict_old_buckets(state, bucket_days, window_buckets)
-    state.recent_ids.append(event_fingerprint(event.event_id))
+    state.recent_ids.append(fingerprint if fingerprint is not None else event_fingerprint(event.event_id))
     if len(state.recent_ids) > recent_ids:
         del state.recent_ids[: len(state.recent_ids) - recent_ids]
     state.version += 1

@@ -110,6 +110,7 @@ def tier_change_record(c: TierChange) -> dict[str, Any]:
         "to_stage": c.to_stage,
         "at": iso(a.at_ms),
         "at_ms": a.at_ms,
+        "correction": c.correction,
         **figures(a),
     }
 
@@ -125,6 +126,7 @@ def churn_alert_record(alert: ChurnAlert) -> dict[str, Any]:
         "ltv": money(a.ltv_cents),
         "at": iso(a.at_ms),
         "at_ms": a.at_ms,
+        "correction": alert.correction,
     }
 
 

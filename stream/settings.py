@@ -22,9 +22,12 @@ class Settings(BaseSettings):
 
     app_id: str = Field("tierstream", description="Kafka consumer group and changelog prefix")
     partitions: int = Field(4, ge=1, description="Partitions of the events topic and the users table")
-    clock: Literal["live", "event"] = Field(
+    clock: Literal["live", "replay"] = Field(
         "live",
-        description="live: wall-clock time also ages silent users; event: only event time moves the clock",
+        description="live: wall-clock time also moves the watermark; replay: only events do",
+    )
+    allowed_lateness_ms: int = Field(
+        0, ge=0, description="How far behind the latest event time an event may arrive and still count as on time"
     )
     tick_seconds: float = Field(1.0, gt=0, description="How often silent users are checked (live clock)")
 

@@ -36,7 +36,7 @@ class Cluster:
             "TIERSTREAM_BROKER": self.servers.broker,
             "TIERSTREAM_REDIS_URL": self.servers.redis_url,
             "TIERSTREAM_PARTITIONS": str(PARTITIONS),
-            "TIERSTREAM_CLOCK": "event",
+            "TIERSTREAM_CLOCK": "replay",
             "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
             "TIERSTREAM_API_PORT": str(self.api_port),
             "TIERSTREAM_LOG_LEVEL": "INFO",

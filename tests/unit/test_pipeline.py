@@ -59,7 +59,7 @@ class Outbox:
         return SimpleNamespace(sent=[(r.key, r.value) for r in self.raw(topics.EVENTS)])
 
 
-def make(clock="event", wall=T0 + 1000 * DAY_MS):
+def make(clock="replay", wall=T0 + 1000 * DAY_MS):
     streams = SimpleNamespace(users=FakeTable())
     settings = Settings(clock=clock, max_future_seconds=10**9)
     p = Pipeline(streams, settings, load_rules(), membership=None, wall_clock_ms=lambda: wall)
@@ -115,7 +115,7 @@ def test_redelivered_offsets_are_skipped_but_new_offsets_apply():
 
 
 def test_silent_users_are_aged_by_other_users_events_in_event_time():
-    p, s = make(clock="event")
+    p, s = make(clock="replay")
     p.on_message(msg(raw("quiet", "order", 0, amount=20), partition=1))
     p.on_message(msg(raw("busy", "login", 45), partition=1))
     p.on_message(msg(raw("busy", "login", 90), partition=1))

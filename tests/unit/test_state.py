@@ -16,10 +16,14 @@ FIGURES = ("first_seen_ms", "last_seen_ms", "last_active_ms", "last_order_ms", "
            "lifetime_orders", "lifetime_revenue_cents", "lifetime_refunds_cents", "buckets")
 
 
-def run(events, rules=RULES):
-    state, decisions = None, []
+def run(events, rules=RULES, lateness=0):
+    """Feed one user's events as one partition would: the watermark is the
+    latest event time seen minus the allowed lateness."""
+    state, decisions, latest = None, [], 0
     for e in events:
-        result = on_event(state, e, e.ts_ms, rules)
+        before = latest - lateness
+        latest = max(latest, e.ts_ms)
+        result = on_event(state, e, before, latest - lateness, rules)
         state = result.state
         decisions.extend(result.decisions)
     return state, decisions
@@ -64,7 +68,8 @@ def test_applying_the_same_event_id_twice_changes_nothing(events, data):
     # any of the last `recent_event_ids` events, sent again
     recent = events[-RULES.dedup.recent_event_ids:]
     again = data.draw(st.sampled_from(recent))
-    result = on_event(state, again, max(e.ts_ms for e in events), RULES)
+    latest = max(e.ts_ms for e in events)
+    result = on_event(state, again, latest, latest, RULES)
     assert not result.accepted and result.decisions == []
     assert encode_state(result.state) == before
 
@@ -129,9 +134,9 @@ def test_a_quiet_user_goes_at_risk_then_churned_with_one_alert_each():
 def test_a_churned_user_who_returns_is_reactivated_then_active():
     state, _ = run([ev("cara", "order", 0, 50)])
     catch_up("cara", state, T0 + 100 * DAY_MS, RULES)
-    result = on_event(state, ev("cara", "login", 100), T0 + 100 * DAY_MS, RULES)
+    result = on_event(state, ev("cara", "login", 100), T0 + 100 * DAY_MS, T0 + 100 * DAY_MS, RULES)
     assert result.state.stage == "reactivated"
-    on_event(state, ev("cara", "view", 120), T0 + 120 * DAY_MS, RULES)
+    on_event(state, ev("cara", "view", 120), T0 + 120 * DAY_MS, T0 + 120 * DAY_MS, RULES)
     catch_up("cara", state, T0 + 125 * DAY_MS, RULES)
     assert state.stage == "reactivated"
     catch_up("cara", state, T0 + 131 * DAY_MS, RULES)
@@ -169,7 +174,7 @@ def test_ids_are_deterministic():
 
 def test_a_late_event_lands_in_its_own_bucket():
     state, _ = run([ev("hal", "order", 100, 10), ev("hal", "order", 300, 10)])
-    result = on_event(state, ev("hal", "order", 50, 999), T0 + 300 * DAY_MS, RULES)
+    result = on_event(state, ev("hal", "order", 50, 999), T0 + 300 * DAY_MS, T0 + 300 * DAY_MS, RULES)
     assert result.state.last_order_ms == T0 + 300 * DAY_MS  # recency unchanged by the old order
     a = evaluate(result.state, T0 + 300 * DAY_MS, RULES)
     assert a.frequency == 3 and a.ltv_cents == 101_900
