@@ -31,3 +31,30 @@ def signups(n: int, prefix: str, ts_ms: int) -> Iterator[tuple[bytes, bytes]]:
         user = f"{prefix}-{i:07d}"
         body = {"event_id": f"{prefix}-s{i}", "user_id": user, "type": "signup", "ts": ts_ms + i}
         yield user.encode(), orjson.dumps(body)
+
+
+def history(users: int, events: int, days: int = 730, seed: int = 11, start_ms: int = START_MS) -> list[dict]:
+    """A shop's history as event dicts, in no particular order: each user has
+    a signup, then activity whose pace and spend depend on a persona, so that
+    tiers, quiet spells, churn and comebacks all occur."""
+    rnd = random.Random(seed)
+    out: list[dict] = []
+    per_user = max(1, events // users)
+    for u in range(users):
+        user = f"h-{u:06d}"
+        joined = start_ms + rnd.randrange(days * DAY_MS // 2)
+        spend = rnd.choice((25, 60, 150, 400))
+        pace = rnd.choice((3, 10, 30, 90))  # mean days between visits
+        t = joined
+        out.append({"event_id": f"{user}-0", "user_id": user, "type": "signup", "ts": t})
+        for i in range(1, per_user):
+            t += int(rnd.expovariate(1 / pace) * DAY_MS) + 1
+            if t >= start_ms + days * DAY_MS:
+                t = start_ms + days * DAY_MS - 1 - i  # pile up at the end rather than run past it
+            kind = rnd.choices(KINDS + ("login",), (3, 3, 2, 2, 2, 2, 1, 1, 2))[0]
+            body = {"event_id": f"{user}-{i}", "user_id": user, "type": kind, "ts": t}
+            if kind in ("order", "refund"):
+                body["amount"] = round(rnd.uniform(0.2, 2.0) * (spend if kind == "order" else spend / 4), 2)
+            out.append(body)
+    rnd.shuffle(out)
+    return out

@@ -63,11 +63,13 @@ class Cluster:
                          log=self.servers.workdir / "api.log")
         wait_for_port(self.api_port, self.api, what="tierstream api")
 
-    def cli(self, *args: str) -> str:
+    def cli(self, *args: str, timeout: float = 120) -> str:
         import subprocess
 
         out = subprocess.run([sys.executable, "-m", "cli.main", *args], env=self.env, capture_output=True,
-                             timeout=120, check=True)
+                             timeout=timeout)
+        if out.returncode != 0:
+            raise AssertionError(f"tierstream {' '.join(args)} failed:\n{out.stderr.decode()[-3000:]}")
         return out.stdout.decode()
 
 

@@ -1,0 +1,116 @@
+"""`tierstream snapshot --as-of TS --out FILE`: every user's membership as of event time TS.
+
+Read from the users table (its changelog), each user is brought to TS with
+the same pure `advance` the worker uses (held events released, quiet spells
+aged) and evaluated at TS. A state cannot be rewound: users whose applied
+events are already past TS make the snapshot refuse, with what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
+
+from cli.io import read_users_changelog
+from state.engine import advance
+from state.evaluate import evaluate
+from state.model import UserState
+from state.rules import Rules
+from stream import topics
+from stream.codecs import decode_state, iso, money
+from stream.recovery import true_end_offsets
+from stream.settings import Settings
+
+COLUMNS = ("user_id", "tier", "stage", "recency_days", "days_inactive", "frequency", "monetary",
+           "r", "f", "m", "lifetime_orders", "ltv", "aov", "as_of")
+
+
+class SnapshotError(ValueError):
+    pass
+
+
+def membership_as_of(user_id: str, state: UserState, as_of_ms: int, rules: Rules) -> dict[str, Any] | None:
+    """One snapshot row; None for a user with nothing applied by `as_of_ms`."""
+    if state.has_applied and state.last_seen_ms > as_of_ms:
+        raise SnapshotError(user_id)
+    advance(user_id, state, as_of_ms, rules)
+    if not state.has_applied:
+        return None
+    a = evaluate(state, as_of_ms, rules)
+    return {
+        "user_id": user_id, "tier": a.tier, "stage": a.stage, "recency_days": a.recency_days,
+        "days_inactive": a.days_inactive, "frequency": a.frequency, "monetary": money(a.monetary_cents),
+        "r": a.r, "f": a.f, "m": a.m, "lifetime_orders": a.lifetime_orders, "ltv": money(a.ltv_cents),
+        "aov": money(a.aov_cents), "as_of": iso(as_of_ms),
+    }
+
+
+def snapshot_rows(states: dict[str, UserState], as_of_ms: int, rules: Rules) -> list[dict[str, Any]]:
+    rows, ahead = [], []
+    for user_id in sorted(states):
+        try:
+            row = membership_as_of(user_id, states[user_id], as_of_ms, rules)
+        except SnapshotError:
+            ahead.append(user_id)
+            continue
+        if row is not None:
+            rows.append(row)
+    if ahead:
+        raise SnapshotError(
+            f"{len(ahead)} users (e.g. {', '.join(ahead[:3])}) have events after {iso(as_of_ms)}; "
+            "state cannot be rewound: replay the history with --until into fresh state, then snapshot"
+        )
+    return rows
+
+
+def write_rows(rows: list[dict[str, Any]], out: Path) -> None:
+    if out.suffix.lower() == ".csv":
+        with out.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        with out.open("wb") as handle:
+            for row in rows:
+                handle.write(orjson.dumps(row) + b"\n")
+
+
+async def wait_caught_up(settings: Settings, timeout: float) -> None:
+    """Wait until the worker group has committed every input message (Faust
+    flushes the changelog before committing, so the table is then complete)."""
+    tps = {TP(topics.EVENTS, p) for p in range(settings.partitions)}
+    deadline = time.monotonic() + timeout
+    # Reads the group's committed offsets without joining the group (no
+    # subscribe, so the workers' assignment is untouched).
+    probe = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=settings.app_id, enable_auto_commit=False)
+    await probe.start()
+    try:
+        while True:
+            ends = await true_end_offsets(settings.broker, tps)
+            behind = {}
+            for tp, end in ends.items():
+                committed = await probe.committed(TopicPartition(tp.topic, tp.partition))
+                behind[tp.partition] = end - (committed or 0)
+            if all(lag <= 0 for lag in behind.values()):
+                return
+            if time.monotonic() > deadline:
+                raise SnapshotError(f"the worker is still behind after {timeout:.0f}s (lag per partition: {behind})")
+            await asyncio.sleep(0.5)
+    finally:
+        await probe.stop()
+
+
+async def take_snapshot(settings: Settings, rules: Rules, as_of_ms: int, out: Path, wait: float | None) -> int:
+    if wait:
+        await wait_caught_up(settings, wait)
+    latest = await read_users_changelog(settings)
+    rows = snapshot_rows({u: decode_state(b) for u, b in latest.items()}, as_of_ms, rules)
+    write_rows(rows, out)
+    return len(rows)
