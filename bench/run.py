@@ -6,7 +6,8 @@ all measured in one run on one embedded broker (see docs/performance.md).
 
 Sections: a raw consume, b minimal stateful Faust agent, c full tierstream
 worker (+ f state size and RSS, g recovery time), d event->tier-change
-latency at a fixed rate, e read-API latency against a direct Redis client.
+latency at a fixed rate, e read-API latency against a direct Redis client,
+r replay of a two-year history end to end against raw produce of the file.
 Figures are rates and percentiles of this run; compare runs by their ratios.
 """
 
@@ -332,6 +333,71 @@ class Bench:
             f"direct Redis HGET p50 {pct(base, .5):.2f} p99 {pct(base, .99):.2f} (concurrency {concurrency})")
 
 
+async def replay_section(results: dict[str, Any], events: int, users: int) -> None:
+    """Replay throughput, end to end (first event sent -> last tier change
+    written), against the raw rate of producing the same file, one run."""
+    from cli.replay import replay
+    from stream.admin import ensure_topics
+
+    servers = EmbeddedServers().start()
+    worker = None
+    try:
+        path = servers.workdir / "history.jsonl"
+        with path.open("wb") as f:
+            for body in workload.history(users=users, events=events, days=730, seed=21):
+                f.write(orjson.dumps(body) + b"\n")
+        await create_topic(servers.broker, "bench.replay-raw")
+        producer = AIOKafkaProducer(bootstrap_servers=servers.broker, linger_ms=5, max_batch_size=1 << 20)
+        await producer.start()
+        started = time.perf_counter()
+        pending = []
+        with path.open("rb") as f:
+            for line in f:
+                pending.append(await producer.send("bench.replay-raw", line.strip()))
+        await asyncio.gather(*pending)
+        raw_seconds = time.perf_counter() - started
+        await producer.stop()
+        n = len(pending)
+        results["r_raw_produce_file_eps"] = n / raw_seconds
+
+        await ensure_topics(servers.broker, PARTITIONS)
+        port = free_port()
+        env = {**os.environ, "TIERSTREAM_BROKER": servers.broker, "TIERSTREAM_REDIS_URL": servers.redis_url,
+               "TIERSTREAM_PARTITIONS": str(PARTITIONS), "TIERSTREAM_CLOCK": "replay",
+               "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6", "TIERSTREAM_METRICS_PORT": str(port)}
+        worker = spawn([sys.executable, "-m", "cli.main", "worker"], env=env, log=servers.workdir / "worker-r.log")
+        # Joined and ready before the clock starts: a probe event goes through.
+        probe = [(b"probe", orjson.dumps({"event_id": "p", "user_id": "probe", "type": "signup",
+                                            "ts": workload.START_MS}))]
+        await produce_batched(servers.broker, topics.EVENTS, probe)
+        await asyncio.to_thread(wait_for_count, port, "tierstream_events_accepted_total", 1, 300)
+        wall_start = time.time()
+        settings = Settings(broker=servers.broker, partitions=PARTITIONS)
+        await asyncio.to_thread(replay, settings, path, mapping=None, until_ms=None, rate=None, progress=False)
+        await asyncio.to_thread(wait_for_count, port, "tierstream_events_accepted_total", n + 1, 3600)
+        await asyncio.sleep(2)  # let the last batch's outputs land
+        last_change = 0.0
+        consumer = AIOKafkaConsumer(topics.TIER_CHANGES, bootstrap_servers=servers.broker, group_id=None,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=50_000)
+                if not batch:
+                    break
+                for records in batch.values():
+                    last_change = max(last_change, max(r.timestamp for r in records) / 1000)
+        finally:
+            await consumer.stop()
+        results["r_replay_end_to_end_eps"] = n / (last_change - wall_start)
+        results["ratio_replay_vs_raw_produce"] = results["r_replay_end_to_end_eps"] / results["r_raw_produce_file_eps"]
+        log(f"r replay of {n} events: {results['r_replay_end_to_end_eps']:.0f} ev/s end to end; raw produce of "
+            f"the same file {results['r_raw_produce_file_eps']:.0f} ev/s")
+    finally:
+        stop(worker)
+        servers.stop()
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sections = set(args.sections.split(","))
     servers = EmbeddedServers().start()
@@ -354,6 +420,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         stop(bench.worker)
         servers.stop()
+    if "r" in sections:
+        await replay_section(bench.results, args.events, min(args.users, max(1, args.events // 10)))
     r = bench.results
     if "b_minimal_stateful_eps" in r and "c_full_pipeline_eps" in r:
         r["ratio_full_vs_minimal_stateful"] = r["c_full_pipeline_eps"] / r["b_minimal_stateful_eps"]
@@ -367,7 +435,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--rate", type=int, default=2000, help="offered rate for the latency section")
-    parser.add_argument("--sections", default="a,b,c,d,e,g")
+    parser.add_argument("--sections", default="a,b,c,d,e,g,r")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))

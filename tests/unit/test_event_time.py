@@ -96,3 +96,29 @@ def test_held_events_wait_for_the_watermark_and_are_released_in_time_order():
 
 def feed_changes(p, key):
     return [(r.topic, orjson.loads(r.value)) for r in p.outbox if r.key == key and r.topic == topics.TIER_CHANGES]
+
+
+def test_the_worked_example_in_docs_time_md():
+    def body(i, user, kind, day, amount=None):
+        b = {"event_id": f"w{i}", "user_id": user, "type": kind, "ts": T0 + int(day * DAY_MS)}
+        return b | ({"amount": amount} if amount is not None else {})
+
+    p, out = make(clock="replay")
+    p.settings = p.settings.model_copy(update={"allowed_lateness_ms": DAY_MS})
+    changes = lambda: [c for _, c in feed_changes(p, b"ann")]  # noqa: E731
+    p.on_message(msg(body(1, "ann", "signup", 0), partition=0))
+    assert changes() == [] and len(p.store["ann"].held) == 1
+    p.on_message(msg(body(2, "bob", "login", 2), partition=0))
+    assert [(c["to_tier"], c["to_stage"], c["at_ms"]) for c in changes()] == [("low_value", "new", T0)]
+    p.on_message(msg(body(3, "ann", "order", 1.5, 450), partition=0))
+    assert len(changes()) == 1 and len(p.store["ann"].held) == 1
+    p.on_message(msg(body(4, "bob", "login", 3), partition=0))
+    assert changes()[-1]["to_tier"] == "potential" and changes()[-1]["at_ms"] == T0 + int(1.5 * DAY_MS)
+    p.on_message(msg(body(5, "ann", "order", 0.5, 90), partition=0))
+    assert p.store["ann"].lifetime_orders == 2 and len(changes()) == 2  # corrected, nothing changed
+    for i, day in enumerate(range(4, 41)):
+        p.on_message(msg(body(10 + i, "bob", "login", day), partition=0))
+    alerts = [orjson.loads(r.value) for r in p.outbox if r.key == b"ann" and r.topic == topics.CHURN_ALERTS]
+    assert [(a["level"], a["at_ms"], a["days_inactive"]) for a in alerts] == [
+        ("at_risk", T0 + int(31.5 * DAY_MS), 30)
+    ]
