@@ -17,7 +17,9 @@ def events(n: int, users: int, seed: int = 1, span_days: int = 365) -> Iterator[
     rnd = random.Random(seed)
     step = span_days * DAY_MS / max(1, n)
     for i in range(n):
-        user = f"user-{rnd.randrange(users):07d}"
+        # Every user appears at least once (when n >= users), the rest at random.
+        u = (i * 7919) % users if i < users else rnd.randrange(users)
+        user = f"user-{u:07d}"
         kind = rnd.choice(KINDS)
         body = {"event_id": f"ev-{seed}-{i:09d}", "user_id": user, "type": kind, "ts": START_MS + int(i * step)}
         if kind in ("order", "refund"):

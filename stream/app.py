@@ -64,6 +64,9 @@ def build_app(settings: Settings) -> StreamApp:
         # One worker and one broker in dev: a standby copy would double the
         # changelog reads for no gain. Production raises this (see README).
         table_standby_replicas=0,
+        # Larger fetches: recovery reads the whole changelog, and the stream
+        # is consumed in batches anyway.
+        broker_max_poll_records=settings.max_poll_records,
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     # Values stay bytes: the agent parses them itself so that a bad message

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     batch_max: int = Field(2000, ge=1, description="Input messages taken per batch")
     batch_within_ms: int = Field(20, ge=1, description="A batch is cut after this long even if not full")
     redis_flush_ms: int = Field(20, description="Membership updates are coalesced this long, then written")
+    max_poll_records: int = Field(5000, ge=1, description="Records one consumer poll may return")
     fetch_max_wait_ms: int = Field(20, ge=1, description="Longest a fetch waits for data (latency bound on idle brokers)")
     session_timeout_seconds: float = Field(10.0, description="Kafka consumer session timeout")
     producer_linger_ms: int = Field(10, description="Producer batching delay; 0 sends each record alone")
