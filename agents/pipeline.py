@@ -24,13 +24,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from dataclasses import dataclass
-
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from agents import metrics
+from agents.outbox import BatchSender, Record
 from state.engine import ChurnAlert, Decision, advance, on_event, wake_at
 from state.evaluate import Assessment
 from state.membership import MembershipUpdate, MembershipWriter
@@ -44,14 +42,6 @@ from stream.contract import Rejection, parse_event
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Record:
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None = None
 
 
 class Pipeline:
@@ -75,8 +65,7 @@ class Pipeline:
         # user -> latest assessment not yet in Redis; the doc is built at flush
         self.pending: dict[str, Assessment] = {}
         self.outbox: list[Record] = []
-        self._partition_lists: dict[str, tuple[list[int], list[int]]] = {}
-        self._partitioner = DefaultPartitioner()
+        self.sender = BatchSender()
         self.changelog_topic = streams.users.changelog_topic.get_topic_name()
         streams.users.on_active_partitions = self.on_active_partitions
 
@@ -256,41 +245,10 @@ class Pipeline:
         return MembershipUpdate(user_id, state.version, assessment.tier, assessment.stage, doc)
 
     async def publish(self, producer: Any) -> None:
-        """Hand the outbox to an aiokafka producer (enqueue only; see module doc).
-
-        Records go out as one record batch per partition through aiokafka's
-        batch API: a future per batch instead of a future per record, which
-        was a tenth of the worker's time. Keyed records are partitioned with
-        Kafka's default partitioner, exactly as a plain send would."""
-        if not self.outbox:
-            return
-        batch, self.outbox = self.outbox, []
-        by_partition: dict[tuple[str, int], list[Record]] = {}
-        for r in batch:
-            partition = r.partition
-            if partition is None:
-                partition = self._partitioner(r.key, *await self._partitions_of(producer, r.topic))
-            by_partition.setdefault((r.topic, partition), []).append(r)
-        for (topic, partition), records in by_partition.items():
-            pending = producer.create_batch()
-            for r in records:
-                if pending.append(key=r.key, value=r.value, timestamp=None) is None:
-                    await self._send_batch(producer, pending, topic, partition)
-                    pending = producer.create_batch()
-                    pending.append(key=r.key, value=r.value, timestamp=None)
-            await self._send_batch(producer, pending, topic, partition)
-
-    @staticmethod
-    async def _send_batch(producer: Any, batch: Any, topic: str, partition: int) -> None:
-        delivery = await producer.send_batch(batch, topic, partition=partition)
-        delivery.add_done_callback(_report_failed_delivery)
-
-    async def _partitions_of(self, producer: Any, topic: str) -> tuple[list[int], list[int]]:
-        known = self._partition_lists.get(topic)
-        if known is None:
-            parts = sorted(await producer.partitions_for(topic))
-            known = self._partition_lists[topic] = (parts, parts)
-        return known
+        """Hand the outbox to the producer (enqueue only; see module doc)."""
+        if self.outbox:
+            batch, self.outbox = self.outbox, []
+            await self.sender.send(producer, batch)
 
     async def declare_segments(self) -> None:
         if self.membership is None:
@@ -320,13 +278,6 @@ class Pipeline:
         metrics.REDIS_WRITES.inc(len(batch))
         metrics.REDIS_PENDING.set(len(self.pending))
         return len(batch)
-
-
-def _report_failed_delivery(delivery: asyncio.Future) -> None:
-    # aiokafka has already retried; what fails here is lost, so say so loudly.
-    if not delivery.cancelled() and delivery.exception() is not None:
-        metrics.PUBLISH_ERRORS.inc()
-        log.error("a record could not be written to Kafka: %r", delivery.exception())
 
 
 def kafka_producer(app: Any) -> Any:

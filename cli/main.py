@@ -19,6 +19,16 @@ def _settings() -> Settings:
         raise click.ClickException(f"bad TIERSTREAM_* setting:\n{exc}") from exc
 
 
+def _rules(settings: Settings):  # type: ignore[no-untyped-def]
+    """The rules, or a clean exit naming the line and the problem."""
+    from state.rules import RulesError, load_rules
+
+    try:
+        return load_rules(settings.rules)
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _run(coro):  # type: ignore[no-untyped-def]
     # A private loop, closed after: Faust later builds its own.
     loop = asyncio.new_event_loop()
@@ -41,15 +51,11 @@ def worker() -> None:
     from prometheus_client import start_http_server
 
     from agents.pipeline import install
-    from state.rules import RulesError, load_rules
     from stream.admin import ensure_topics
     from stream.app import build_app
 
     settings = _settings()
-    try:
-        rules = load_rules(settings.rules)
-    except RulesError as exc:
-        raise click.ClickException(str(exc)) from exc
+    rules = _rules(settings)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
@@ -130,13 +136,12 @@ def snapshot(as_of: str, out: Path, wait: float | None) -> None:
     """Write every user's tier, stage and figures as of an event time."""
     from cli.replay import ReplayError, parse_time_arg
     from cli.snapshot import SnapshotError, take_snapshot
-    from state.rules import RulesError, load_rules
 
     s = _settings()
+    rules = _rules(s)
     try:
-        rules = load_rules(s.rules)
         users = _run(take_snapshot(s, rules, parse_time_arg(as_of), out, wait))
-    except (RulesError, ReplayError, SnapshotError) as exc:
+    except (ReplayError, SnapshotError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {users} users to {out}")
 
@@ -145,14 +150,9 @@ def snapshot(as_of: str, out: Path, wait: float | None) -> None:
 def rebuild_cache() -> None:
     """Rebuild Redis membership from the users table's changelog."""
     from cli.io import rebuild_membership
-    from state.rules import RulesError, load_rules
 
     s = _settings()
-    try:
-        rules = load_rules(s.rules)
-    except RulesError as exc:
-        raise click.ClickException(str(exc)) from exc
-    users, written = _run(rebuild_membership(s, rules))
+    users, written = _run(rebuild_membership(s, _rules(s)))
     click.echo(f"rebuilt membership of {users} users ({written} records written)")
 
 

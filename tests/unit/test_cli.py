@@ -1,0 +1,32 @@
+"""Command-line errors a user can cause say what is wrong (no broker needed)."""
+
+from click.testing import CliRunner
+
+from cli.main import cli
+from state.rules import default_rules_text
+
+
+def test_worker_refuses_a_bad_rules_file_naming_the_line(tmp_path, monkeypatch):
+    rules = tmp_path / "rules.toml"
+    text = default_rules_text().replace("at_risk_days = 30", "at_risk_days = 90")
+    rules.write_text(text)
+    monkeypatch.setenv("TIERSTREAM_RULES", str(rules))
+    result = CliRunner().invoke(cli, ["worker"])
+    # A rule that spans keys points at the table that holds them.
+    line = text.splitlines().index("[stages]") + 1
+    assert result.exit_code == 1
+    assert "at_risk_days < churned_days" in result.output and str(rules) in result.output
+    assert f"line {line}: stages:" in result.output
+
+
+def test_bad_settings_are_reported_by_name(monkeypatch):
+    monkeypatch.setenv("TIERSTREAM_CLOCK", "sometimes")
+    result = CliRunner().invoke(cli, ["worker"])
+    assert result.exit_code == 1 and "clock" in result.output
+
+
+def test_replay_explains_a_bad_mapping(tmp_path):
+    f = tmp_path / "h.csv"
+    f.write_text("a,b\n1,2\n")
+    result = CliRunner().invoke(cli, ["replay", str(f), "--map", "user_id=a"])
+    assert result.exit_code == 1 and "--map must name the column for ts" in result.output
