@@ -119,6 +119,8 @@ async def rebuild_membership(settings: Settings, rules: Rules) -> tuple[int, int
         updates = []
         for user_id, data in latest.items():
             state = decode_state(data)
+            if not state.has_applied:
+                continue  # only held events so far: not in any segment yet (as in the worker)
             # Evaluating again at the time of the last evaluation reproduces it.
             a = evaluate(state, state.evaluated_ms or state.last_seen_ms, rules)
             doc = orjson.dumps(user_record(user_id, state, a))
