@@ -53,7 +53,6 @@ class Pipeline:
         membership: MembershipWriter | None,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
-        self.s = streams
         self.settings = settings
         self.rules = rules
         self.membership = membership
@@ -182,6 +181,9 @@ class Pipeline:
                 # due time wakes early, finds nothing, and moves on.
                 self.index.schedule(partition, wake_at(state), user_id)
             touched += 1
+        # Every reschedule leaves a stale entry; in replay mode nothing else
+        # would ever clear them.
+        self.index.maybe_compact(partition, self._wake_of)
         return touched
 
     def tick(self) -> None:
@@ -189,7 +191,6 @@ class Pipeline:
         wall = self.wall_clock_ms()
         for partition in self.index.partitions():
             self.sweep(partition, self.watermark(partition, wall))
-            self.index.compact(partition, self._wake_of)
         metrics.DUE_INDEX_SIZE.set(len(self.index))
 
     def _wake_of(self, user_id: str) -> int | None:
@@ -270,8 +271,8 @@ class Pipeline:
         except Exception:
             metrics.REDIS_ERRORS.inc()
             log.exception("redis flush of %d updates failed; will retry", len(batch))
-            for user_id, update in batch.items():
-                self.pending.setdefault(user_id, update)
+            for user_id, assessment in batch.items():
+                self.pending.setdefault(user_id, assessment)  # a newer one, if any, wins
             metrics.REDIS_PENDING.set(len(self.pending))
             return 0
         metrics.REDIS_FLUSH_SECONDS.observe(time.perf_counter() - started)

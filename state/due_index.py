@@ -13,8 +13,12 @@ from collections.abc import Callable, Iterator
 
 
 class DueIndex:
+    # Below this many entries a partition's heap is never worth compacting.
+    COMPACT_FLOOR = 4096
+
     def __init__(self) -> None:
         self._heaps: dict[int, list[tuple[int, str]]] = {}
+        self._compact_at: dict[int, int] = {}
 
     def schedule(self, partition: int, due_ms: int | None, user_id: str) -> None:
         if due_ms is None:
@@ -35,6 +39,7 @@ class DueIndex:
     def reset(self, partitions: set[int]) -> None:
         """Forget every partition, then track exactly `partitions` (empty)."""
         self._heaps = {p: [] for p in partitions}
+        self._compact_at = {}
 
     def owns(self, partition: int) -> bool:
         return partition in self._heaps
@@ -45,12 +50,19 @@ class DueIndex:
     def __len__(self) -> int:
         return sum(len(h) for h in self._heaps.values())
 
+    def maybe_compact(self, partition: int, current_due: Callable[[str], int | None]) -> None:
+        """Compact only once the heap has doubled since the last compaction:
+        a check per call, a scan only every so often (amortised O(1))."""
+        heap = self._heaps.get(partition)
+        if heap is not None and len(heap) > self._compact_at.get(partition, self.COMPACT_FLOOR):
+            self.compact(partition, current_due)
+
     def compact(self, partition: int, current_due: Callable[[str], int | None]) -> None:
-        """Drop stale entries once they outnumber live ones (keeps memory ~O(users))."""
+        """Drop stale entries (keeps memory ~O(users), not O(events))."""
         heap = self._heaps.get(partition)
         if not heap:
             return
         live = [(d, u) for d, u in heap if current_due(u) == d]
-        if len(live) * 2 < len(heap):
-            heapq.heapify(live)
-            self._heaps[partition] = live
+        heapq.heapify(live)
+        self._heaps[partition] = live
+        self._compact_at[partition] = max(self.COMPACT_FLOOR, 2 * len(live))

@@ -28,3 +28,26 @@ def test_compaction_drops_stale_entries():
         idx.schedule(0, t, "u")
     idx.compact(0, lambda u: 99)
     assert len(idx) == 1
+
+
+def test_compaction_is_amortised_not_a_scan_per_call():
+    idx = DueIndex()
+    idx.reset({0})
+    scans = []
+
+    def due(user):
+        scans.append(user)
+        return 10**9  # every entry below is stale
+
+    for t in range(DueIndex.COMPACT_FLOOR):
+        idx.schedule(0, t, "u")
+    idx.maybe_compact(0, due)
+    assert scans == []  # at the floor: no scan
+    idx.schedule(0, 1, "u")
+    idx.maybe_compact(0, due)
+    assert len(scans) == DueIndex.COMPACT_FLOOR + 1 and len(idx) == 0
+    scans.clear()
+    for _ in range(10):
+        idx.schedule(0, 2, "u")
+        idx.maybe_compact(0, due)
+    assert scans == []  # below the next threshold: no scan per call

@@ -175,6 +175,8 @@ async def test_publish_sends_one_batch_per_partition_keyed_like_kafka():
     assert {(t, part, n) for t, part, n in sent if t == topics.TIER_CHANGES} == {
         (topics.TIER_CHANGES, part, n) for part, n in per_partition.items()
     }
+
+
 def test_revoked_partitions_are_not_swept():
     p, s = make(clock="live", wall=T0)
     p.on_message(msg(raw("quiet", "login", 0), partition=0))
