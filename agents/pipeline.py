@@ -65,6 +65,7 @@ class Pipeline:
         self.pending: dict[str, Assessment] = {}
         self.outbox: list[Record] = []
         self.sender = BatchSender()
+        self.tally = metrics.Tally()
         self.changelog_topic = streams.users.changelog_topic.get_topic_name()
         streams.users.on_active_partitions = self.on_active_partitions
 
@@ -133,12 +134,12 @@ class Pipeline:
             # The table is partitioned by user id: an event on the wrong
             # partition would split a user's state. Send it where it belongs.
             self.outbox.append(Record(topics.EVENTS, user_id.encode(), message.value))
-            metrics.EVENTS_REKEYED.inc()
+            self.tally.add(metrics.EVENTS_REKEYED)
             return
         partition = message.partition
         state: UserState | None = self.store.get(user_id)
         if state is not None and state.src_partition == partition and message.offset <= state.src_offset:
-            metrics.EVENTS_REDELIVERED.inc()  # replayed after a restart: already applied
+            self.tally.add(metrics.EVENTS_REDELIVERED)  # replayed after a restart: already applied
             return
         watermark_before = self.watermark(partition, wall)
         self.max_event_ms[partition] = max(self.max_event_ms.get(partition, 0), parsed.ts_ms)
@@ -146,9 +147,9 @@ class Pipeline:
         previous_due = wake_at(state) if state is not None else None
         result = on_event(state, parsed, watermark_before, watermark, self.rules)
         if not result.accepted:
-            metrics.EVENTS_DUPLICATE.inc()
+            self.tally.add(metrics.EVENTS_DUPLICATE)
             return
-        metrics.EVENTS_ACCEPTED.inc()
+        self.tally.add(metrics.EVENTS_ACCEPTED)
         result.state.src_partition, result.state.src_offset = partition, message.offset
         self._commit(user_id, partition, result.state, result.decisions, result.assessment, previous_due)
         if watermark > watermark_before:
@@ -217,10 +218,10 @@ class Pipeline:
         for decision in decisions:
             if isinstance(decision, ChurnAlert):
                 self.outbox.append(Record(topics.CHURN_ALERTS, key, orjson.dumps(churn_alert_record(decision))))
-                (metrics.ALERTS_AT_RISK if decision.level == "at_risk" else metrics.ALERTS_CHURNED).inc()
+                self.tally.add(metrics.ALERTS_AT_RISK if decision.level == "at_risk" else metrics.ALERTS_CHURNED)
             else:
                 self.outbox.append(Record(topics.TIER_CHANGES, key, orjson.dumps(tier_change_record(decision))))
-                metrics.TIER_CHANGES.inc()
+                self.tally.add(metrics.TIER_CHANGES)
         if assessment is not None:
             self.pending[user_id] = assessment
 
@@ -247,6 +248,7 @@ class Pipeline:
 
     async def publish(self, producer: Any) -> None:
         """Hand the outbox to the producer (enqueue only; see module doc)."""
+        self.tally.flush()
         if self.outbox:
             batch, self.outbox = self.outbox, []
             await self.sender.send(producer, batch)
@@ -293,8 +295,25 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     redis = Redis.from_url(settings.redis_url)
     pipeline = Pipeline(streams, settings, rules, MembershipWriter(redis, settings.redis_prefix))
 
+    async def on_batch(tp: Any, records: list[Any]) -> None:
+        # Chunks of batch_max, yielding between them, so that one large
+        # fetch does not hold the Redis flusher and the timers back.
+        step = settings.batch_max
+        for start in range(0, len(records), step):
+            for record in records[start : start + step]:
+                pipeline.on_message(record)
+            await pipeline.publish(kafka_producer(app))
+            await asyncio.sleep(0)
+
+    # The consumer hands the events topic's fetches over whole
+    # (stream.batching): Faust's per-record path is the bottleneck otherwise.
+    streams.batch_handlers[streams.events.get_topic_name()] = on_batch
+
     @app.agent(streams.events, name="tierstream.ingest")
     async def ingest(stream: Any) -> None:
+        # Subscribes the topic (and so co-partitions the table with it).
+        # Records reach this stream only on a consumer without batch
+        # handlers; the work is the same.
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
             for event in events:
                 pipeline.on_message(event.message)

@@ -7,14 +7,16 @@ attached by `agents.pipeline.install`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from faust.types import TP
 
 import stream.codecs  # noqa: F401  (registers the 'tierstate' and 'utf8' codecs)
+from stream.codecs import decode_state
 from stream import topics
+from stream.batching import BatchHandler, batching_consumer_class
 from stream.recovery import TierstreamTableManager
 from stream.settings import Settings
 from stream.tuning import set_fetch_max_wait
@@ -33,6 +35,16 @@ class UsersTable(faust.Table):
         self.key_serializer = "utf8"
         self.value_serializer = "tierstate"
 
+    def restore_latest(self, partition: int, latest: dict[bytes, bytes | None]) -> None:
+        """Bulk recovery (stream.recovery): the last changelog value per key."""
+        store = self.data
+        for key, value in latest.items():
+            user_id = key.decode()
+            if value is None:
+                store.pop(user_id, None)
+            else:
+                store[user_id] = decode_state(value)
+
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         if self.on_active_partitions is not None:
@@ -44,6 +56,8 @@ class StreamApp:
     app: faust.App
     events: Any  # the input faust topic
     users: UsersTable
+    # topic name -> handler of whole fetched batches (stream.batching)
+    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
 
 
 def build_app(settings: Settings) -> StreamApp:
@@ -68,6 +82,9 @@ def build_app(settings: Settings) -> StreamApp:
         # is consumed in batches anyway.
         broker_max_poll_records=settings.max_poll_records,
     )
+    batch_handlers: dict[str, BatchHandler] = {}
+    # Faust instantiates the transport's consumer class itself.
+    app.transport.Consumer = batching_consumer_class(batch_handlers)
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     # Values stay bytes: the agent parses them itself so that a bad message
     # becomes a dead letter instead of a deserialisation crash. Outputs are
@@ -82,4 +99,4 @@ def build_app(settings: Settings) -> StreamApp:
             help="Per-user state (RFM figures, tier, stage) keyed by user_id",
         )
     )
-    return StreamApp(app, events, users)
+    return StreamApp(app, events, users, batch_handlers)
