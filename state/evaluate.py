@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from state.model import DAY_MS, UserState, bucket_of
+from state.model import DAY_MS, UserState
 from state.rules import Rules
 
 
-@dataclass(slots=True, frozen=True)
+# Not frozen: a frozen dataclass sets every field through object.__setattr__,
+# ~3x slower to build, and one is built for every evaluation (several per
+# event). Nothing mutates an Assessment once made.
+@dataclass(slots=True)
 class Assessment:
     tier: str
     stage: str
@@ -35,7 +38,7 @@ class Assessment:
         return self.r + self.f + self.m
 
 
-def _score_at_most(value: float, thresholds: list[float]) -> int:
+def _score_at_most(value: float, thresholds: tuple[float, ...]) -> int:
     """5 for value <= thresholds[0], 4 for <= thresholds[1], ..., else 1."""
     for i, limit in enumerate(thresholds):
         if value <= limit:
@@ -43,7 +46,7 @@ def _score_at_most(value: float, thresholds: list[float]) -> int:
     return 1
 
 
-def _score_at_least(value: float, thresholds: list[float]) -> int:
+def _score_at_least(value: float, thresholds: tuple[float, ...]) -> int:
     for i, limit in enumerate(thresholds):
         if value >= limit:
             return 5 - i
@@ -52,7 +55,11 @@ def _score_at_least(value: float, thresholds: list[float]) -> int:
 
 def window_figures(state: UserState, now_ms: int, rules: Rules) -> tuple[int, int]:
     """(orders, net cents) in the rolling window ending at `now_ms`."""
-    oldest = bucket_of(now_ms, rules.window.bucket_days) - rules.window.buckets + 1
+    return _window_figures(state, now_ms, _plan(rules))
+
+
+def _window_figures(state: UserState, now_ms: int, plan: _Plan) -> tuple[int, int]:
+    oldest = now_ms // plan.bucket_ms - plan.window_buckets + 1
     orders = cents = 0
     for index, (n, c) in state.buckets.items():
         if index >= oldest:
@@ -65,7 +72,9 @@ def _days(since_ms: int, now_ms: int) -> int:
     return max(0, now_ms - since_ms) // DAY_MS
 
 
-# (rule field, Assessment attribute or money figure, True for a minimum)
+# The figures a tier condition can test, in the order `evaluate` lays them out.
+_FIGURES = ("r", "f", "m", "rfm_sum", "frequency", "lifetime_orders", "recency_days", "ltv")
+# (rule field, figure, True for a minimum)
 _CONDITIONS = (
     ("r_min", "r", True), ("r_max", "r", False),
     ("f_min", "f", True), ("f_max", "f", False),
@@ -78,27 +87,54 @@ _CONDITIONS = (
 )
 
 
-Compiled = tuple[tuple[str, tuple[tuple[str, float, bool], ...]], ...]
-_compiled_cache: dict[int, tuple[Rules, Compiled]] = {}
+@dataclass(slots=True, frozen=True)
+class _Plan:
+    """The rules, flattened once for the hot path: this runs for every user
+    at every step, so the pydantic models are walked once, not per call."""
+
+    bucket_ms: int
+    window_buckets: int
+    recency_days: tuple[float, ...]
+    frequency_orders: tuple[float, ...]
+    monetary: tuple[float, ...]
+    # per tier: (name, ((figure index, limit, is_min), ...)), only the conditions it sets
+    tiers: tuple[tuple[str, tuple[tuple[int, float, bool], ...]], ...]
+    new_days: float
+    at_risk_days: float
+    churned_days: float
+    reactivated_days: float
 
 
-def _compiled(rules: Rules) -> Compiled:
-    """Per tier, only the conditions it sets: this runs for every user at
-    every step, so the rules are walked once, not per evaluation."""
-    hit = _compiled_cache.get(id(rules))
+_plans: dict[int, tuple[Rules, _Plan]] = {}
+
+
+def _plan(rules: Rules) -> _Plan:
+    hit = _plans.get(id(rules))
     if hit is None or hit[0] is not rules:
-        compiled = tuple(
-            (t.name, tuple((attr, getattr(t, f), is_min) for f, attr, is_min in _CONDITIONS if getattr(t, f) is not None))
+        tiers = tuple(
+            (t.name, tuple((_FIGURES.index(fig), getattr(t, f), is_min)
+                           for f, fig, is_min in _CONDITIONS if getattr(t, f) is not None))
             for t in rules.tiers
         )
-        hit = _compiled_cache[id(rules)] = (rules, compiled)
+        s = rules.stages
+        plan = _Plan(
+            bucket_ms=rules.window.bucket_days * DAY_MS,
+            window_buckets=rules.window.buckets,
+            recency_days=tuple(rules.scores.recency_days),
+            frequency_orders=tuple(rules.scores.frequency_orders),
+            monetary=tuple(rules.scores.monetary),
+            tiers=tiers,
+            new_days=s.new_days, at_risk_days=s.at_risk_days,
+            churned_days=s.churned_days, reactivated_days=s.reactivated_days,
+        )
+        hit = _plans[id(rules)] = (rules, plan)
     return hit[1]
 
 
-def _tier(rules: Rules, values: dict[str, float]) -> str:
-    for name, conditions in _compiled(rules):
-        for attr, limit, is_min in conditions:
-            value = values[attr]
+def _tier(plan: _Plan, values: tuple[float, ...]) -> str:
+    for name, conditions in plan.tiers:
+        for index, limit, is_min in conditions:
+            value = values[index]
             if (value < limit) if is_min else (value > limit):
                 break
         else:
@@ -106,46 +142,41 @@ def _tier(rules: Rules, values: dict[str, float]) -> str:
     raise AssertionError("the last tier has no conditions")  # guaranteed by Rules
 
 
-def _stage(state: UserState, now_ms: int, days_inactive: int, rules: Rules) -> str:
-    s = rules.stages
-    if days_inactive >= s.churned_days:
+def _stage(state: UserState, now_ms: int, days_inactive: int, plan: _Plan) -> str:
+    if days_inactive >= plan.churned_days:
         return "churned"
-    if days_inactive >= s.at_risk_days:
+    if days_inactive >= plan.at_risk_days:
         return "at_risk"
     # Coming back from churn is worth its own stage for a while.
     if state.stage == "churned":
         return "reactivated"
     if state.stage == "reactivated" and state.stage_since_ms is not None:
-        if _days(state.stage_since_ms, now_ms) < s.reactivated_days:
+        if _days(state.stage_since_ms, now_ms) < plan.reactivated_days:
             return "reactivated"
-    if _days(state.first_seen_ms, now_ms) < s.new_days and state.stage in (None, "new"):
+    if _days(state.first_seen_ms, now_ms) < plan.new_days and state.stage in (None, "new"):
         return "new"
     return "active"
 
 
 def evaluate(state: UserState, now_ms: int, rules: Rules) -> Assessment:
-    order_anchor = state.last_order_ms if state.last_order_ms is not None else state.first_seen_ms
-    active_anchor = state.last_active_ms if state.last_active_ms is not None else state.first_seen_ms
-    recency_days = _days(order_anchor, now_ms)
-    days_inactive = _days(active_anchor, now_ms)
-    frequency, monetary_cents = window_figures(state, now_ms, rules)
-    sc = rules.scores
-    r = _score_at_most(recency_days, sc.recency_days) if state.last_order_ms is not None else 1
-    f = _score_at_least(frequency, sc.frequency_orders) if frequency > 0 else 1
-    m = _score_at_least(monetary_cents / 100, sc.monetary) if monetary_cents > 0 else 1
-    ltv_cents = max(0, state.lifetime_revenue_cents - state.lifetime_refunds_cents)
-    aov_cents = state.lifetime_revenue_cents // state.lifetime_orders if state.lifetime_orders else 0
-    values = {
-        "r": r, "f": f, "m": m, "rfm_sum": r + f + m, "frequency": frequency,
-        "lifetime_orders": state.lifetime_orders, "recency_days": recency_days, "ltv": ltv_cents / 100,
-    }
-    tier = _tier(rules, values)
-    stage = _stage(state, now_ms, days_inactive, rules)
-    return Assessment(
-        tier=tier, stage=stage, at_ms=now_ms, recency_days=recency_days, days_inactive=days_inactive,
-        frequency=frequency, monetary_cents=monetary_cents, r=r, f=f, m=m,
-        lifetime_orders=state.lifetime_orders, ltv_cents=ltv_cents, aov_cents=aov_cents,
-    )
+    plan = _plan(rules)
+    first_seen = state.first_seen_ms
+    last_order = state.last_order_ms
+    last_active = state.last_active_ms
+    recency_days = max(0, now_ms - (first_seen if last_order is None else last_order)) // DAY_MS
+    days_inactive = max(0, now_ms - (first_seen if last_active is None else last_active)) // DAY_MS
+    frequency, monetary_cents = _window_figures(state, now_ms, plan)
+    r = _score_at_most(recency_days, plan.recency_days) if last_order is not None else 1
+    f = _score_at_least(frequency, plan.frequency_orders) if frequency > 0 else 1
+    m = _score_at_least(monetary_cents / 100, plan.monetary) if monetary_cents > 0 else 1
+    revenue, orders = state.lifetime_revenue_cents, state.lifetime_orders
+    ltv_cents = max(0, revenue - state.lifetime_refunds_cents)
+    aov_cents = revenue // orders if orders else 0
+    # laid out as _FIGURES
+    tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100))
+    stage = _stage(state, now_ms, days_inactive, plan)
+    return Assessment(tier, stage, now_ms, recency_days, days_inactive, frequency, monetary_cents,
+                      r, f, m, orders, ltv_cents, aov_cents)
 
 
 _due_cache: dict[int, tuple[Rules, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]]] = {}
@@ -188,22 +219,27 @@ def next_due(state: UserState, now_ms: int, rules: Rules) -> int | None:
     the user's tier or stage. Waking early is harmless (nothing changes, a
     new due time is set); waking late is not, so every threshold counts."""
     order_offsets, active_offsets, new_offsets, stage_offsets = _due_offsets(rules)
-    order_anchor = state.last_order_ms if state.last_order_ms is not None else state.first_seen_ms
-    active_anchor = state.last_active_ms if state.last_active_ms is not None else state.first_seen_ms
-    best: int | None = None
-    anchored = [(order_anchor, order_offsets), (active_anchor, active_offsets), (state.first_seen_ms, new_offsets)]
+    first_seen = state.first_seen_ms
+    order_anchor = state.last_order_ms if state.last_order_ms is not None else first_seen
+    active_anchor = state.last_active_ms if state.last_active_ms is not None else first_seen
+    best = _first_after(order_anchor, order_offsets, now_ms, None)
+    best = _first_after(active_anchor, active_offsets, now_ms, best)
+    best = _first_after(first_seen, new_offsets, now_ms, best)
     if state.stage_since_ms is not None:
-        anchored.append((state.stage_since_ms, stage_offsets))
-    for anchor, offsets in anchored:
-        for offset in offsets:  # sorted: the first one past now is this anchor's earliest
-            t = anchor + offset
-            if t > now_ms:
-                if best is None or t < best:
-                    best = t
-                break
+        best = _first_after(state.stage_since_ms, stage_offsets, now_ms, best)
     if state.buckets:
         # The oldest bucket leaves the window when the window's start passes it.
-        t = (min(state.buckets) + rules.window.buckets) * rules.window.bucket_days * DAY_MS
+        plan = _plan(rules)
+        t = (min(state.buckets) + plan.window_buckets) * plan.bucket_ms
         if t > now_ms and (best is None or t < best):
             best = t
+    return best
+
+
+def _first_after(anchor: int, offsets: tuple[int, ...], now_ms: int, best: int | None) -> int | None:
+    """The earlier of `best` and this anchor's first threshold after now."""
+    for offset in offsets:  # sorted: the first one past now is this anchor's earliest
+        t = anchor + offset
+        if t > now_ms:
+            return t if best is None or t < best else best
     return best

@@ -17,7 +17,7 @@ from faust.serializers import codecs
 
 from state.engine import ChurnAlert, TierChange
 from state.evaluate import Assessment
-from state.model import UserState
+from state.model import DAY_MS, UserState
 
 STATE_FORMAT = 1
 _STATE_FIELDS = tuple(f.name for f in fields(UserState))
@@ -26,13 +26,26 @@ _STATE_FIELDS = tuple(f.name for f in fields(UserState))
 def encode_state(state: UserState) -> bytes:
     # A positional list, not a dict: no field names repeated per user.
     # Bucket keys become strings in JSON objects, so buckets go as a flat list.
-    values: list[Any] = [STATE_FORMAT]
-    for name in _STATE_FIELDS:
-        value = getattr(state, name)
-        if name == "buckets":
-            value = [x for index, (n, c) in sorted(value.items()) for x in (index, n, c)]
-        values.append(value)
-    return orjson.dumps(values)
+    # Spelled out field by field (checked against the dataclass below): this
+    # runs for every changelog record, and a getattr loop was twice as slow.
+    s = state
+    b = s.buckets
+    flat = [x for index in sorted(b) for x in (index, *b[index])] if b else []
+    return orjson.dumps((
+        STATE_FORMAT, s.first_seen_ms, s.last_seen_ms, s.last_active_ms, s.last_order_ms, s.last_campaign_ms,
+        s.lifetime_orders, s.lifetime_revenue_cents, s.lifetime_refunds_cents, flat, s.recent_ids,
+        s.tier, s.stage, s.tier_since_ms, s.stage_since_ms, s.evaluated_ms, s.due_ms, s.version,
+        s.src_partition, s.src_offset, s.held,
+    ))
+
+
+_ENCODED_ORDER = (
+    "first_seen_ms", "last_seen_ms", "last_active_ms", "last_order_ms", "last_campaign_ms",
+    "lifetime_orders", "lifetime_revenue_cents", "lifetime_refunds_cents", "buckets", "recent_ids",
+    "tier", "stage", "tier_since_ms", "stage_since_ms", "evaluated_ms", "due_ms", "version",
+    "src_partition", "src_offset", "held",
+)
+assert _ENCODED_ORDER == _STATE_FIELDS, "encode_state is out of step with UserState's fields"
 
 
 def decode_state(data: bytes) -> UserState:
@@ -72,17 +85,29 @@ codecs.register("utf8", Utf8Codec())
 _EPOCH = datetime(1970, 1, 1)
 
 
+@lru_cache(maxsize=1 << 12)
+def _day_prefix(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%dT")
+
+
 @lru_cache(maxsize=1 << 16)  # since-times repeat in every record of a user
 def iso(ms: int | None) -> str | None:
-    """Epoch ms -> '2026-01-01T10:00:00.123Z' (naive arithmetic: ~30% faster
-    than an aware datetime, and this runs for every published record)."""
+    """Epoch ms -> '2026-01-01T10:00:00.123Z'. The date part is cached per
+    day and the time of day is plain arithmetic: this runs for every
+    published record, and datetime arithmetic was a third of its cost."""
     if ms is None:
         return None
-    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
+    day, rest = divmod(ms, DAY_MS)
+    seconds, millis = divmod(rest, 1000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{_day_prefix(day)}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
 
 
 def money(cents: int) -> float:
-    return round(cents / 100, 2)
+    # cents / 100 is already the double nearest to the 2-decimal amount
+    # (what round(x, 2) would return).
+    return cents / 100
 
 
 def figures(a: Assessment) -> dict[str, Any]:
