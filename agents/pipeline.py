@@ -28,6 +28,7 @@ import orjson
 from redis.asyncio import Redis
 
 from agents import metrics
+from agents.gc_tuning import HeapFreezer
 from agents.outbox import BatchSender, Record
 from state.engine import ChurnAlert, Decision, advance, on_event, wake_at
 from state.evaluate import Assessment
@@ -66,6 +67,7 @@ class Pipeline:
         self.outbox: list[Record] = []
         self.sender = BatchSender()
         self.tally = metrics.Tally()
+        self.freezer = HeapFreezer()
         self.changelog_topic = streams.users.changelog_topic.get_topic_name()
         streams.users.on_active_partitions = self.on_active_partitions
 
@@ -87,6 +89,7 @@ class Pipeline:
                 self.max_event_ms[p] = max(self.max_event_ms.get(p, 0), seen)
         metrics.DUE_INDEX_SIZE.set(len(self.index))
         metrics.RECOVERED_USERS.set(owned)
+        self.freezer.maybe_freeze(len(self.store))
         log.info("owning partitions %s, %d users due-indexed", sorted(partitions), len(self.index))
         if self.settings.recovery_dump is not None:
             self._dump_recovered(partitions)
@@ -249,6 +252,7 @@ class Pipeline:
     async def publish(self, producer: Any) -> None:
         """Hand the outbox to the producer (enqueue only; see module doc)."""
         self.tally.flush()
+        self.freezer.maybe_freeze(len(self.store))
         if self.outbox:
             batch, self.outbox = self.outbox, []
             await self.sender.send(producer, batch)

@@ -39,9 +39,13 @@ class Settings(BaseSettings):
     batch_within_ms: int = Field(20, ge=1, description="A batch is cut after this long even if not full")
     redis_flush_ms: int = Field(20, description="Membership updates are coalesced this long, then written")
     max_poll_records: int = Field(5000, ge=1, description="Records one consumer poll may return")
-    fetch_max_wait_ms: int = Field(20, ge=1, description="Longest a fetch waits for data (latency bound on idle brokers)")
+    fetch_max_wait_ms: int = Field(10, ge=1, description="Longest a fetch waits for data (latency bound on idle brokers)")
     session_timeout_seconds: float = Field(10.0, description="Kafka consumer session timeout")
-    producer_linger_ms: int = Field(10, description="Producer batching delay; 0 sends each record alone")
+    producer_linger_ms: int = Field(
+        0,
+        ge=0,
+        description="Producer batching delay. The worker already hands the producer whole record batches, so waiting only adds latency",
+    )
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics of the worker on this port")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics port binds to")
     log_level: str = "WARNING"
