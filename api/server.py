@@ -7,6 +7,7 @@ It reads Redis only, never a worker, so it scales on its own.
 from __future__ import annotations
 
 import orjson
+import uvloop
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -74,4 +75,9 @@ def build_api(redis_url: str, prefix: str) -> web.Application:
 
 
 def run_api(redis_url: str, prefix: str, host: str, port: int) -> None:
-    web.run_app(build_api(redis_url, prefix), host=host, port=port, print=None, access_log=None)
+    # uvloop: the request path is all event-loop work (accept, parse, one
+    # Redis round trip, write); libuv's loop roughly halves its cost.
+    web.run_app(
+        build_api(redis_url, prefix), host=host, port=port, print=None, access_log=None,
+        loop=uvloop.new_event_loop(),
+    )

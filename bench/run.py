@@ -286,7 +286,7 @@ class Bench:
             f"({total - len(lat)} not seen)")
 
     # -- e ------------------------------------------------------------------
-    async def api_latency(self, requests: int = 20_000, concurrency: int = 32) -> None:
+    async def api_latency(self, requests: int = 20_000, concurrency: int = 32, rate: int = 1000) -> None:
         port = free_port()
         env = {**self.worker_env(), "TIERSTREAM_API_PORT": str(port)}
         api = spawn([sys.executable, "-m", "cli.main", "api"], env=env, log=self.servers.workdir / "api.log")
@@ -297,17 +297,39 @@ class Bench:
         rnd = random.Random(3)
         picks = [rnd.choice(users) for _ in range(requests)]
 
-        async def run(fetch) -> list[float]:  # type: ignore[no-untyped-def]
-            lat: list[float] = []
+        async def closed_loop(fetch) -> float:  # type: ignore[no-untyped-def]
+            """Requests/s with `concurrency` clients each sending back to back:
+            the most this client machine gets through (saturates the client)."""
             it = iter(picks)
 
-            async def worker() -> None:
+            async def client() -> None:
                 for user in it:
-                    t = time.perf_counter()
                     await fetch(user)
-                    lat.append((time.perf_counter() - t) * 1000)
 
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            started = time.perf_counter()
+            await asyncio.gather(*(client() for _ in range(concurrency)))
+            return len(picks) / (time.perf_counter() - started)
+
+        async def open_loop(fetch) -> list[float]:  # type: ignore[no-untyped-def]
+            """Latency at a fixed offered rate, up to `concurrency` in flight,
+            timed from when each request was due (a late start counts)."""
+            lat: list[float] = []
+            slots = asyncio.Semaphore(concurrency)
+            start = time.perf_counter()
+
+            async def one(user: str, due: float) -> None:
+                async with slots:
+                    await fetch(user)
+                lat.append((time.perf_counter() - due) * 1000)
+
+            tasks = []
+            for i, user in enumerate(picks[: rate * 10]):
+                due = start + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(user, due)))
+            await asyncio.gather(*tasks)
             return lat
 
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
@@ -319,18 +341,24 @@ class Bench:
             async def via_redis(user: str) -> None:
                 assert await redis.hget(f"tierstream:user:{user}", "doc")
 
-            await run(via_redis)  # warm both paths
-            await run(via_api)
-            base = await run(via_redis)
-            api_lat = await run(via_api)
+            await closed_loop(via_redis)  # warm both paths
+            await closed_loop(via_api)
+            base = await open_loop(via_redis)
+            api_lat = await open_loop(via_api)
+            base_rps = await closed_loop(via_redis)
+            api_rps = await closed_loop(via_api)
         await redis.aclose()
         stop(api)
         for name, lat in (("e_redis_direct", base), ("e_api", api_lat)):
             self.results[f"{name}_p50_ms"] = pct(lat, 0.5)
             self.results[f"{name}_p99_ms"] = pct(lat, 0.99)
+        self.results["e_rate_rps"] = rate
         self.results["e_concurrency"] = concurrency
-        log(f"e GET /v1/users/{{id}} p50 {pct(api_lat, .5):.2f} ms p99 {pct(api_lat, .99):.2f} ms; "
-            f"direct Redis HGET p50 {pct(base, .5):.2f} p99 {pct(base, .99):.2f} (concurrency {concurrency})")
+        self.results["e_redis_direct_max_rps"] = base_rps
+        self.results["e_api_max_rps"] = api_rps
+        log(f"e GET /v1/users/{{id}} at {rate} req/s: p50 {pct(api_lat, .5):.2f} ms p99 {pct(api_lat, .99):.2f} ms; "
+            f"direct Redis HGET p50 {pct(base, .5):.2f} p99 {pct(base, .99):.2f}; closed loop of {concurrency}: "
+            f"API {api_rps:.0f} req/s, Redis {base_rps:.0f} req/s")
 
 
 async def replay_section(results: dict[str, Any], events: int, users: int) -> None:
