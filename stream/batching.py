@@ -22,6 +22,7 @@ is read again from the last commit.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -29,6 +30,8 @@ from typing import Any
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[TP, list[Any]], Awaitable[None]]
 
@@ -44,6 +47,7 @@ class BatchingConsumer(Consumer):
         self._batch_done: dict[TP, int] = {}
         self._batch_idle = asyncio.Event()
         self._batch_idle.set()
+        self._announced: set[str] = set()
 
     # -- delivery --------------------------------------------------------
 
@@ -85,6 +89,9 @@ class BatchingConsumer(Consumer):
             if handler is None:
                 await self._deliver_one_by_one(tp, batch)
                 continue
+            if tp.topic not in self._announced:
+                self._announced.add(tp.topic)
+                log.info("%s: fetched batches go to their handler whole", tp.topic)
             self._batch_idle.clear()
             try:
                 await handler(tp, batch)

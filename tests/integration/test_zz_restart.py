@@ -94,6 +94,12 @@ async def test_restart_recovers_every_user_and_re_emits_nothing(ready, redis, er
         row = orjson.loads(line)
         dumped[row["user_id"]] = row["state"]
 
+    # Both fast paths were the ones that ran: whole-batch consumption before
+    # the restart, the bulk changelog read after it.
+    logs = sorted(cluster.servers.workdir.glob("worker-*.log"))
+    assert "fetched batches go to their handler whole" in logs[-2].read_text()
+    assert "bulk recovery:" in logs[-1].read_text()
+
     from stream.codecs import decode_state
 
     recovered_states = {u: decode_state(orjson.dumps(s)) for u, s in dumped.items() if u in expected}
