@@ -6,8 +6,8 @@ and in an outbox its changelog record, tier changes, alerts and dead
 letters; the membership record goes to a coalescing buffer that a
 background task flushes to Redis.
 
-Messages are taken in batches and the outbox of a batch is handed to the
-Kafka producer in one go. Faust flushes that same producer before it
+Messages arrive as whole fetched batches (stream.batching), processed in
+chunks, and the outbox of a chunk is handed to the Kafka producer in one go. Faust flushes that same producer before it
 commits input offsets, so a committed offset always has its outputs behind
 it, without waiting for a round trip per batch.
 Changelog records name their partition explicitly (the partition the
