@@ -1,0 +1,105 @@
+"""Where event -> tier-change latency goes, hop by hop (diagnostics for
+docs/performance.md, section d's target).
+
+    python -m bench.latency_hops --rate 2000 --preload 200000
+
+Starts a broker, Redis and a worker, optionally loads `preload` events over
+preload/4 users first, then sends new users' signups at `rate` for 10 s and
+splits each one's latency with the output record's timestamp (set when the
+worker appends it to a producer batch): send -> output appended (broker,
+worker fetch, processing) and output appended -> read by this process
+(producer, broker, our fetch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench import workload
+from bench.run import Bench, pct, produce_batched, wait_for_count
+from cli.embedded import EmbeddedServers, stop
+from stream import topics
+from stream.admin import ensure_topics
+
+
+async def measure(rate: int, preload: int, seconds: int = 10) -> None:
+    servers = EmbeddedServers().start()
+    bench = Bench(1000, 1000, servers)
+    try:
+        await ensure_topics(servers.broker, 8)
+        if preload:
+            await produce_batched(servers.broker, topics.EVENTS, workload.events(preload, max(1, preload // 4)))
+        bench.start_worker("hops")
+        if preload:
+            await asyncio.to_thread(wait_for_count, bench.worker_metrics, "tierstream_events_accepted_total",
+                                    preload, 1800)
+        await asyncio.sleep(12)  # the group join, when there was no preload
+        consumer = AIOKafkaConsumer(topics.TIER_CHANGES, bootstrap_servers=servers.broker, group_id=None,
+                                    auto_offset_reset="latest", fetch_max_wait_ms=10)
+        await consumer.start()
+        await consumer.seek_to_end()
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        producer = AIOKafkaProducer(bootstrap_servers=servers.broker, linger_ms=0)
+        await producer.start()
+        ts = workload.START_MS + 365 * workload.DAY_MS + 1
+        sent: dict[str, float] = {}
+        received: dict[str, float] = {}
+        appended: dict[str, float] = {}
+        total = rate * seconds
+
+        async def consume() -> None:
+            while len(received) < total:
+                batch = await consumer.getmany(timeout_ms=200)
+                now = time.time()
+                for records in batch.values():
+                    for r in records:
+                        user = r.key.decode()
+                        if user in sent and user not in received:
+                            received[user], appended[user] = now, r.timestamp / 1000
+
+        for key, value in workload.signups(2000, "warm", ts):
+            await producer.send(topics.EVENTS, value, key=key)
+        await producer.flush()
+        await asyncio.sleep(5)
+        reader = asyncio.create_task(consume())
+        start = time.perf_counter()
+        for i, (key, value) in enumerate(workload.signups(total, "lat", ts)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent[key.decode()] = time.time()
+            await producer.send(topics.EVENTS, value, key=key)
+        try:
+            await asyncio.wait_for(reader, 60)
+        except TimeoutError:
+            reader.cancel()
+        await producer.stop()
+        await consumer.stop()
+        hops = {
+            "total": [(received[u] - sent[u]) * 1000 for u in received],
+            "send -> output appended": [(appended[u] - sent[u]) * 1000 for u in received],
+            "output appended -> read": [(received[u] - appended[u]) * 1000 for u in received],
+        }
+        for name, lat in hops.items():
+            print(f"{name:<26} p50 {pct(lat, .5):7.1f} ms  p90 {pct(lat, .9):7.1f} ms  p99 {pct(lat, .99):7.1f} ms")
+        print(f"not seen: {total - len(received)}")
+    finally:
+        stop(bench.worker)
+        servers.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--preload", type=int, default=0)
+    args = parser.parse_args()
+    asyncio.run(measure(args.rate, args.preload))
+
+
+if __name__ == "__main__":
+    main()
