@@ -1,0 +1,77 @@
+"""The pipeline's own cost per event, with no I/O: `Pipeline.on_message`
+over the harness's events in one process, outputs built and dropped.
+
+    python -m bench.offline_pipeline --events 200000 --users 100000 [--profile]
+
+Uses the replay clock, as section c does. What this leaves out (Kafka,
+Redis, Faust) is what separates it from section c's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+import zlib
+from types import SimpleNamespace
+
+from agents.pipeline import Pipeline
+from bench import workload
+from state.rules import load_rules
+from stream import topics
+from stream.settings import Settings
+
+PARTITIONS = 8
+
+
+class _Table:
+    """The users table's surface the pipeline uses, as a plain dict."""
+
+    def __init__(self) -> None:
+        self.data: dict = {}
+        self.on_active_partitions = None
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: "tierstream-users-changelog")
+
+
+def run(events: int, users: int, profile: bool) -> None:
+    records = [
+        SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(k) % PARTITIONS, offset=i, key=k, value=v)
+        for i, (k, v) in enumerate(workload.events(events, users))
+    ]
+    settings = Settings(clock="replay", max_future_seconds=10**9)
+    pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, load_rules(), None)
+    pipeline.index.reset(set(range(PARTITIONS)))
+
+    def process() -> None:
+        for start in range(0, len(records), settings.batch_max):
+            for record in records[start : start + settings.batch_max]:
+                pipeline.on_message(record)
+            pipeline.outbox.clear()
+            pipeline.tally.flush()
+            pending, pipeline.pending = pipeline.pending, {}
+            for user_id, assessment in pending.items():  # the Redis documents, built as a flush would
+                pipeline._membership_update(user_id, assessment)
+
+    started = time.perf_counter()
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(process)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    else:
+        process()
+    seconds = time.perf_counter() - started
+    print(f"{events / seconds:,.0f} events/s, {seconds / events * 1e6:.0f} µs per event (no I/O)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--profile", action="store_true", help="cProfile it (slower; for where, not how fast)")
+    args = parser.parse_args()
+    run(args.events, args.users, args.profile)
+
+
+if __name__ == "__main__":
+    main()
