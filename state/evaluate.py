@@ -53,12 +53,8 @@ def _score_at_least(value: float, thresholds: tuple[float, ...]) -> int:
     return 1
 
 
-def window_figures(state: UserState, now_ms: int, rules: Rules) -> tuple[int, int]:
-    """(orders, net cents) in the rolling window ending at `now_ms`."""
-    return _window_figures(state, now_ms, _plan(rules))
-
-
 def _window_figures(state: UserState, now_ms: int, plan: _Plan) -> tuple[int, int]:
+    """(orders, net cents) in the rolling window ending at `now_ms`."""
     oldest = now_ms // plan.bucket_ms - plan.window_buckets + 1
     orders = cents = 0
     for index, (n, c) in state.buckets.items():
@@ -103,6 +99,8 @@ class _Plan:
     at_risk_days: float
     churned_days: float
     reactivated_days: float
+    # next_due's threshold offsets per anchor (see _due_offsets)
+    due_offsets: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
 _plans: dict[int, tuple[Rules, _Plan]] = {}
@@ -126,6 +124,7 @@ def _plan(rules: Rules) -> _Plan:
             tiers=tiers,
             new_days=s.new_days, at_risk_days=s.at_risk_days,
             churned_days=s.churned_days, reactivated_days=s.reactivated_days,
+            due_offsets=_due_offsets(rules),
         )
         hit = _plans[id(rules)] = (rules, plan)
     return hit[1]
@@ -179,17 +178,11 @@ def evaluate(state: UserState, now_ms: int, rules: Rules) -> Assessment:
                       r, f, m, orders, ltv_cents, aov_cents)
 
 
-_due_cache: dict[int, tuple[Rules, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]]] = {}
-
-
 def _due_offsets(rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """Offsets (ms) after each anchor at which some threshold flips:
     (after the last order, after the last activity, after first seen, after
     the stage began). Day counts are whole days (floored): "days >= N"
     first holds at ceil(N) days, "days <= N" first fails at floor(N) + 1."""
-    hit = _due_cache.get(id(rules))
-    if hit is not None and hit[0] is rules:
-        return hit[1]
 
     def at(days: float) -> int:
         return math.ceil(days) * DAY_MS
@@ -204,21 +197,20 @@ def _due_offsets(rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...], tuple[
         if tier.days_since_order_max is not None:
             order.add(past(tier.days_since_order_max))
     s = rules.stages
-    offsets = (
+    return (
         tuple(sorted(order)),
         tuple(sorted({at(s.at_risk_days), at(s.churned_days)})),
         (at(s.new_days),),
         (at(s.reactivated_days),),
     )
-    _due_cache[id(rules)] = (rules, offsets)
-    return offsets
 
 
 def next_due(state: UserState, now_ms: int, rules: Rules) -> int | None:
     """The earliest event time after `now_ms` at which time alone may change
     the user's tier or stage. Waking early is harmless (nothing changes, a
     new due time is set); waking late is not, so every threshold counts."""
-    order_offsets, active_offsets, new_offsets, stage_offsets = _due_offsets(rules)
+    plan = _plan(rules)
+    order_offsets, active_offsets, new_offsets, stage_offsets = plan.due_offsets
     first_seen = state.first_seen_ms
     order_anchor = state.last_order_ms if state.last_order_ms is not None else first_seen
     active_anchor = state.last_active_ms if state.last_active_ms is not None else first_seen
@@ -229,7 +221,6 @@ def next_due(state: UserState, now_ms: int, rules: Rules) -> int | None:
         best = _first_after(state.stage_since_ms, stage_offsets, now_ms, best)
     if state.buckets:
         # The oldest bucket leaves the window when the window's start passes it.
-        plan = _plan(rules)
         t = (min(state.buckets) + plan.window_buckets) * plan.bucket_ms
         if t > now_ms and (best is None or t < best):
             best = t
