@@ -11,46 +11,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from bench import workload
-from bench.run import create_topic, pct, produce_batched
+from bench.run import create_topic, pct, produce_batched, read_until, reader_at_end, send_paced
 from cli.embedded import EmbeddedServers
 
 
 async def probe(broker: str, topic: str, n: int = 4000, rate: int = 2000) -> tuple[float, float]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker, group_id=None, auto_offset_reset="latest",
-                                fetch_max_wait_ms=10)
-    await consumer.start()
-    await consumer.seek_to_end()
-    for tp in consumer.assignment():
-        await consumer.position(tp)
+    consumer = await reader_at_end(broker, topic)
     producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=0)
     await producer.start()
     sent: dict[str, float] = {}
     lat: list[float] = []
 
-    async def consume() -> None:
-        while len(lat) < n:
-            batch = await consumer.getmany(timeout_ms=200)
-            now = time.perf_counter()
-            for records in batch.values():
-                for r in records:
-                    key = r.key.decode()
-                    if key in sent:
-                        lat.append((now - sent.pop(key)) * 1000)
+    def on_record(record: Any, now: float) -> None:
+        key = record.key.decode()
+        if key in sent:
+            lat.append((now - sent.pop(key)) * 1000)
 
-    reader = asyncio.create_task(consume())
-    start = time.perf_counter()
-    for i in range(n):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        key = f"k{i}"
-        sent[key] = time.perf_counter()
-        await producer.send(topic, b"x" * 100, key=key.encode())
+    reader = asyncio.create_task(read_until(consumer, lambda: len(lat) >= n, on_record))
+    await send_paced(producer, topic, ((f"k{i}".encode(), b"x" * 100) for i in range(n)), rate, sent)
     await asyncio.wait_for(reader, 120)
     await producer.stop()
     await consumer.stop()

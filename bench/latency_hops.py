@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from bench import workload
-from bench.run import Bench, pct, produce_batched, wait_for_count
+from bench.run import Bench, pct, produce_batched, read_until, reader_at_end, send_paced, wait_for_count
 from cli.embedded import EmbeddedServers, stop
 from stream import topics
 from stream.admin import ensure_topics
@@ -38,12 +39,7 @@ async def measure(rate: int, preload: int, seconds: int = 10) -> None:
             await asyncio.to_thread(wait_for_count, bench.worker_metrics, "tierstream_events_accepted_total",
                                     preload, 1800)
         await asyncio.sleep(12)  # the group join, when there was no preload
-        consumer = AIOKafkaConsumer(topics.TIER_CHANGES, bootstrap_servers=servers.broker, group_id=None,
-                                    auto_offset_reset="latest", fetch_max_wait_ms=10)
-        await consumer.start()
-        await consumer.seek_to_end()
-        for tp in consumer.assignment():
-            await consumer.position(tp)
+        consumer = await reader_at_end(servers.broker, topics.TIER_CHANGES)
         producer = AIOKafkaProducer(bootstrap_servers=servers.broker, linger_ms=0)
         await producer.start()
         ts = workload.START_MS + 365 * workload.DAY_MS + 1
@@ -52,28 +48,18 @@ async def measure(rate: int, preload: int, seconds: int = 10) -> None:
         appended: dict[str, float] = {}
         total = rate * seconds
 
-        async def consume() -> None:
-            while len(received) < total:
-                batch = await consumer.getmany(timeout_ms=200)
-                now = time.time()
-                for records in batch.values():
-                    for r in records:
-                        user = r.key.decode()
-                        if user in sent and user not in received:
-                            received[user], appended[user] = now, r.timestamp / 1000
+        def on_record(record: Any, now: float) -> None:
+            user = record.key.decode()
+            if user in sent and user not in received:
+                received[user], appended[user] = now, record.timestamp / 1000
 
         for key, value in workload.signups(2000, "warm", ts):
             await producer.send(topics.EVENTS, value, key=key)
         await producer.flush()
         await asyncio.sleep(5)
-        reader = asyncio.create_task(consume())
-        start = time.perf_counter()
-        for i, (key, value) in enumerate(workload.signups(total, "lat", ts)):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent[key.decode()] = time.time()
-            await producer.send(topics.EVENTS, value, key=key)
+        # Wall-clock times throughout: they are compared with record timestamps.
+        reader = asyncio.create_task(read_until(consumer, lambda: len(received) >= total, on_record, time.time))
+        await send_paced(producer, topics.EVENTS, workload.signups(total, "lat", ts), rate, sent, time.time)
         try:
             await asyncio.wait_for(reader, 60)
         except TimeoutError:

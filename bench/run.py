@@ -72,6 +72,43 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def reader_at_end(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A started consumer positioned at the topic's current end. A short
+    fetch wait: Tansu answers a fetch only when the wait runs out."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="latest", fetch_max_wait_ms=10)
+    await consumer.start()
+    await consumer.seek_to_end()
+    for tp in consumer.assignment():
+        await consumer.position(tp)
+    return consumer
+
+
+async def read_until(consumer: AIOKafkaConsumer, done: Any, on_record: Any, clock: Any = time.perf_counter) -> None:
+    """Call on_record(record, arrival time) for every record until done()."""
+    while not done():
+        batch = await consumer.getmany(timeout_ms=200)
+        now = clock()
+        for records in batch.values():
+            for record in records:
+                on_record(record, now)
+
+
+async def send_paced(
+    producer: AIOKafkaProducer, topic: str, pairs: Any, rate: float, sent: dict[str, float],
+    clock: Any = time.perf_counter,
+) -> None:
+    """Send (key, value) pairs at `rate` per second, recording each key's
+    send time by `clock` (wall time where it is compared with record timestamps)."""
+    start = time.perf_counter()
+    for i, (key, value) in enumerate(pairs):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent[key.decode()] = clock()
+        await producer.send(topic, value, key=key)  # enqueue only: measured at the reader
+
+
 async def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -231,13 +268,7 @@ class Bench:
 
     # -- d ------------------------------------------------------------------
     async def latency(self, rate: int = 2000, seconds: int = 10) -> None:
-        # A short fetch wait: Tansu answers a fetch only when the wait runs out.
-        consumer = AIOKafkaConsumer(topics.TIER_CHANGES, bootstrap_servers=self.servers.broker, group_id=None,
-                                    auto_offset_reset="latest", fetch_max_wait_ms=10)
-        await consumer.start()
-        await consumer.seek_to_end()
-        for tp in consumer.assignment():
-            await consumer.position(tp)
+        consumer = await reader_at_end(self.servers.broker, topics.TIER_CHANGES)
         producer = AIOKafkaProducer(bootstrap_servers=self.servers.broker, linger_ms=0)
         await producer.start()
         sent: dict[str, float] = {}
@@ -247,30 +278,18 @@ class Bench:
         ts_ms = workload.START_MS + 365 * workload.DAY_MS + 1
         total = rate * seconds
 
-        async def consume() -> None:
-            while len(received) < total:
-                batch = await consumer.getmany(timeout_ms=200)
-                now = time.perf_counter()
-                for records in batch.values():
-                    for r in records:
-                        user = r.key.decode()
-                        if user in sent and user not in received:
-                            received[user] = now
+        def on_record(record: Any, now: float) -> None:
+            user = record.key.decode()
+            if user in sent and user not in received:
+                received[user] = now
 
         # Warm up (connections, metadata, first batches), then measure.
         for key, value in workload.signups(rate, "warm", ts_ms):
             await producer.send(topics.EVENTS, value, key=key)
         await producer.flush()
         await asyncio.sleep(3)
-        reader = asyncio.create_task(consume())
-        start = time.perf_counter()
-        for i, (key, value) in enumerate(workload.signups(total, "lat", ts_ms)):
-            target = start + i / rate
-            delay = target - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent[key.decode()] = time.perf_counter()
-            await producer.send(topics.EVENTS, value, key=key)  # enqueue only: measured at the output
+        reader = asyncio.create_task(read_until(consumer, lambda: len(received) >= total, on_record))
+        await send_paced(producer, topics.EVENTS, workload.signups(total, "lat", ts_ms), rate, sent)
         try:
             await asyncio.wait_for(reader, timeout=120)
         except TimeoutError:
