@@ -102,7 +102,7 @@ async def read_latest(
             if batches:
                 last_progress = time.monotonic()
             elif time.monotonic() - last_progress > stall_timeout_s:
-                raise RuntimeError(f"changelog read stalled before the end: {_positions(consumer, pending, ranges)}")
+                raise RuntimeError(f"changelog read stalled before the end: {_wanted(pending, ranges)}")
             for ktp, records in batches.items():
                 tp = pending.get(ktp)
                 if tp is None:
@@ -119,7 +119,7 @@ async def read_latest(
         await consumer.stop()
 
 
-def _positions(consumer: AIOKafkaConsumer, pending: dict[TopicPartition, TP], ranges: dict) -> str:
+def _wanted(pending: dict[TopicPartition, TP], ranges: dict) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}] wants {ranges[tp]}" for tp in pending.values())
 
 
