@@ -8,7 +8,8 @@ preload/4 users first, then sends new users' signups at `rate` for 10 s and
 splits each one's latency with the output record's timestamp (set when the
 worker appends it to a producer batch): send -> output appended (broker,
 worker fetch, processing) and output appended -> read by this process
-(producer, broker, our fetch).
+(producer, broker, our fetch). Also prints the CPU share of the broker and
+of the worker while the signups were being sent and read.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bench import workload
+from bench.broker_latency import cpu_seconds
 from bench.run import Bench, pct, produce_batched, read_until, reader_at_end, send_paced, wait_for_count
 from cli.embedded import EmbeddedServers, stop
 from stream import topics
@@ -58,12 +60,16 @@ async def measure(rate: int, preload: int, seconds: int = 10) -> None:
         await producer.flush()
         await asyncio.sleep(5)
         # Wall-clock times throughout: they are compared with record timestamps.
+        pids = {"broker": servers.procs[0].pid, "worker": bench.worker.pid}
+        cpu_before, started = {k: cpu_seconds(p) for k, p in pids.items()}, time.perf_counter()
         reader = asyncio.create_task(read_until(consumer, lambda: len(received) >= total, on_record, time.time))
         await send_paced(producer, topics.EVENTS, workload.signups(total, "lat", ts), rate, sent, time.time)
         try:
             await asyncio.wait_for(reader, 60)
         except TimeoutError:
             reader.cancel()
+        elapsed = time.perf_counter() - started
+        shares = {k: (cpu_seconds(p) - cpu_before[k]) / elapsed for k, p in pids.items()}
         await producer.stop()
         await consumer.stop()
         hops = {
@@ -74,6 +80,7 @@ async def measure(rate: int, preload: int, seconds: int = 10) -> None:
         for name, lat in hops.items():
             print(f"{name:<26} p50 {pct(lat, .5):7.1f} ms  p90 {pct(lat, .9):7.1f} ms  p99 {pct(lat, .99):7.1f} ms")
         print(f"not seen: {total - len(received)}")
+        print("CPU while measuring: " + ", ".join(f"{k} {v:.0%} of a core" for k, v in shares.items()))
     finally:
         stop(bench.worker)
         servers.stop()
