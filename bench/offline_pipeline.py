@@ -4,7 +4,9 @@ over the harness's events in one process, outputs built and dropped.
     python -m bench.offline_pipeline --events 200000 --users 100000 [--profile]
 
 Uses the replay clock, as section c does. What this leaves out (Kafka,
-Redis, Faust) is what separates it from section c's rate.
+Redis, Faust) is what separates it from section c's rate. Also prints the
+decisions made per event (tier changes and churn alerts), read off the
+worker's own counters.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pstats
 import time
 import zlib
 from types import SimpleNamespace
+
+from prometheus_client import REGISTRY
 
 from agents.pipeline import Pipeline
 from bench import workload
@@ -62,6 +66,10 @@ def run(events: int, users: int, profile: bool) -> None:
         process()
     seconds = time.perf_counter() - started
     print(f"{events / seconds:,.0f} events/s, {seconds / events * 1e6:.0f} µs per event (no I/O)")
+    changes = REGISTRY.get_sample_value("tierstream_tier_changes_total") or 0.0
+    alerts = sum(REGISTRY.get_sample_value("tierstream_churn_alerts_total", {"level": level}) or 0.0
+                 for level in ("at_risk", "churned"))
+    print(f"per event: {changes / events:.2f} tier changes, {alerts / events:.2f} churn alerts")
 
 
 def main() -> None:
