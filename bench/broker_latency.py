@@ -80,7 +80,7 @@ async def write_small_batches(broker: str, topic: str, batches: int, per_batch: 
 
 async def measure(records: int, small_batches: int) -> None:
     servers = EmbeddedServers().start()
-    broker_pid = servers.procs[0].pid
+    broker_pid = servers.broker_pid
     try:
         await create_topic(servers.broker, "probe.empty")
         p50, p99 = await probe(servers.broker, "probe.empty")

@@ -60,7 +60,7 @@ async def measure(rate: int, preload: int, seconds: int = 10) -> None:
         await producer.flush()
         await asyncio.sleep(5)
         # Wall-clock times throughout: they are compared with record timestamps.
-        pids = {"broker": servers.procs[0].pid, "worker": bench.worker.pid}
+        pids = {"broker": servers.broker_pid, "worker": bench.worker.pid}
         cpu_before, started = {k: cpu_seconds(p) for k, p in pids.items()}, time.perf_counter()
         reader = asyncio.create_task(read_until(consumer, lambda: len(received) >= total, on_record, time.time))
         await send_paced(producer, topics.EVENTS, workload.signups(total, "lat", ts), rate, sent, time.time)

@@ -93,6 +93,10 @@ class EmbeddedServers:
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     @property
+    def broker_pid(self) -> int:
+        return self.procs[0].pid  # start() starts the broker first
+
+    @property
     def broker(self) -> str:
         return f"127.0.0.1:{self.broker_port}"
 
