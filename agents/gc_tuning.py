@@ -13,9 +13,11 @@ reference counting, which is how states are ever freed. We freeze right
 after a full collection, so no garbage is frozen with them: after each
 recovery, and each time the number of users has doubled since the last
 freeze (users are what the heap is made of; counting objects would itself
-walk them). Amortised, each state is collected-then-frozen about once. What this gives up: a frozen object that later becomes part
-of a garbage *cycle* is not reclaimed. States never form one; the worker's
-own long-lived objects (Faust services, connections) rarely do.
+walk them). Amortised, each state is collected-then-frozen about once.
+
+What this gives up: a frozen object that later becomes part of a garbage
+*cycle* is not reclaimed. States never form one; the worker's own
+long-lived objects (Faust services, connections) rarely do.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ letters; the membership record goes to a coalescing buffer that a
 background task flushes to Redis.
 
 Messages arrive as whole fetched batches (stream.batching), processed in
-chunks, and the outbox of a chunk is handed to the Kafka producer in one go. Faust flushes that same producer before it
-commits input offsets, so a committed offset always has its outputs behind
-it, without waiting for a round trip per batch.
+chunks, and the outbox of a chunk is handed to the Kafka producer in one
+go. Faust flushes that same producer before it commits input offsets, so a
+committed offset always has its outputs behind it, without waiting for a
+round trip per batch.
 Changelog records name their partition explicitly (the partition the
 user's events arrive on), so sweeps outside of stream iteration write the
 same changelog partition an event would have.
