@@ -219,9 +219,14 @@ def next_due(state: UserState, now_ms: int, rules: Rules) -> int | None:
     best = _first_after(first_seen, new_offsets, now_ms, best)
     if state.stage_since_ms is not None:
         best = _first_after(state.stage_since_ms, stage_offsets, now_ms, best)
-    if state.buckets:
-        # The oldest bucket leaves the window when the window's start passes it.
-        t = (min(state.buckets) + plan.window_buckets) * plan.bucket_ms
+    # A bucket leaves the window when the window's start passes it. Buckets
+    # are evicted only on the user's next event, so some may already be out
+    # of the window at `now`: the next exit is the earliest one still ahead,
+    # not the oldest bucket's (issue #9: that one was in the past, and a
+    # silent user's next real exit was never scheduled).
+    span = plan.window_buckets
+    for index in state.buckets:
+        t = (index + span) * plan.bucket_ms
         if t > now_ms and (best is None or t < best):
             best = t
     return best

@@ -1,0 +1,70 @@
+"""Due times are never late: a silent user moved only by the due-time sweeps
+is, at any event time T, exactly where a fresh evaluation at T puts them.
+
+`test_nothing_changes_before_the_due_time` checks next_due on a state just
+evaluated; this one follows a state across many sweeps, which is how the
+worker uses it (issue #9: an evicted-late bucket made the next exit vanish).
+"""
+
+import random
+from datetime import UTC, datetime
+
+from hypothesis import given, settings, strategies as st
+
+from state.engine import advance
+from state.evaluate import evaluate
+from state.model import DAY_MS, EventType, UserEvent
+from tests.factories import T0, ev
+from tests.unit.test_state import FRACTIONAL, RULES, run
+
+
+def _ms(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def history(rnd: random.Random) -> list[UserEvent]:
+    """Mostly orders over ~16 months: buckets leave the window while the
+    user is still recent enough for F and M to matter, which is where due
+    times bite. (Seeded random rather than hypothesis's own lists: those
+    shrink towards a few events, and the bug needs a dense history.)"""
+    kinds = [EventType.ORDER] * 3 + [EventType.REFUND, EventType.LOGIN, EventType.ADD_TO_CART]
+    out = []
+    for i in range(rnd.randint(3, 40)):
+        kind = rnd.choice(kinds)
+        amount = rnd.randrange(100, 200_000) if kind in (EventType.ORDER, EventType.REFUND) else 0
+        out.append(UserEvent(f"e{i}", "u", kind, T0 + rnd.randrange(480 * DAY_MS), amount))
+    return out
+
+
+@given(st.integers(0, 2**32), st.sampled_from([RULES, FRACTIONAL]))
+@settings(max_examples=300, deadline=None)
+def test_sweeps_reach_what_a_fresh_evaluation_says(seed, rules):
+    rnd = random.Random(seed)
+    state, _ = run(history(rnd), rules)
+    t = state.evaluated_ms
+    for _ in range(30):
+        t += rnd.randrange(1, 20 * DAY_MS)
+        advance("u", state, t, rules)  # what the sweeps do: fire due times up to t
+        fresh = evaluate(state, t, rules)
+        assert (state.tier, state.stage) == (fresh.tier, fresh.stage), f"stale at {t}: due was {state.due_ms}"
+
+
+def test_the_issue_example_reaches_low_value_without_another_event():
+    """The user from issue #9: orders in Oct 2023 and mid-2024, a cart on
+    2024-07-15, then silence. By 2024-12-30 the Oct 2023 orders have left the
+    window and a fresh evaluation says low_value; the sweeps must get there."""
+    day0 = _ms("2023-10-15")
+    orders = [("2023-10-15", 295.70), ("2023-10-22", 116.02), ("2024-06-22", 66.93),
+              ("2024-06-24", 231.63), ("2024-07-12", 155.78)]
+    events = [ev("u", "order", (_ms(d) - day0) / DAY_MS, amount) for d, amount in orders]
+    events.append(ev("u", "add_to_cart", (_ms("2024-07-15") - day0) / DAY_MS))
+    # factories' ev() counts days from its own T0; shift to the real dates.
+    shift = day0 - T0
+    events = [type(e)(e.event_id, e.user_id, e.type, e.ts_ms + shift, e.amount_cents) for e in events]
+    state, _ = run(events)
+    until = _ms("2024-12-30")
+    # Sweep day by day, as a worker's ticks would.
+    for t in range(state.evaluated_ms + DAY_MS, until + 1, DAY_MS):
+        advance("u", state, t, RULES)
+    assert evaluate(state, until, RULES).tier == "low_value"
+    assert state.tier == "low_value", f"still {state.tier}, next due {state.due_ms}"
