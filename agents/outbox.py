@@ -37,7 +37,9 @@ class BatchSender:
         self._partitioner = DefaultPartitioner()
         self._placed: dict[tuple[str, bytes | None], int] = {}
 
-    async def send(self, producer: Any, records: list[Record]) -> None:
+    async def send(self, producer: Any, records: list[Record]) -> list[asyncio.Future]:
+        """Enqueue `records`; returns one delivery future per record batch,
+        done once the broker has acknowledged it (or failed for good)."""
         by_partition: dict[tuple[str, int], list[Record]] = {}
         for r in records:
             partition = r.partition
@@ -50,14 +52,16 @@ class BatchSender:
                             self._placed.clear()  # crude, but bounded and rare
                         self._placed[(r.topic, r.key)] = partition
             by_partition.setdefault((r.topic, partition), []).append(r)
+        deliveries = []
         for (topic, partition), group in by_partition.items():
             batch = producer.create_batch()
             for r in group:
                 if batch.append(key=r.key, value=r.value, timestamp=None) is None:
-                    await _send_batch(producer, batch, topic, partition)
+                    deliveries.append(await _send_batch(producer, batch, topic, partition))
                     batch = producer.create_batch()
                     batch.append(key=r.key, value=r.value, timestamp=None)
-            await _send_batch(producer, batch, topic, partition)
+            deliveries.append(await _send_batch(producer, batch, topic, partition))
+        return deliveries
 
     async def _partitions_of(self, producer: Any, topic: str) -> tuple[list[int], list[int]]:
         known = self._partitions.get(topic)
@@ -67,9 +71,10 @@ class BatchSender:
         return known
 
 
-async def _send_batch(producer: Any, batch: Any, topic: str, partition: int) -> None:
+async def _send_batch(producer: Any, batch: Any, topic: str, partition: int) -> asyncio.Future:
     delivery = await producer.send_batch(batch, topic, partition=partition)
     delivery.add_done_callback(_report_failed_delivery)
+    return delivery
 
 
 def _report_failed_delivery(delivery: asyncio.Future) -> None:

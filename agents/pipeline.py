@@ -1,19 +1,25 @@
 """The ingest agent and the sweeps that age silent users.
 
 Per message: parse (or dead-letter), drop redeliveries, hand the event to the
-pure core, then record what the core decided: the state in the users table,
-and in an outbox its changelog record, tier changes, alerts and dead
-letters; the membership record goes to a coalescing buffer that a
-background task flushes to Redis.
+pure core (state.engine: where an event becomes a tier change), then record
+what the core decided: the state in the users table, its changelog record,
+and the tier changes, alerts and dead letters to publish; the membership
+record goes to a coalescing buffer that a background task flushes to Redis.
+
+A decision, once made, reaches its topic (at least once, with a stable id):
+`publish` hands a chunk's decisions to the producer and waits for the
+broker to acknowledge them before it hands over the changelog records that
+mark their inputs as applied. So a durable state always has its decisions
+durable behind it; a crash before that leaves the older state durable, and
+the same decisions are derived again, with the same ids, from the
+redelivered input or, for sweeps, from the recovered state and watermark.
+Faust flushes the producer before it commits input offsets, so a committed
+offset has its changelog records behind it.
 
 Messages arrive as whole fetched batches (stream.batching), processed in
-chunks, and the outbox of a chunk is handed to the Kafka producer in one
-go. Faust flushes that same producer before it commits input offsets, so a
-committed offset always has its outputs behind it, without waiting for a
-round trip per batch.
-Changelog records name their partition explicitly (the partition the
-user's events arrive on), so sweeps outside of stream iteration write the
-same changelog partition an event would have.
+chunks. Changelog records name their partition explicitly (the partition
+the user's events arrive on), so sweeps outside of stream iteration write
+the same changelog partition an event would have.
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ import orjson
 from redis.asyncio import Redis
 
 from agents import metrics
+from agents.faults import CrashPoints
 from agents.gc_tuning import HeapFreezer
 from agents.outbox import BatchSender, Record
 from state.engine import ChurnAlert, Decision, advance, on_event, wake_at
-from state.evaluate import Assessment
+from state.evaluate import Assessment, evaluate
 from state.membership import MembershipUpdate, MembershipWriter
 from state.model import UserState
 from state.rules import STAGES, Rules
@@ -44,6 +51,10 @@ from stream.contract import Rejection, parse_event
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class PublishFailed(RuntimeError):
+    """Kafka refused decisions after aiokafka's retries: the worker must stop."""
 
 
 class Pipeline:
@@ -65,7 +76,16 @@ class Pipeline:
         self.max_event_ms: dict[int, int] = {}
         # user -> latest assessment not yet in Redis; the doc is built at flush
         self.pending: dict[str, Assessment] = {}
-        self.outbox: list[Record] = []
+        # Decisions, dead letters and re-keyed events; then the changelog
+        # records, which may reach Kafka only after those (see module doc).
+        self.outputs: list[Record] = []
+        self.changelog: list[Record] = []
+        self._publishing = asyncio.Lock()
+        self.crash = CrashPoints(settings.crash_at)
+        # Owned partitions whose Redis membership must be checked against
+        # the state (after recovery, or when Redis lost its marker).
+        self.to_heal: set[int] = set()
+        self._next_marker_check = 0.0
         self.sender = BatchSender()
         self.tally = metrics.Tally()
         self.freezer = HeapFreezer()
@@ -94,6 +114,16 @@ class Pipeline:
         log.info("owning partitions %s, %d users due-indexed", sorted(partitions), len(self.index))
         if self.settings.recovery_dump is not None:
             self._dump_recovered(partitions)
+        # A crash may have come after a sweep's decisions were published but
+        # before its changelog records were: the recovered states are then
+        # behind the recovered watermark. Sweeping now derives the same
+        # decisions again (same ids), without waiting for the next event.
+        wall = self.wall_clock_ms()
+        for partition in partitions:
+            self.sweep(partition, self.watermark(partition, wall))
+        # Redis may disagree with what was recovered (updates lost with the
+        # old process, or written ahead of the changelog): heal it.
+        self.to_heal |= partitions
 
     def _dump_recovered(self, partitions: set[int]) -> None:
         """Write the recovered users of `partitions` (diagnostics, and the
@@ -110,6 +140,7 @@ class Pipeline:
     def on_partitions_revoked(self, partitions: set[int]) -> None:
         # Stop sweeping at once: another worker may own these now.
         self.index.reset(set(self.index.partitions()) - partitions)
+        self.to_heal -= partitions
 
     # -- per message -----------------------------------------------------
 
@@ -137,7 +168,7 @@ class Pipeline:
         if message.key != user_id.encode():
             # The table is partitioned by user id: an event on the wrong
             # partition would split a user's state. Send it where it belongs.
-            self.outbox.append(Record(topics.EVENTS, user_id.encode(), message.value))
+            self.outputs.append(Record(topics.EVENTS, user_id.encode(), message.value))
             self.tally.add(metrics.EVENTS_REKEYED)
             return
         partition = message.partition
@@ -178,6 +209,8 @@ class Pipeline:
             state = self.store[user_id]
             held_before = len(state.held)
             assessment, decisions = advance(user_id, state, watermark, self.rules)
+            if decisions:
+                self.crash.reached("sweep_decided")
             if decisions or len(state.held) != held_before:
                 self._commit(user_id, partition, state, decisions, assessment, previous_due=None)
             else:
@@ -215,16 +248,16 @@ class Pipeline:
     ) -> None:
         key = user_id.encode()
         self.store[user_id] = state
-        self.outbox.append(Record(self.changelog_topic, key, encode_state(state), partition))
+        self.changelog.append(Record(self.changelog_topic, key, encode_state(state), partition))
         wake = wake_at(state)
         if wake != previous_due:
             self.index.schedule(partition, wake, user_id)
         for decision in decisions:
             if isinstance(decision, ChurnAlert):
-                self.outbox.append(Record(topics.CHURN_ALERTS, key, orjson.dumps(churn_alert_record(decision))))
+                self.outputs.append(Record(topics.CHURN_ALERTS, key, orjson.dumps(churn_alert_record(decision))))
                 self.tally.add(metrics.ALERTS_AT_RISK if decision.level == "at_risk" else metrics.ALERTS_CHURNED)
             else:
-                self.outbox.append(Record(topics.TIER_CHANGES, key, orjson.dumps(tier_change_record(decision))))
+                self.outputs.append(Record(topics.TIER_CHANGES, key, orjson.dumps(tier_change_record(decision))))
                 self.tally.add(metrics.TIER_CHANGES)
         if assessment is not None:
             self.pending[user_id] = assessment
@@ -240,7 +273,7 @@ class Pipeline:
             payload=message.value,
             max_payload=self.settings.dlq_max_payload_bytes,
         )
-        self.outbox.append(Record(topics.DEAD_LETTERS, message.key, record))
+        self.outputs.append(Record(topics.DEAD_LETTERS, message.key, record))
         metrics.DEAD_LETTERS.labels(rejection.reason).inc()
 
     def _membership_update(self, user_id: str, assessment: Assessment) -> MembershipUpdate:
@@ -250,13 +283,34 @@ class Pipeline:
         doc = orjson.dumps(user_record(user_id, state, assessment))
         return MembershipUpdate(user_id, state.version, assessment.tier, assessment.stage, doc)
 
+    @property
+    def outbox(self) -> list[Record]:
+        """Everything queued for Kafka, in the order it will be handed over."""
+        return self.outputs + self.changelog
+
     async def publish(self, producer: Any) -> None:
-        """Hand the outbox to the producer (enqueue only; see module doc)."""
+        """Hand what is queued to the producer: the outputs, and once the
+        broker has acknowledged every one of them, the changelog records
+        (enqueued only: Faust's commit flushes them). Callers are the batch
+        handler and the sweep timer; the lock keeps one order for both."""
         self.tally.flush()
         self.freezer.maybe_freeze(len(self.store))
-        if self.outbox:
-            batch, self.outbox = self.outbox, []
-            await self.sender.send(producer, batch)
+        async with self._publishing:
+            outputs, self.outputs = self.outputs, []
+            changelog, self.changelog = self.changelog, []
+            if outputs:
+                deliveries = await self.sender.send(producer, outputs)
+                acks = await asyncio.gather(*deliveries, return_exceptions=True)
+                failed = [a for a in acks if isinstance(a, BaseException)]
+                if failed:
+                    # The states in memory are ahead of what reached Kafka.
+                    # Their changelog records must not be written, and only
+                    # a restart from the last durable state is safe.
+                    raise PublishFailed(f"{len(failed)} output batches were not accepted: {failed[0]!r}")
+                self.crash.reached("outputs_acked")
+            if changelog:
+                await self.sender.send(producer, changelog)
+                self.crash.reached("changelog_sent")
 
     async def declare_segments(self) -> None:
         if self.membership is None:
@@ -265,6 +319,55 @@ class Pipeline:
             await self.membership.declare_segments(self.rules.tier_names, STAGES)
         except Exception:  # Redis down at start: flushes will retry, counts just miss zeros
             log.exception("could not declare segments in Redis")
+
+    async def heal_membership(self) -> int:
+        """Bring Redis into agreement with the state of the partitions in
+        `to_heal`, and notice a Redis that came back empty. Compares
+        versions in Redis (ids and numbers on the wire) and rewrites only
+        the users that differ; returns how many were rewritten."""
+        if self.membership is None:
+            return 0
+        owned = set(self.index.partitions())
+        now = time.monotonic()
+        if now >= self._next_marker_check and owned:
+            self._next_marker_check = now + self.settings.redis_check_seconds
+            lost = await self.membership.missing_markers(owned - self.to_heal)
+            if lost:
+                log.warning("redis lost the membership of partitions %s (restarted empty?): repopulating", sorted(lost))
+                metrics.REDIS_REPOPULATIONS.inc()
+                await self.declare_segments()
+                self.to_heal |= lost
+        parts = self.to_heal & owned
+        if not parts:
+            return 0
+        started = time.perf_counter()
+        # Only users with an assessment: one whose every event is still held
+        # has never been in Redis.
+        versions = [(u, s.version) for u, s in self.store.items()
+                    if s.src_partition in parts and s.evaluated_ms is not None]
+        stale = await self.membership.differing(versions)
+        updates = []
+        for user_id in stale:
+            state = self.store.get(user_id)
+            if state is None or state.evaluated_ms is None:
+                continue
+            assessment = self.pending.pop(user_id, None) or self._assessment_of(state)
+            updates.append(self._membership_update(user_id, assessment))
+        await self.membership.write(updates, force=True)
+        await self.membership.mark_synced(parts)
+        self.to_heal -= parts
+        metrics.REDIS_HEALED.inc(len(updates))
+        log.info("redis healed for partitions %s: %d of %d users differed (%.2fs)", sorted(parts), len(updates),
+                 len(versions), time.perf_counter() - started)
+        return len(updates)
+
+    def _assessment_of(self, state: UserState) -> Assessment:
+        """The assessment the state was last given (its tier and stage are
+        the state's own: those are what was published)."""
+        assert state.evaluated_ms is not None
+        a = evaluate(state, state.evaluated_ms, self.rules)
+        a.tier, a.stage = state.tier or a.tier, state.stage or a.stage
+        return a
 
     async def flush_membership(self) -> int:
         """Write the coalesced membership updates; on failure keep them for
@@ -341,7 +444,16 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
         await pipeline.declare_segments()
         while not app.should_stop:
             await asyncio.sleep(interval)
+            try:
+                await pipeline.heal_membership()
+            except Exception:  # Redis down: the next round tries again
+                metrics.REDIS_ERRORS.inc()
+                log.exception("redis healing failed; will retry")
             await pipeline.flush_membership()
+            if pipeline.outputs or pipeline.changelog:
+                # Decided outside a batch (the sweep after recovery) with no
+                # event or tick to publish it.
+                await pipeline.publish(kafka_producer(app))
 
     @app.on_before_shutdown.connect
     async def final_flush(app_: Any, **kwargs: Any) -> None:

@@ -51,7 +51,8 @@ def run(events: int, users: int, profile: bool) -> None:
         for start in range(0, len(records), settings.batch_max):
             for record in records[start : start + settings.batch_max]:
                 pipeline.on_message(record)
-            pipeline.outbox.clear()
+            pipeline.outputs.clear()
+            pipeline.changelog.clear()
             pipeline.tally.flush()
             pending, pipeline.pending = pipeline.pending, {}
             for user_id, assessment in pending.items():  # the Redis documents, built as a flush would

@@ -5,10 +5,14 @@ Key layout (prefix P, default "tierstream:"):
   P tier:<name>     zset  member ids, all scored 0 so they page in id order
   P stage:<name>    zset  member ids
   P segments        set   "tier:<name>" / "stage:<name>": declared by the rules, or ever used
+  P synced:<p>      string  set by the worker owning partition p once Redis agrees with
+                    its state; a Redis that comes back empty has none (see `missing_markers`)
 
 One Lua script moves a user between sets and updates the record in one
 atomic step, and refuses any update whose version is not newer than the
-stored one: a delayed write from an old owner can never win.
+stored one: a delayed write from an old owner can never win. Healing after
+a crash (`differing`, then `write(..., force=True)`) compares versions
+first and rewrites only the users whose stored version is not the state's.
 """
 
 from __future__ import annotations
@@ -19,17 +23,21 @@ from dataclasses import dataclass
 import orjson
 from redis.asyncio import Redis
 
-# ARGV: prefix, then 5 values per user (id, version, tier, stage, doc).
+# ARGV: prefix, mode, then 5 values per user (id, version, tier, stage, doc).
 # One call carries a whole batch: far fewer round trips and packed commands
 # than one EVALSHA per user, and each user's update is still atomic.
+# Mode 'newer' writes only over an older version (the normal path); mode
+# 'differs' writes over any other version: healing, by the partition's
+# owner, of a Redis that got ahead of the changelog before a crash.
 _UPSERT_MANY = """
-local p = ARGV[1]
+local p, force = ARGV[1], ARGV[2] == 'differs'
 local applied = 0
-for i = 2, #ARGV, 5 do
+for i = 3, #ARGV, 5 do
   local id, v, tier, stage, doc = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local ukey = p .. 'user:' .. id
   local cur = redis.call('HMGET', ukey, 'v', 'tier', 'stage')
-  if not (cur[1] and tonumber(cur[1]) >= tonumber(v)) then
+  local stored = cur[1] and tonumber(cur[1])
+  if (not stored) or (force and stored ~= tonumber(v)) or stored < tonumber(v) then
     redis.call('HSET', ukey, 'v', v, 'tier', tier, 'stage', stage, 'doc', doc)
     local kinds = {{'tier', cur[2], tier}, {'stage', cur[3], stage}}
     for _, k in ipairs(kinds) do
@@ -43,6 +51,17 @@ for i = 2, #ARGV, 5 do
   end
 end
 return applied
+"""
+# ARGV: prefix, then (id, version) pairs; returns the ids whose stored
+# version is not that one (or who are missing).
+_DIFFERING = """
+local p = ARGV[1]
+local out = {}
+for i = 2, #ARGV, 2 do
+  local stored = redis.call('HGET', p .. 'user:' .. ARGV[i], 'v')
+  if not stored or tonumber(stored) ~= tonumber(ARGV[i + 1]) then out[#out + 1] = ARGV[i] end
+end
+return out
 """
 CHUNK = 500  # users per script call: bounds how long Redis is busy with one call
 
@@ -61,23 +80,55 @@ class MembershipWriter:
         self._redis = redis
         self._prefix = prefix
         self._upsert_many = redis.register_script(_UPSERT_MANY)
+        self._differing = redis.register_script(_DIFFERING)
 
-    async def write(self, updates: Iterable[MembershipUpdate]) -> int:
-        """Apply updates in one round trip; returns how many were newer than Redis."""
+    async def write(self, updates: Iterable[MembershipUpdate], force: bool = False) -> int:
+        """Apply updates in one round trip; returns how many Redis took: those
+        newer than what it holds or, with `force`, those that differ from it."""
         pipe = self._redis.pipeline(transaction=False)
-        args: list = [self._prefix]
+        head = [self._prefix, "differs" if force else "newer"]
+        args: list = list(head)
         calls = 0
         for u in updates:
             args += (u.user_id, u.version, u.tier, u.stage, u.doc)
             if len(args) > CHUNK * 5:
                 await self._upsert_many(args=args, client=pipe)
-                args, calls = [self._prefix], calls + 1
-        if len(args) > 1:
+                args, calls = list(head), calls + 1
+        if len(args) > len(head):
             await self._upsert_many(args=args, client=pipe)
             calls += 1
         if not calls:
             return 0
         return sum(await pipe.execute())
+
+    async def differing(self, versions: Iterable[tuple[str, int]], chunk: int = 2000) -> list[str]:
+        """The users whose version in Redis is not the given one, or who are
+        missing: one HGET per user inside Redis, ids and versions on the
+        wire, no documents."""
+        out: list[str] = []
+        args: list = [self._prefix]
+        for user_id, version in versions:
+            args += (user_id, version)
+            if len(args) > chunk * 2:
+                out += [i.decode() for i in await self._differing(args=args)]
+                args = [self._prefix]
+        if len(args) > 1:
+            out += [i.decode() for i in await self._differing(args=args)]
+        return out
+
+    async def missing_markers(self, partitions: Iterable[int]) -> set[int]:
+        """The partitions whose 'synced' marker is gone: a Redis restarted
+        empty (or flushed) has lost their users too."""
+        parts = sorted(partitions)
+        if not parts:
+            return set()
+        found = await self._redis.mget([f"{self._prefix}synced:{p}" for p in parts])
+        return {p for p, value in zip(parts, found, strict=True) if value is None}
+
+    async def mark_synced(self, partitions: Iterable[int]) -> None:
+        parts = list(partitions)
+        if parts:
+            await self._redis.mset({f"{self._prefix}synced:{p}": b"1" for p in parts})
 
     async def declare_segments(self, tiers: Iterable[str], stages: Iterable[str]) -> None:
         """List every segment the rules can produce, so counts show empty ones as 0."""

@@ -46,11 +46,17 @@ class Settings(BaseSettings):
         ge=0,
         description="Producer batching delay. The worker already hands the producer whole record batches, so waiting only adds latency",
     )
+    redis_check_seconds: float = Field(
+        5.0, gt=0, description="How often the worker checks that Redis still holds its partitions (a marker per partition)"
+    )
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics of the worker on this port")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics port binds to")
     log_level: str = "WARNING"
     recovery_dump: Path | None = Field(
         None, description="Diagnostics: after each recovery, write the recovered users as JSON lines here"
+    )
+    crash_at: str | None = Field(
+        None, description="Crash tests only: SIGKILL the worker the N-th time it reaches a point (agents/faults.py)"
     )
 
 
