@@ -1,20 +1,41 @@
 """HTTP read API over the Redis membership cache (aiohttp: already in the
 dependency tree through Faust, asyncio-native, fast enough for p99 < 5 ms).
 
-It reads Redis only, never a worker, so it scales on its own.
+It reads Redis only, never a worker, so it scales on its own. Every answer
+is JSON, errors included: a middleware turns aiohttp's HTTP errors (unknown
+route, wrong method) and anything unexpected into `{"error": ...}`, and
+api.json_errors does the same for requests aiohttp cannot even parse.
+While Redis is unreachable the API answers 503 within about a second.
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+from collections.abc import Awaitable, Callable
 
 import orjson
 import uvloop
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from api.json_errors import JsonErrorAppRunner
 from state.membership import MembershipReader, UnknownSegment
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
 READER = web.AppKey("reader", MembershipReader)
+# How long one Redis call may take before the API says 503: a health check
+# or a load balancer should hear "unavailable" fast, not wait for a hang.
+REDIS_TIMEOUT_SECONDS = 1.0
+_ASCII_INT = re.compile(r"[0-9]{1,9}")  # str.isdigit() also accepts '²' and '٣'
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -40,7 +61,7 @@ async def get_segments(request: web.Request) -> web.Response:
 async def get_members(request: web.Request) -> web.Response:
     reader = request.app[READER]
     raw_limit = request.query.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+    if not _ASCII_INT.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= MAX_PAGE:
         return _error(400, f"limit must be an integer from 1 to {MAX_PAGE}, got {raw_limit!r}")
     try:
         segment = await reader.resolve(request.match_info["name"])
@@ -51,18 +72,45 @@ async def get_members(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    try:
-        await request.app[READER].ping()
-    except Exception as exc:  # report, don't crash: this is what health checks are for
-        return _error(503, f"redis unreachable: {exc}")
+    await request.app[READER].ping()  # unreachable: the middleware answers 503
     return _json({"status": "ok"})
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 404:
+            reason = f"no such endpoint: {request.method} {request.path}; see the README's read API"
+        response = _error(exc.status, reason)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        return _error(503, f"membership store (Redis) unreachable: {exc.__class__.__name__}; retry shortly")
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path_qs)
+        return _error(500, "internal error (logged by the API)")
+
+
 def build_api(redis_url: str, prefix: str) -> web.Application:
-    app = web.Application()
-    redis = Redis.from_url(redis_url, max_connections=64)
+    app = web.Application(middlewares=[json_errors])
+    redis = Redis.from_url(
+        redis_url, max_connections=64, socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0),
+    )
     app[READER] = MembershipReader(redis, prefix)
-    app.router.add_get("/v1/users/{user_id}", get_user)
+    # `.+`: a user id may hold any character the contract accepts ('{', '/', ...).
+    app.router.add_get("/v1/users/{user_id:.+}", get_user)
     app.router.add_get("/v1/segments", get_segments)
     app.router.add_get("/v1/segments/{name}/members", get_members)
     app.router.add_get("/healthz", healthz)
@@ -74,10 +122,22 @@ def build_api(redis_url: str, prefix: str) -> web.Application:
     return app
 
 
+async def serve(app: web.Application, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down cleanly."""
+    runner = JsonErrorAppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await runner.cleanup()
+
+
 def run_api(redis_url: str, prefix: str, host: str, port: int) -> None:
     # uvloop: the request path is all event-loop work (accept, parse, one
     # Redis round trip, write); libuv's loop roughly halves its cost.
-    web.run_app(
-        build_api(redis_url, prefix), host=host, port=port, print=None, access_log=None,
-        loop=uvloop.new_event_loop(),
-    )
+    uvloop.run(serve(build_api(redis_url, prefix), host, port))

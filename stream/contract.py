@@ -19,6 +19,9 @@ from state.model import EventType, UserEvent
 
 EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything earlier is a unit mistake
 MAX_PROPERTIES_BYTES = 4096
+# Deeper nesting is no real producer's data, and orjson refuses to encode
+# past 254 levels: the limit turns that into a reason instead of a crash.
+MAX_PROPERTIES_DEPTH = 32
 MONEY_TYPES = (EventType.ORDER, EventType.REFUND)
 
 Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -51,12 +54,39 @@ class InputEvent(BaseModel):
             raise ValueError("amount is absurdly large (> 1e12)")
         return v
 
+    @field_validator("user_id")
+    @classmethod
+    def _user_id_addressable(cls, v: str) -> str:
+        # URL paths drop dot segments before any server sees them, so these
+        # two ids could never be read back through GET /v1/users/{id}.
+        if v in (".", ".."):
+            raise ValueError("user_id may not be '.' or '..' (a URL cannot address it)")
+        return v
+
     @field_validator("properties")
     @classmethod
     def _properties_small(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None and len(orjson.dumps(v)) > MAX_PROPERTIES_BYTES:
+        if v is None:
+            return v
+        if _depth(v) > MAX_PROPERTIES_DEPTH:
+            raise ValueError(f"properties may nest at most {MAX_PROPERTIES_DEPTH} levels deep")
+        if len(orjson.dumps(v)) > MAX_PROPERTIES_BYTES:
             raise ValueError(f"properties must serialise to at most {MAX_PROPERTIES_BYTES} bytes")
         return v
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, without recursion (the input may be
+    far deeper than Python's stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return deepest
 
 
 @dataclass(slots=True, frozen=True)

@@ -67,3 +67,67 @@ def test_oversized_messages_are_rejected_before_parsing():
 def test_rejection_keeps_the_user_id_when_it_is_readable():
     r = parse(base(amount=-3))
     assert r.user_id == "u1"
+
+
+# -- fuzz: no input ever ends as processing_error ("a bug: please report it")
+
+from hypothesis import HealthCheck, example, given, settings, strategies as st  # noqa: E402
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
+                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40))
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=30)
+field_values = {
+    "event_id": st.one_of(st.text(max_size=140), json_values),
+    "user_id": st.one_of(st.text(max_size=140), st.sampled_from([".", "..", "a/b", "{x}"]), json_values),
+    "type": st.one_of(st.sampled_from([t.value for t in EventType]), json_values),
+    "ts": st.one_of(st.integers(-(2**63), 2**64 - 1), st.text(max_size=40), st.sampled_from(
+        ["9999-12-31T23:59:59+14:00", "0001-01-01T00:00:00-14:00", "2026-01-01T00:00:00", "2026-W01"]), json_values),
+    "amount": st.one_of(st.decimals(allow_nan=True).map(str), st.floats(), json_values,
+                        st.sampled_from(["1e999999999", "-0", "1E-999999", "NaN", "Infinity"])),
+    "order_id": json_values,
+    "properties": json_values,
+}
+bodies = st.fixed_dictionaries({}, optional={k: v for k, v in field_values.items()}) | json_values
+
+
+def _deep(levels: int) -> dict:
+    root: dict = {}
+    node = root
+    for _ in range(levels):
+        node["a"] = {}
+        node = node["a"]
+    return root
+
+
+@given(st.one_of(bodies.map(orjson.dumps), st.binary(max_size=200)))
+# orjson encodes at most 254 levels; the stdlib builds what a producer could send.
+@example(__import__("json").dumps({"event_id": "e", "user_id": "u", "type": "login", "ts": T0,
+                                   "properties": _deep(300)}).encode())
+@example(orjson.dumps({"event_id": "e", "user_id": "u", "type": "order", "ts": T0, "amount": "1e999999999"}))
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_no_input_is_ever_a_processing_error(payload):
+    from tests.unit.test_pipeline import make, msg
+
+    p, out = make()
+    try:
+        key = orjson.loads(payload).get("user_id", "").encode()
+    except Exception:
+        key = b"k"
+    p.on_message(msg(payload, key=key if isinstance(key, bytes) else b"k"))
+    reasons = [d["reason"] for d in out.dead_letters.records()]
+    assert "processing_error" not in reasons, out.dead_letters.records()
+
+
+def test_deeply_nested_properties_are_refused_with_a_reason():
+    import json  # orjson will not even encode 300 levels
+
+    r = parse(json.dumps(base(type="login", amount=None, properties=_deep(300))).encode())
+    assert isinstance(r, Rejection) and r.reason == "invalid_event"
+    assert "nest" in str(r.error)
+
+
+def test_dot_segment_user_ids_are_refused_with_a_reason():
+    for user_id in (".", ".."):
+        r = parse(base(user_id=user_id))
+        assert isinstance(r, Rejection) and "URL" in str(r.error)
