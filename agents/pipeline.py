@@ -412,6 +412,7 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
                 pipeline.on_message(record)
             await pipeline.publish(kafka_producer(app))
             await asyncio.sleep(0)
+        pipeline.crash.reached("batch_done")
 
     # The consumer hands the events topic's fetches over whole
     # (stream.batching): Faust's per-record path is the bottleneck otherwise.

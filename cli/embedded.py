@@ -116,14 +116,26 @@ class EmbeddedServers:
         self.procs.append(broker)
         wait_for_port(self.broker_port, broker, what="Tansu broker")
         self.redis_port = free_port()
+        self.procs.append(self._start_redis())
+        return self
+
+    def _start_redis(self) -> subprocess.Popen:
         redis = spawn(
             [redis_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir)],
             log=self.workdir / "redis.log",
         )
-        self.procs.append(redis)
         wait_for_port(self.redis_port, redis, what="redis-server")
-        return self
+        return redis
+
+    def kill_redis(self) -> None:
+        """SIGKILL Redis (its data is in memory only: it is gone)."""
+        self.procs[1].kill()
+        self.procs[1].wait(5)
+
+    def restart_redis(self) -> None:
+        """A new, empty Redis on the same port."""
+        self.procs[1] = self._start_redis()
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

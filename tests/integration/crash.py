@@ -1,0 +1,228 @@
+"""Crash runs: feed a history to real workers, SIGKILL them at moments chosen
+by what they are doing (agents/faults.py), restart them, and collect what
+reached the output topics and Redis, to compare with a run without faults.
+
+Used by tests/integration/test_crash.py, and on its own for the audit the
+issue asks for (10 runs of three kills each):
+
+    .venv/bin/python -m tests.integration.crash --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+from redis.asyncio import Redis
+
+from bench import workload
+from cli.embedded import EmbeddedServers, spawn, stop
+from stream import topics
+from stream.admin import ensure_topics
+from tests.integration.harness import PARTITIONS, read_topic
+
+DAY_MS = 86_400_000
+# Three kills: mid-chunk (decisions acked, their states not yet handed
+# over), during the catch-up of the restarted worker, and right after a
+# sweep decided something for silent users.
+THREE_KILLS = ("outputs_acked:4", "batch_done:2", "sweep_decided:300")
+
+
+def history(users: int = 3000, events: int = 30_000, seed: int = 29) -> list[dict]:
+    """A deterministic two-year history, in event-time order (the order it
+    is produced in, so every run sees the same order per partition)."""
+    return sorted(workload.history(users=users, events=events, days=730, seed=seed), key=lambda b: (b["ts"], b["event_id"]))
+
+
+@dataclass
+class Outcome:
+    ids: Counter  # change_id / alert_id -> deliveries
+    membership: dict[str, tuple[int, str, str]]  # user -> (version, tier, stage) in Redis
+    kills: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def compare(self, reference: Outcome) -> dict[str, int]:
+        lost = set(reference.ids) - set(self.ids)
+        extra = set(self.ids) - set(reference.ids)
+        disagree = {u for u in reference.membership.keys() | self.membership.keys()
+                    if reference.membership.get(u) != self.membership.get(u)}
+        return {"lost": len(lost), "unexpected": len(extra), "duplicates": sum(self.ids.values()) - len(self.ids),
+                "redis_disagreements": len(disagree)}
+
+
+async def _produce(broker: str, bodies: list[dict]) -> dict[int, int]:
+    """Send in order; returns the end offset per partition."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5, max_batch_size=262_144, acks="all")
+    await producer.start()
+    ends: dict[int, int] = {}
+    try:
+        futures = [await producer.send(topics.EVENTS, orjson.dumps(b), key=b["user_id"].encode()) for b in bodies]
+        for meta in await asyncio.gather(*futures):
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    finally:
+        await producer.stop()
+    return ends
+
+
+async def _committed(broker: str, group: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        out = {}
+        for p in range(PARTITIONS):
+            out[p] = await consumer.committed(TopicPartition(topics.EVENTS, p)) or 0
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _membership(redis_url: str, prefix: str = "tierstream:") -> dict[str, tuple[int, str, str]]:
+    redis = Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in redis.scan_iter(match=prefix + "user:*", count=1000)]
+        pipe = redis.pipeline(transaction=False)
+        for k in keys:
+            pipe.hmget(k, "v", "tier", "stage")
+        rows = await pipe.execute()
+        return {k.decode()[len(prefix) + 5:]: (int(v), t.decode(), s.decode()) for k, (v, t, s) in zip(keys, rows)}
+    finally:
+        await redis.aclose()
+
+
+async def _output_ids(broker: str) -> Counter:
+    ids: Counter = Counter()
+    for record in await read_topic(broker, topics.TIER_CHANGES):
+        ids[record["change_id"]] += 1
+    for record in await read_topic(broker, topics.CHURN_ALERTS):
+        ids[record["alert_id"]] += 1
+    return ids
+
+
+class Workers:
+    """Worker processes in slots; slot 0 is the one the kills are aimed at."""
+
+    def __init__(self, servers: EmbeddedServers, app_id: str, count: int) -> None:
+        self.servers, self.app_id = servers, app_id
+        self.procs: list[subprocess.Popen | None] = [None] * count
+        self.starts = 0
+
+    def env(self, crash_at: str | None) -> dict[str, str]:
+        env = {**os.environ, "TIERSTREAM_BROKER": self.servers.broker, "TIERSTREAM_REDIS_URL": self.servers.redis_url,
+               "TIERSTREAM_PARTITIONS": str(PARTITIONS), "TIERSTREAM_CLOCK": "replay",
+               "TIERSTREAM_ALLOWED_LATENESS_MS": str(DAY_MS), "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
+               "TIERSTREAM_APP_ID": self.app_id, "TIERSTREAM_LOG_LEVEL": "INFO", "TIERSTREAM_REDIS_CHECK_SECONDS": "1"}
+        env.pop("TIERSTREAM_CRASH_AT", None)
+        if crash_at:
+            env["TIERSTREAM_CRASH_AT"] = crash_at
+        return env
+
+    def start(self, slot: int, crash_at: str | None) -> None:
+        self.starts += 1
+        log = self.servers.workdir / f"worker-{slot}-{self.starts}.log"
+        self.procs[slot] = spawn([sys.executable, "-m", "cli.main", "worker"], env=self.env(crash_at), log=log)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop(proc, timeout=30)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        logs = sorted(self.servers.workdir.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)
+        return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in logs[-2:])
+
+
+async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
+              reference: Outcome | None = None, timeout: float = 300) -> Outcome:
+    """One run on fresh servers. Slot 0 starts with the first kill's crash
+    point; each time it dies by SIGKILL it is restarted with the next one,
+    and after the last with none. The run ends when the group has
+    committed every input offset; with a `reference`, it then waits (a
+    bounded time) for the outputs and Redis to reach it, so a test failing
+    on them has given them every chance."""
+    started = time.monotonic()
+    servers = EmbeddedServers().start()
+    group = f"crash-{os.getpid()}-{int(started)}"
+    pool = Workers(servers, group, workers)
+    plan = list(kills)
+    done_kills: list[str] = []
+    try:
+        await ensure_topics(servers.broker, PARTITIONS)
+        current: dict[int, str | None] = {0: plan.pop(0) if plan else None}
+        pool.start(0, current[0])
+        for slot in range(1, workers):
+            pool.start(slot, None)
+            current[slot] = None
+        ends = await _produce(servers.broker, bodies)
+        deadline = time.monotonic() + timeout
+        while True:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run did not finish in {timeout}s; kills so far {done_kills}\n{pool.log_tail()}")
+            for slot, proc in enumerate(pool.procs):
+                code = proc.poll() if proc else None
+                if code is None:
+                    continue
+                if code != -signal.SIGKILL or current[slot] is None:
+                    raise AssertionError(f"worker {slot} exited with {code}, not by a crash point\n{pool.log_tail()}")
+                done_kills.append(current[slot])
+                current[slot] = plan.pop(0) if plan else None
+                pool.start(slot, current[slot])
+            if await _committed(servers.broker, group) == {p: ends.get(p, 0) for p in range(PARTITIONS)}:
+                if current[0] is not None:
+                    raise AssertionError(f"crash point {current[0]} was never reached (kills done: {done_kills})")
+                break
+            await asyncio.sleep(0.5)
+
+        async def outcome() -> Outcome:
+            return Outcome(await _output_ids(servers.broker), await _membership(servers.redis_url), done_kills,
+                           time.monotonic() - started)
+
+        result = await outcome()
+        settle = time.monotonic() + 30
+        while reference is not None and time.monotonic() < settle:
+            if set(result.ids) >= set(reference.ids) and result.membership == reference.membership:
+                break
+            await asyncio.sleep(1)
+            result = await outcome()
+        return result
+    finally:
+        pool.stop()
+        servers.stop()
+
+
+async def audit(runs: int, workers: int) -> list[dict]:
+    bodies = history()
+    reference = await run(bodies)
+    print(f"reference: {len(reference.ids)} decision ids, {len(reference.membership)} users in Redis, "
+          f"{reference.seconds:.0f}s", flush=True)
+    rows = []
+    for i in range(runs):
+        outcome = await run(bodies, THREE_KILLS, workers=workers, reference=reference)
+        row = {"run": i + 1, "kills": len(outcome.kills), **outcome.compare(reference), "seconds": round(outcome.seconds)}
+        print(orjson.dumps(row).decode(), flush=True)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    rows = asyncio.run(audit(args.runs, args.workers))
+    totals = {k: sum(r[k] for r in rows) for k in ("kills", "lost", "unexpected", "duplicates", "redis_disagreements")}
+    print("total:", orjson.dumps(totals).decode())
+    Path("crash-audit.json").write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""SIGKILL the worker at moments chosen by what it is doing, and compare
+with a run of the same history without faults: every decision id of the
+fault-free run reaches its topic (duplicates allowed, losses not), no id
+appears that the fault-free run did not decide, and Redis ends equal to
+it, user by user (version, tier, stage). Each run has its own broker and
+Redis. The kill points are described in agents/faults.py."""
+
+import asyncio
+
+import aiohttp
+import orjson
+import pytest
+
+from cli.embedded import EmbeddedServers
+from tests.integration import crash
+from tests.integration.harness import Cluster, produce, wait_until
+
+pytestmark = pytest.mark.integration
+
+BODIES = crash.history()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return asyncio.run(crash.run(BODIES))
+
+
+def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int) -> None:
+    result = outcome.compare(reference)
+    print(f"{outcome.kills}: {result}")
+    assert len(outcome.kills) == kills
+    assert len(reference.ids) > 40_000 and len(reference.membership) == 3000
+    assert result["lost"] == 0, result
+    assert result["unexpected"] == 0, result
+    assert result["redis_disagreements"] == 0, result
+
+
+def test_three_kills_of_one_worker_lose_no_decision_and_leave_redis_right(reference):
+    outcome = asyncio.run(crash.run(BODIES, crash.THREE_KILLS, reference=reference))
+    check(outcome, reference, kills=3)
+
+
+def test_a_worker_killed_while_sharing_partitions_loses_no_decision(reference):
+    # Killed with its changelog records in flight; its partitions move to the
+    # other worker; restarted, it is killed again after its first batch,
+    # in the middle of taking partitions back.
+    outcome = asyncio.run(crash.run(BODIES, ("changelog_sent:3", "batch_done:1"), workers=2, reference=reference))
+    check(outcome, reference, kills=2)
+
+
+async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanwhile(era):
+    servers = EmbeddedServers().start()
+    cluster = Cluster(servers, extra_env={"TIERSTREAM_REDIS_CHECK_SECONDS": "1", "TIERSTREAM_APP_ID": "redis-loss"})
+    users = [f"u{i}" for i in range(300)]
+    try:
+        cluster.start_api()
+        cluster.start_worker()
+        await produce(servers.broker, [era.event(u, "order", i % 20, 10.0 + i) for i, u in enumerate(users)])
+        api = f"http://127.0.0.1:{cluster.api_port}"
+
+        async def get(path):
+            async with aiohttp.ClientSession() as http, http.get(api + path) as resp:
+                return resp.status, resp.content_type, orjson.loads(await resp.read())
+
+        async def membership():
+            found = await crash._membership(servers.redis_url)
+            return found if len(found) == len(users) else None
+
+        before = await wait_until(membership, timeout=90, what="every user in Redis")
+        _, _, counts = await get("/v1/segments")
+
+        servers.kill_redis()
+        for path in ("/healthz", f"/v1/users/{era.user('u1')}", "/v1/segments"):
+            status, ctype, body = await asyncio.wait_for(get(path), timeout=3)
+            assert (status, ctype) == (503, "application/json") and "unreachable" in body["error"]
+
+        servers.restart_redis()  # empty
+
+        async def repopulated():
+            return await crash._membership(servers.redis_url) == before
+
+        await wait_until(repopulated, timeout=30, what="the worker to repopulate Redis")
+        assert (await get("/v1/segments"))[2] == counts
+        assert "repopulating" in next(servers.workdir.glob("worker-*.log")).read_text()
+    finally:
+        cluster.stop_worker()
+        from cli.embedded import stop
+
+        stop(cluster.api)
+        servers.stop()
