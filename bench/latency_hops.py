@@ -29,8 +29,8 @@ from stream import topics
 from stream.admin import ensure_topics
 
 
-async def measure(rate: int, preload: int, seconds: int = 10) -> None:
-    servers = EmbeddedServers().start()
+async def measure(rate: int, preload: int, seconds: int = 10, broker: str = "tansu") -> None:
+    servers = EmbeddedServers(broker_kind=broker).start(8)
     bench = Bench(1000, 1000, servers)
     try:
         await ensure_topics(servers.broker, 8)
@@ -90,8 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--preload", type=int, default=0)
+    parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
     args = parser.parse_args()
-    asyncio.run(measure(args.rate, args.preload))
+    asyncio.run(measure(args.rate, args.preload, broker=args.broker))
 
 
 if __name__ == "__main__":

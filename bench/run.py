@@ -3,6 +3,7 @@ all measured in one run on one embedded broker (see docs/performance.md).
 
     python -m bench.run                       # 200k events, 50k users, all sections
     python -m bench.run --events 2000 --users 500 --sections a,c   # smoke
+    python -m bench.run --broker kafka        # the same sections on Apache Kafka
 
 Sections: a raw consume, b minimal stateful Faust agent, c full tierstream
 worker (+ f state size and RSS, g recovery time), d event->tier-change
@@ -380,13 +381,13 @@ class Bench:
             f"API {api_rps:.0f} req/s, Redis {base_rps:.0f} req/s")
 
 
-async def replay_section(results: dict[str, Any], events: int, users: int) -> None:
+async def replay_section(results: dict[str, Any], events: int, users: int, broker: str) -> None:
     """Replay throughput, end to end (first event sent -> last tier change
     written), against the raw rate of producing the same file, one run."""
     from cli.replay import replay
     from stream.admin import ensure_topics
 
-    servers = EmbeddedServers().start()
+    servers = EmbeddedServers(broker_kind=broker).start(PARTITIONS)
     worker = None
     try:
         path = servers.workdir / "history.jsonl"
@@ -447,9 +448,10 @@ async def replay_section(results: dict[str, Any], events: int, users: int) -> No
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sections = set(args.sections.split(","))
-    servers = EmbeddedServers().start()
+    servers = EmbeddedServers(broker_kind=args.broker).start(PARTITIONS)
     bench = Bench(args.events, args.users, servers)
-    bench.results.update(events=args.events, users=args.users, partitions=PARTITIONS, python=platform.python_version(),
+    bench.results.update(broker=args.broker, events=args.events, users=args.users, partitions=PARTITIONS,
+                         python=platform.python_version(),
                          cpus=os.cpu_count(), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     try:
         if "a" in sections:
@@ -468,7 +470,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         stop(bench.worker)
         servers.stop()
     if "r" in sections:
-        await replay_section(bench.results, args.events, min(args.users, max(1, args.events // 10)))
+        await replay_section(bench.results, args.events, min(args.users, max(1, args.events // 10)), args.broker)
     r = bench.results
     if "b_minimal_stateful_eps" in r and "c_full_pipeline_eps" in r:
         r["ratio_full_vs_minimal_stateful"] = r["c_full_pipeline_eps"] / r["b_minimal_stateful_eps"]
@@ -483,6 +485,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--rate", type=int, default=2000, help="offered rate for the latency section")
     parser.add_argument("--sections", default="a,b,c,d,e,g,r")
+    parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
+                        help="the embedded Tansu, or Apache Kafka (needs Java and Maven; see cli/apache_kafka.py)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))

@@ -1,6 +1,6 @@
 """`tierstream dev`: the whole system on this machine, with a live view.
 
-Broker (Tansu) and Redis on free ports, a worker and the API as child
+Broker (Tansu, or Apache Kafka with --broker kafka) and Redis on free ports, a worker and the API as child
 processes, the demo generator and the view in this one. Ctrl-C (or
 --duration) stops everything in reverse order; children also die with us.
 """
@@ -24,11 +24,12 @@ from state.membership import MembershipReader
 from stream.admin import ensure_topics
 
 PARTITIONS = 4
+BROKER_NAMES = {"tansu": "Kafka protocol; Tansu, memory storage", "kafka": "Apache Kafka, single KRaft node"}
 
 
-def run_dev(*, demo: bool, speed: float, users: int, duration: float | None) -> int:
+def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, broker: str = "tansu") -> int:
     console = Console()
-    servers = EmbeddedServers().start()
+    servers = EmbeddedServers(broker_kind=broker).start(PARTITIONS)
     api_port = free_port()
     env = {
         **os.environ,
@@ -48,7 +49,7 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None) -> 
         procs.append(api)
         wait_for_port(api_port, api, what="tierstream api")
         header = (
-            f"broker  {servers.broker}   (Kafka protocol; Tansu, memory storage)\n"
+            f"broker  {servers.broker}   ({BROKER_NAMES[broker]})\n"
             f"redis   {servers.redis_url}\n"
             f"api     http://127.0.0.1:{api_port}/v1/segments\n"
             f"logs    {servers.workdir}"

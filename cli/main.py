@@ -161,11 +161,17 @@ def rebuild_cache() -> None:
 @click.option("--speed", type=float, default=2.0, show_default=True, help="Demo: simulated days per second.")
 @click.option("--users", type=int, default=300, show_default=True, help="Demo: how many users to simulate.")
 @click.option("--duration", type=float, default=None, help="Stop by itself after this many seconds.")
-def dev(no_demo: bool, speed: float, users: int, duration: float | None) -> None:
+@click.option("--broker", type=click.Choice(["tansu", "kafka"]), default="tansu", show_default=True,
+              help="tansu: the embedded broker; kafka: Apache Kafka (needs Java and Maven; fetched once).")
+def dev(no_demo: bool, speed: float, users: int, duration: float | None, broker: str) -> None:
     """Embedded default: broker, Redis, worker, API, demo generator, live view."""
+    from cli.apache_kafka import KafkaUnavailable
     from cli.dev import run_dev
 
-    sys.exit(run_dev(demo=not no_demo, speed=speed, users=users, duration=duration))
+    try:
+        sys.exit(run_dev(demo=not no_demo, speed=speed, users=users, duration=duration, broker=broker))
+    except KafkaUnavailable as exc:
+        raise click.ClickException(f"--broker kafka: {exc}; the default broker (tansu) needs neither") from exc
 
 
 def main() -> None:

@@ -1,7 +1,34 @@
 #!/usr/bin/env bash
-# Set up, then run the whole test suite: unit tests, then integration tests
-# against the embedded broker and a real Redis.
+# Set up, then run the whole test suite: unit tests, then the integration
+# tests (real broker, real Redis, worker and API processes) on each broker:
+# the embedded Tansu and Apache Kafka, the broker production runs.
+#   TIERSTREAM_TEST_BROKER=tansu|kafka|both   (default: both)
+# Without Java and Maven the Apache Kafka half cannot run: it is skipped,
+# and the last line says so. Extra arguments go to every pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+BROKERS="${TIERSTREAM_TEST_BROKER:-both}"
+PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider)
+case "$BROKERS" in
+  tansu|kafka|both) ;;
+  *) echo "TIERSTREAM_TEST_BROKER must be tansu, kafka or both, not '$BROKERS'" >&2; exit 2 ;;
+esac
+kafka_missing=$(.venv/bin/python -c "from cli.apache_kafka import missing_tools; print(missing_tools() or '')")
+if [ "$BROKERS" != "tansu" ] && [ -z "$kafka_missing" ]; then
+  # Fetch the broker once, before any test waits on it.
+  .venv/bin/python -c "from cli.apache_kafka import classpath; classpath()"
+fi
+if [ "$BROKERS" != "kafka" ]; then
+  echo "== unit tests, and integration tests on Tansu (embedded)"
+  TIERSTREAM_TEST_BROKER=tansu "${PYTEST[@]}" "$@"
+fi
+if [ "$BROKERS" != "tansu" ]; then
+  if [ -n "$kafka_missing" ]; then
+    echo "Apache Kafka half NOT run: $kafka_missing"
+    [ "$BROKERS" = "kafka" ] && exit 1
+    exit 0
+  fi
+  echo "== integration tests on Apache Kafka"
+  TIERSTREAM_TEST_BROKER=kafka "${PYTEST[@]}" tests/integration "$@"
+fi

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     redis_check_seconds: float = Field(
         5.0, gt=0, description="How often the worker checks that Redis still holds its partitions (a marker per partition)"
     )
+    recovery: Literal["bulk", "faust"] = Field(
+        "bulk",
+        description="bulk: read the changelog to its true end in bulk (stream/recovery.py); faust: Faust's own "
+        "recovery, which loses the changelog's tail on Tansu (its end offsets are under-reported)",
+    )
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics of the worker on this port")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics port binds to")
     log_level: str = "WARNING"

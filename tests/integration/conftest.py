@@ -1,13 +1,12 @@
 import pytest
 from redis.asyncio import Redis
 
-from cli.embedded import EmbeddedServers
-from tests.integration.harness import ERA_START_MS, Cluster, produce, wait_until
+from tests.integration.harness import ERA_START_MS, Cluster, new_servers, produce, wait_until
 
 
 @pytest.fixture(scope="session")
 def cluster():
-    servers = EmbeddedServers().start()
+    servers = new_servers()
     c = Cluster(servers)
     try:
         c.start_api()

@@ -18,6 +18,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cli.embedded import EmbeddedServers, free_port, spawn, stop, wait_for_port
 
 PARTITIONS = 4
+# Which broker the integration tests run on: scripts/test.sh runs them once
+# per broker (TIERSTREAM_TEST_BROKER=tansu|kafka|both).
+BROKER = os.environ.get("TIERSTREAM_TEST_BROKER", "tansu")
+
+
+def new_servers() -> EmbeddedServers:
+    """A broker of this run's kind and a Redis, both fresh."""
+    return EmbeddedServers(broker_kind=BROKER).start(PARTITIONS)
 
 
 @dataclass

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests.integration.harness import BROKER
+
 pytestmark = pytest.mark.integration
 
 
@@ -13,7 +15,7 @@ def test_bench_harness_smoke(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "-m", "bench.run", "--events", "3000", "--users", "500", "--sections", "a,c,e",
-         "--out", str(out)],
+         "--broker", BROKER, "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]

@@ -11,9 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
-from cli.embedded import EmbeddedServers
 from tests.integration import crash
-from tests.integration.harness import Cluster, produce, wait_until
+from tests.integration.harness import Cluster, new_servers, produce, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +48,7 @@ def test_a_worker_killed_while_sharing_partitions_loses_no_decision(reference):
 
 
 async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanwhile(era):
-    servers = EmbeddedServers().start()
+    servers = new_servers()
     cluster = Cluster(servers, extra_env={"TIERSTREAM_REDIS_CHECK_SECONDS": "1", "TIERSTREAM_APP_ID": "redis-loss"})
     users = [f"u{i}" for i in range(300)]
     try:

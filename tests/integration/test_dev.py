@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests.integration.harness import BROKER
+
 pytestmark = pytest.mark.integration
 
 
@@ -14,14 +16,15 @@ def our_processes() -> set[tuple[int, str]]:
     return {
         (int(pid), args)
         for pid, _, args in (line.strip().partition(" ") for line in out.splitlines())
-        if any(k in args for k in ("tansu", "redis-server", "cli.main"))
+        if any(k in args for k in ("tansu", "redis-server", "cli.main", "kafka.Kafka"))
     }
 
 
 def test_dev_shows_changes_and_alerts_and_cleans_up():
     before = our_processes()
     run = subprocess.run(
-        [sys.executable, "-m", "cli.main", "dev", "--duration", "45", "--users", "150", "--speed", "3"],
+        [sys.executable, "-m", "cli.main", "dev", "--duration", "45", "--users", "150", "--speed", "3",
+         "--broker", BROKER],
         capture_output=True, text=True, timeout=180,
     )
     assert run.returncode == 0, run.stderr[-2000:]

@@ -12,12 +12,12 @@ import orjson
 import pytest
 
 from bench import workload
-from cli.embedded import EmbeddedServers
+
 from cli.snapshot import snapshot_rows
 from state.model import DAY_MS
 from state.rules import load_rules
 from stream.codecs import iso
-from tests.integration.harness import Cluster, read_topic
+from tests.integration.harness import Cluster, new_servers, read_topic
 from tests.unit.test_event_time import feed
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ def write_jsonl(path: Path, bodies) -> Path:
 def run(tmp: Path, name: str, send, as_of: int) -> tuple[dict, list[dict]]:
     """Fresh broker, Redis and worker; send the history; return the decision
     streams per user and the snapshot at `as_of`."""
-    servers = EmbeddedServers().start()
+    servers = new_servers()
     cluster = Cluster(servers, extra_env={"TIERSTREAM_ALLOWED_LATENESS_MS": str(LATENESS),
                                           "TIERSTREAM_APP_ID": f"replay-{name}"})
     try:

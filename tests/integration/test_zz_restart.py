@@ -14,7 +14,7 @@ from state.model import apply
 from state.rules import load_rules
 from stream.contract import parse_event
 from stream.recovery import true_end_offsets
-from tests.integration.harness import PARTITIONS, produce, read_topic, wait_until
+from tests.integration.harness import BROKER, PARTITIONS, produce, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 RULES = load_rules()
@@ -81,7 +81,13 @@ async def test_restart_recovers_every_user_and_re_emits_nothing(ready, redis, er
     await c.stop()
     under_reported = sum(true_ends[TP(tp.topic, tp.partition)] - end for tp, end in listed.items())
     print(f"changelog: ListOffsets under-reports the end by {under_reported} records in all")
-    assert under_reported > 0, "the changelog ended on single-record batches: this run cannot show the quirk"
+    if BROKER == "tansu":
+        assert under_reported > 0, "the changelog ended on single-record batches: this run cannot show the quirk"
+    else:
+        # Apache Kafka lists the true end: the defence must change nothing,
+        # and Faust's own recovery path is enough there.
+        assert under_reported == 0
+        cluster.extra_env["TIERSTREAM_RECOVERY"] = "faust"
 
     cluster.start_worker()
 
@@ -94,11 +100,11 @@ async def test_restart_recovers_every_user_and_re_emits_nothing(ready, redis, er
         row = orjson.loads(line)
         dumped[row["user_id"]] = row["state"]
 
-    # Both fast paths were the ones that ran: whole-batch consumption before
-    # the restart, the bulk changelog read after it.
+    # The paths meant to run did: whole-batch consumption before the
+    # restart; after it, the bulk changelog read on Tansu, Faust's on Kafka.
     logs = sorted(cluster.servers.workdir.glob("worker-*.log"))
     assert "fetched batches go to their handler whole" in logs[-2].read_text()
-    assert "bulk recovery:" in logs[-1].read_text()
+    assert ("bulk recovery:" in logs[-1].read_text()) == (BROKER == "tansu")
 
     from stream.codecs import decode_state
 

@@ -1,0 +1,174 @@
+"""Apache Kafka for the tests, the benchmarks and `tierstream dev --broker
+kafka`: the broker production runs, resolved with Maven from Maven Central
+once per machine, started as a single KRaft node (broker and controller in
+one process) on free local ports, with a small heap.
+
+Why Maven and not a downloaded tarball: the machines reach Maven Central
+and nothing else, and `org.apache.kafka:kafka_2.13` with its dependencies
+is exactly the broker's classpath. The jars land in a cache folder
+(`TIERSTREAM_KAFKA_CACHE`, default ~/.cache/tierstream/kafka/<version>);
+a second start only checks that they are there.
+
+Version: 4.4.0, the newest served, and the one docker-compose.yml runs.
+Kafka 4 removed old protocol versions (KIP-896); aiokafka 0.14 negotiates
+versions Kafka 4.4 still serves, and the whole suite passes on it (see
+README, "Apache Kafka").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+KAFKA_VERSION = "4.4.0"
+HEAP = "512m"
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>tierstream</groupId><artifactId>apache-kafka-broker</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{version}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+
+class KafkaUnavailable(RuntimeError):
+    """Apache Kafka cannot be run on this machine; the message says why."""
+
+
+def missing_tools() -> str | None:
+    """Why Apache Kafka cannot run here, or None if it can."""
+    for tool in ("java", "mvn"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` is not on PATH (Apache Kafka needs Java 17+ and Maven to fetch it)"
+    return None
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TIERSTREAM_KAFKA_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "tierstream" / "kafka"
+    return base / KAFKA_VERSION
+
+
+def classpath() -> str:
+    """The broker's classpath, resolving it with Maven on first use."""
+    why = missing_tools()
+    if why:
+        raise KafkaUnavailable(why)
+    cache = cache_dir()
+    libs = cache / "libs"
+    if not (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "pom.xml").write_text(_POM.format(version=KAFKA_VERSION))
+        staging = cache / f"libs.{os.getpid()}"
+        out = subprocess.run(
+            ["mvn", "-q", "-B", "-f", str(cache / "pom.xml"), "dependency:copy-dependencies",
+             f"-DoutputDirectory={staging}"],
+            capture_output=True, text=True, timeout=900,
+        )
+        if out.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise KafkaUnavailable(f"Maven could not fetch Apache Kafka {KAFKA_VERSION}:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+        try:
+            staging.rename(libs)  # atomic: a concurrent resolver's copy wins, ours goes
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(libs / "*")
+
+
+def server_properties(data: Path, port: int, controller_port: int, partitions: int) -> str:
+    return "\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name=PLAINTEXT",
+        f"log.dirs={data}",
+        f"num.partitions={partitions}",
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=4",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "transaction.state.log.num.partitions=4",
+        # A single test broker: no reason to wait for more members to join.
+        "group.initial.rebalance.delay.ms=0",
+        # Compaction that a test can see within seconds: segments roll every
+        # 10 s and the cleaner looks every second (compaction only ever
+        # touches closed segments).
+        "log.roll.ms=10000",
+        "log.cleaner.backoff.ms=1000",
+        "log.cleaner.min.cleanable.ratio=0.01",
+        "",
+    ])
+
+
+def start_kafka(workdir: Path, port: int, controller_port: int, partitions: int, log: Path) -> subprocess.Popen:
+    """Format KRaft storage under `workdir` and start the broker; returns
+    once it answers metadata requests."""
+    from cli.embedded import spawn, wait_for_port
+
+    cp = classpath()
+    data = workdir / "kafka-data"
+    data.mkdir(parents=True, exist_ok=True)
+    props = workdir / "server.properties"
+    props.write_text(server_properties(data, port, controller_port, partitions))
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    java = ["java", f"-Xms{HEAP}", f"-Xmx{HEAP}", "-XX:+UseSerialGC", "-cp", cp]
+    fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                         capture_output=True, text=True, timeout=120)
+    if fmt.returncode != 0:
+        raise KafkaUnavailable(f"formatting KRaft storage failed:\n{fmt.stdout[-2000:]}{fmt.stderr[-2000:]}")
+    proc = spawn([*java, "kafka.Kafka", str(props)], log=log)
+    wait_for_port(port, proc, timeout=90, what="Apache Kafka")
+    _wait_serving(f"127.0.0.1:{port}", proc)
+    return proc
+
+
+def _wait_serving(bootstrap: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until a client can fetch metadata (the port opens a little before)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def probe() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            await admin.list_topics()
+        finally:
+            await admin.close()
+
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise KafkaUnavailable(f"Apache Kafka exited with code {proc.returncode} while starting")
+        errors: list[BaseException] = []
+        # A thread of its own: the caller may be inside a running event loop.
+        t = threading.Thread(target=lambda: _run_catching(probe, errors))
+        t.start()
+        t.join()
+        if not errors:
+            return
+        last = errors[0]
+        time.sleep(0.3)
+    raise KafkaUnavailable(f"Apache Kafka did not serve metadata within {timeout}s: {last!r}")
+
+
+def _run_catching(probe, errors: list[BaseException]) -> None:  # type: ignore[no-untyped-def]
+    try:
+        asyncio.run(probe())
+    except Exception as exc:  # reported to the waiting thread
+        errors.append(exc)
