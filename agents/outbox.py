@@ -20,6 +20,9 @@ class Record:
     key: bytes | None
     value: bytes
     partition: int | None = None  # None: by key, with Kafka's default partitioner
+    # The input partition whose processing made this record: with
+    # exactly-once, it goes into that partition's transaction.
+    source: int = -1
 
 
 class BatchSender:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from faust.types import TP
 from redis.asyncio import Redis
 
 from agents import metrics
@@ -168,7 +169,7 @@ class Pipeline:
         if message.key != user_id.encode():
             # The table is partitioned by user id: an event on the wrong
             # partition would split a user's state. Send it where it belongs.
-            self.outputs.append(Record(topics.EVENTS, user_id.encode(), message.value))
+            self.outputs.append(Record(topics.EVENTS, user_id.encode(), message.value, source=message.partition))
             self.tally.add(metrics.EVENTS_REKEYED)
             return
         partition = message.partition
@@ -248,16 +249,18 @@ class Pipeline:
     ) -> None:
         key = user_id.encode()
         self.store[user_id] = state
-        self.changelog.append(Record(self.changelog_topic, key, encode_state(state), partition))
+        self.changelog.append(Record(self.changelog_topic, key, encode_state(state), partition, source=partition))
         wake = wake_at(state)
         if wake != previous_due:
             self.index.schedule(partition, wake, user_id)
         for decision in decisions:
             if isinstance(decision, ChurnAlert):
-                self.outputs.append(Record(topics.CHURN_ALERTS, key, orjson.dumps(churn_alert_record(decision))))
+                self.outputs.append(Record(topics.CHURN_ALERTS, key, orjson.dumps(churn_alert_record(decision)),
+                                           source=partition))
                 self.tally.add(metrics.ALERTS_AT_RISK if decision.level == "at_risk" else metrics.ALERTS_CHURNED)
             else:
-                self.outputs.append(Record(topics.TIER_CHANGES, key, orjson.dumps(tier_change_record(decision))))
+                self.outputs.append(Record(topics.TIER_CHANGES, key, orjson.dumps(tier_change_record(decision)),
+                                           source=partition))
                 self.tally.add(metrics.TIER_CHANGES)
         if assessment is not None:
             self.pending[user_id] = assessment
@@ -273,7 +276,7 @@ class Pipeline:
             payload=message.value,
             max_payload=self.settings.dlq_max_payload_bytes,
         )
-        self.outputs.append(Record(topics.DEAD_LETTERS, message.key, record))
+        self.outputs.append(Record(topics.DEAD_LETTERS, message.key, record, source=message.partition))
         metrics.DEAD_LETTERS.labels(rejection.reason).inc()
 
     def _membership_update(self, user_id: str, assessment: Assessment) -> MembershipUpdate:
@@ -311,6 +314,30 @@ class Pipeline:
             if changelog:
                 await self.sender.send(producer, changelog)
                 self.crash.reached("changelog_sent")
+
+    async def publish_in_transactions(self, producer: Any, transactional_id: Callable[[int], str]) -> set[int]:
+        """Exactly-once: every record goes into the open transaction of the
+        input partition that made it (Faust's transactional producer for
+        that partition), and becomes visible to read_committed consumers
+        when Faust commits that transaction with the partition's input
+        offset. Order within a transaction does not matter: it commits
+        whole or not at all. Returns the partitions that got records."""
+        self.tally.flush()
+        self.freezer.maybe_freeze(len(self.store))
+        async with self._publishing:
+            records = self.outputs + self.changelog
+            self.outputs, self.changelog = [], []
+            deliveries = []
+            for r in records:
+                deliveries.append(await producer.send(
+                    r.topic, r.key, r.value, r.partition, None, None, transactional_id=transactional_id(r.source)))
+            self.crash.reached("outputs_acked")
+            acks = await asyncio.gather(*deliveries, return_exceptions=True)
+            failed = [a for a in acks if isinstance(a, BaseException)]
+            if failed:
+                raise PublishFailed(f"{len(failed)} records were not accepted: {failed[0]!r}")
+            self.crash.reached("changelog_sent")
+            return {r.source for r in records}
 
     async def declare_segments(self) -> None:
         if self.membership is None:
@@ -403,6 +430,33 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     redis = Redis.from_url(settings.redis_url)
     pipeline = Pipeline(streams, settings, rules, MembershipWriter(redis, settings.redis_prefix))
 
+    events_topic = streams.events.get_topic_name()
+    exactly_once = settings.processing_guarantee == "exactly_once"
+
+    def transactional_id(partition: int) -> str:
+        # Faust's own naming (TransactionManager.transactional_id_format):
+        # the producer Faust opened for the partition when it was assigned.
+        return f"{app.conf.id}-{app.assignor.group_for_topic(events_topic)}-{partition}"
+
+    async def send_out(outside_a_batch: bool = False) -> None:
+        if not exactly_once:
+            await pipeline.publish(kafka_producer(app))
+            return
+        touched = await pipeline.publish_in_transactions(app.producer, transactional_id)
+        if outside_a_batch and touched:
+            # A sweep moves no input offset, so Faust's commit timer would
+            # never close the transaction holding its decisions (a silent
+            # user's alert would stay invisible): close it now, at the
+            # partition's last commit point.
+            offsets = {}
+            for partition in touched:
+                tp = TP(events_topic, partition)
+                at = app.consumer.commit_point(tp)
+                if at is not None:
+                    offsets[tp] = at
+            if offsets:
+                await app.consumer.transactions.commit(offsets)
+
     async def on_batch(tp: Any, records: list[Any]) -> None:
         # Chunks of batch_max, yielding between them, so that one large
         # fetch does not hold the Redis flusher and the timers back.
@@ -410,13 +464,13 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
         for start in range(0, len(records), step):
             for record in records[start : start + step]:
                 pipeline.on_message(record)
-            await pipeline.publish(kafka_producer(app))
+            await send_out()
             await asyncio.sleep(0)
         pipeline.crash.reached("batch_done")
 
     # The consumer hands the events topic's fetches over whole
     # (stream.batching): Faust's per-record path is the bottleneck otherwise.
-    streams.batch_handlers[streams.events.get_topic_name()] = on_batch
+    streams.batch_handlers[events_topic] = on_batch
 
     @app.agent(streams.events, name="tierstream.ingest")
     async def ingest(stream: Any) -> None:
@@ -426,18 +480,18 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
             for event in events:
                 pipeline.on_message(event.message)
-            await pipeline.publish(kafka_producer(app))
+            await send_out()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_: Any, revoked: set, **kwargs: Any) -> None:
-        pipeline.on_partitions_revoked({tp.partition for tp in revoked if tp.topic == streams.events.get_topic_name()})
+        pipeline.on_partitions_revoked({tp.partition for tp in revoked if tp.topic == events_topic})
 
     if settings.clock == "live":
 
         @app.timer(interval=settings.tick_seconds)
         async def age_silent_users() -> None:
             pipeline.tick()
-            await pipeline.publish(kafka_producer(app))
+            await send_out(outside_a_batch=True)
 
     @app.task
     async def flush_to_redis() -> None:
@@ -454,7 +508,7 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
             if pipeline.outputs or pipeline.changelog:
                 # Decided outside a batch (the sweep after recovery) with no
                 # event or tick to publish it.
-                await pipeline.publish(kafka_producer(app))
+                await send_out(outside_a_batch=True)
 
     @app.on_before_shutdown.connect
     async def final_flush(app_: Any, **kwargs: Any) -> None:

@@ -8,7 +8,9 @@ all measured in one run on one embedded broker (see docs/performance.md).
 Sections: a raw consume, b minimal stateful Faust agent, c full tierstream
 worker (+ f state size and RSS, g recovery time), d event->tier-change
 latency at a fixed rate, e read-API latency against a direct Redis client,
-r replay of a two-year history end to end against raw produce of the file.
+r replay of a two-year history end to end against raw produce of the file,
+x (Apache Kafka only) section c's events again through a worker with
+exactly-once (Kafka transactions).
 Figures are rates and percentiles of this run; compare runs by their ratios.
 """
 
@@ -253,6 +255,27 @@ class Bench:
         log(f"f {len(latest)} users: state {statistics.fmean(sizes):.0f} B mean, {max(sizes)} B max; "
             f"worker RSS {self.results['f_worker_rss_mb']:.0f} MB")
 
+    async def exactly_once(self) -> None:
+        """x: the same events again, through a worker of its own consumer
+        group using Kafka transactions (Apache Kafka only): exactly-once's
+        cost, as a ratio to section c in the same run."""
+        stop(self.worker)
+        self.worker = None
+        port = free_port()
+        env = {**self.worker_env(), "TIERSTREAM_APP_ID": "bench-eos", "TIERSTREAM_REDIS_PREFIX": "bench-eos:",
+               "TIERSTREAM_PROCESSING_GUARANTEE": "exactly_once", "TIERSTREAM_RECOVERY": "faust",
+               "TIERSTREAM_METRICS_PORT": str(port)}
+        proc = spawn([sys.executable, "-m", "cli.main", "worker"], env=env, log=self.servers.workdir / "worker-x.log")
+        try:
+            first, done = await asyncio.to_thread(wait_for_count, port, "tierstream_events_accepted_total",
+                                                  self.events, 3600)
+        finally:
+            stop(proc)
+        eps = self.events / max(done - first, 1e-9)
+        self.results["x_exactly_once_eps"] = eps
+        self.results["ratio_exactly_once_vs_at_least_once"] = eps / self.results["c_full_pipeline_eps"]
+        log(f"x exactly-once worker: {eps:.0f} ev/s ({self.results['ratio_exactly_once_vs_at_least_once']:.2f} of c)")
+
     def _wait_redis_drained(self) -> None:
         deadline = time.monotonic() + 120
         while metric(self.worker_metrics, "tierstream_redis_pending") > 0 and time.monotonic() < deadline:
@@ -466,6 +489,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await bench.latency(rate=args.rate)
             if "e" in sections:
                 await bench.api_latency()
+            if "x" in sections and args.broker == "kafka":
+                await bench.exactly_once()
     finally:
         stop(bench.worker)
         servers.stop()
@@ -484,7 +509,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--rate", type=int, default=2000, help="offered rate for the latency section")
-    parser.add_argument("--sections", default="a,b,c,d,e,g,r")
+    parser.add_argument("--sections", default="a,b,c,d,e,g,r,x")
     parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
                         help="the embedded Tansu, or Apache Kafka (needs Java and Maven; see cli/apache_kafka.py)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")

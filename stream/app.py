@@ -84,6 +84,7 @@ def build_app(settings: Settings) -> StreamApp:
         # Larger fetches: recovery reads the whole changelog, and the stream
         # is consumed in batches anyway.
         broker_max_poll_records=settings.max_poll_records,
+        processing_guarantee=settings.processing_guarantee,
     )
     batch_handlers: dict[str, BatchHandler] = {}
     # Faust instantiates the transport's consumer class itself.

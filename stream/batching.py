@@ -135,6 +135,12 @@ class BatchingConsumer(Consumer):
             return self._batch_done.get(tp)  # Faust skips it once committed
         return super()._new_offset(tp)
 
+    def commit_point(self, tp: TP) -> int | None:
+        """The offset a commit of `tp` would record now: after the last
+        finished batch, else the last committed one."""
+        done = self._batch_done.get(tp)
+        return done if done is not None else self._committed_offset.get(tp)
+
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         # As Faust drops the acks of revoked partitions: their new owner
         # starts from the last commit (and drops redeliveries itself).

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         description="bulk: read the changelog to its true end in bulk (stream/recovery.py); faust: Faust's own "
         "recovery, which loses the changelog's tail on Tansu (its end offsets are under-reported)",
     )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="at_least_once: decisions may repeat after a crash (same ids); exactly_once: Kafka transactions "
+        "(Apache Kafka only; needs TIERSTREAM_RECOVERY=faust; consumers must read with isolation.level=read_committed)",
+    )
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics of the worker on this port")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics port binds to")
     log_level: str = "WARNING"
@@ -63,6 +68,15 @@ class Settings(BaseSettings):
     crash_at: str | None = Field(
         None, description="Crash tests only: SIGKILL the worker the N-th time it reaches a point (agents/faults.py)"
     )
+
+
+    @model_validator(mode="after")
+    def _exactly_once_recovers_committed_data(self) -> Settings:
+        # The bulk changelog reader reads uncommitted records too; with
+        # transactions, recovery must see committed ones only (Faust's does).
+        if self.processing_guarantee == "exactly_once" and self.recovery != "faust":
+            raise ValueError("TIERSTREAM_PROCESSING_GUARANTEE=exactly_once needs TIERSTREAM_RECOVERY=faust")
+        return self
 
 
 @lru_cache(maxsize=1)

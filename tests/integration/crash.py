@@ -6,6 +6,7 @@ Used by tests/integration/test_crash.py, and on its own for the audit the
 issue asks for (10 runs of three kills each):
 
     .venv/bin/python -m tests.integration.crash --runs 10
+    TIERSTREAM_TEST_BROKER=kafka .venv/bin/python -m tests.integration.crash --runs 3 [--exactly-once]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bench import workload
 from cli.embedded import EmbeddedServers, spawn, stop
 from stream import topics
 from stream.admin import ensure_topics
-from tests.integration.harness import PARTITIONS, new_servers, read_topic
+from tests.integration.harness import BROKER, PARTITIONS, new_servers, read_topic
 
 DAY_MS = 86_400_000
 # Three kills: mid-chunk (decisions acked, their states not yet handed
@@ -106,11 +107,11 @@ async def _membership(redis_url: str, prefix: str = "tierstream:") -> dict[str, 
         await redis.aclose()
 
 
-async def _output_ids(broker: str) -> Counter:
+async def _output_ids(broker: str, isolation_level: str = "read_uncommitted") -> Counter:
     ids: Counter = Counter()
-    for record in await read_topic(broker, topics.TIER_CHANGES):
+    for record in await read_topic(broker, topics.TIER_CHANGES, isolation_level):
         ids[record["change_id"]] += 1
-    for record in await read_topic(broker, topics.CHURN_ALERTS):
+    for record in await read_topic(broker, topics.CHURN_ALERTS, isolation_level):
         ids[record["alert_id"]] += 1
     return ids
 
@@ -118,8 +119,8 @@ async def _output_ids(broker: str) -> Counter:
 class Workers:
     """Worker processes in slots; slot 0 is the one the kills are aimed at."""
 
-    def __init__(self, servers: EmbeddedServers, app_id: str, count: int) -> None:
-        self.servers, self.app_id = servers, app_id
+    def __init__(self, servers: EmbeddedServers, app_id: str, count: int, extra_env: dict[str, str]) -> None:
+        self.servers, self.app_id, self.extra_env = servers, app_id, extra_env
         self.procs: list[subprocess.Popen | None] = [None] * count
         self.starts = 0
 
@@ -127,7 +128,8 @@ class Workers:
         env = {**os.environ, "TIERSTREAM_BROKER": self.servers.broker, "TIERSTREAM_REDIS_URL": self.servers.redis_url,
                "TIERSTREAM_PARTITIONS": str(PARTITIONS), "TIERSTREAM_CLOCK": "replay",
                "TIERSTREAM_ALLOWED_LATENESS_MS": str(DAY_MS), "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
-               "TIERSTREAM_APP_ID": self.app_id, "TIERSTREAM_LOG_LEVEL": "INFO", "TIERSTREAM_REDIS_CHECK_SECONDS": "1"}
+               "TIERSTREAM_APP_ID": self.app_id, "TIERSTREAM_LOG_LEVEL": "INFO", "TIERSTREAM_REDIS_CHECK_SECONDS": "1",
+               **self.extra_env}
         env.pop("TIERSTREAM_CRASH_AT", None)
         if crash_at:
             env["TIERSTREAM_CRASH_AT"] = crash_at
@@ -148,17 +150,21 @@ class Workers:
 
 
 async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
-              reference: Outcome | None = None, timeout: float = 300) -> Outcome:
+              reference: Outcome | None = None, timeout: float = 300, exactly_once: bool = False) -> Outcome:
     """One run on fresh servers. Slot 0 starts with the first kill's crash
     point; each time it dies by SIGKILL it is restarted with the next one,
     and after the last with none. The run ends when the group has
     committed every input offset; with a `reference`, it then waits (a
     bounded time) for the outputs and Redis to reach it, so a test failing
-    on them has given them every chance."""
+    on them has given them every chance. With `exactly_once` the workers
+    use Kafka transactions and the outputs are read as a read_committed
+    consumer would."""
     started = time.monotonic()
     servers = new_servers()
     group = f"crash-{os.getpid()}-{int(started)}"
-    pool = Workers(servers, group, workers)
+    eos = {"TIERSTREAM_PROCESSING_GUARANTEE": "exactly_once", "TIERSTREAM_RECOVERY": "faust"}
+    pool = Workers(servers, group, workers, eos if exactly_once else {})
+    isolation = "read_committed" if exactly_once else "read_uncommitted"
     plan = list(kills)
     done_kills: list[str] = []
     try:
@@ -189,7 +195,7 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
             await asyncio.sleep(0.5)
 
         async def outcome() -> Outcome:
-            return Outcome(await _output_ids(servers.broker), await _membership(servers.redis_url), done_kills,
+            return Outcome(await _output_ids(servers.broker, isolation), await _membership(servers.redis_url), done_kills,
                            time.monotonic() - started)
 
         result = await outcome()
@@ -205,14 +211,14 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
         servers.stop()
 
 
-async def audit(runs: int, workers: int) -> list[dict]:
+async def audit(runs: int, workers: int, exactly_once: bool) -> list[dict]:
     bodies = history()
     reference = await run(bodies)
     print(f"reference: {len(reference.ids)} decision ids, {len(reference.membership)} users in Redis, "
           f"{reference.seconds:.0f}s", flush=True)
     rows = []
     for i in range(runs):
-        outcome = await run(bodies, kills_for_run(i), workers=workers, reference=reference)
+        outcome = await run(bodies, kills_for_run(i), workers=workers, reference=reference, exactly_once=exactly_once)
         row = {"run": i + 1, "kills": ",".join(outcome.kills), **outcome.compare(reference),
                "seconds": round(outcome.seconds)}
         print(orjson.dumps(row).decode(), flush=True)
@@ -224,11 +230,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--exactly-once", action="store_true", help="Kafka transactions (TIERSTREAM_TEST_BROKER=kafka)")
+    parser.add_argument("--out", type=Path, default=Path("crash-audit.json"))
     args = parser.parse_args()
-    rows = asyncio.run(audit(args.runs, args.workers))
+    print(f"broker: {BROKER}; {'exactly-once' if args.exactly_once else 'at-least-once'}", flush=True)
+    rows = asyncio.run(audit(args.runs, args.workers, args.exactly_once))
     totals = {k: sum(r[k] for r in rows) for k in ("lost", "unexpected", "duplicates", "redis_disagreements")}
     print("total:", orjson.dumps(totals).decode())
-    Path("crash-audit.json").write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+    args.out.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
 
 
 if __name__ == "__main__":

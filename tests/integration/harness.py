@@ -110,9 +110,11 @@ async def produce(broker: str, records: Iterable[dict | bytes], key: Callable[[A
     return n
 
 
-async def read_topic(broker: str, topic: str) -> list[dict]:
-    """Everything currently in `topic`, read to the fetch high-water marks."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=None, enable_auto_commit=False)
+async def read_topic(broker: str, topic: str, isolation_level: str = "read_uncommitted") -> list[dict]:
+    """Everything currently in `topic`, read to the fetch high-water marks
+    (`read_committed`: only what committed transactions wrote)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=None, enable_auto_commit=False,
+                                isolation_level=isolation_level)
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.integration import crash
-from tests.integration.harness import Cluster, new_servers, produce, wait_until
+from tests.integration.harness import BROKER, Cluster, new_servers, produce, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +87,13 @@ async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanw
 
         stop(cluster.api)
         servers.stop()
+
+
+@pytest.mark.skipif(BROKER != "kafka", reason="transactions: Apache Kafka only")
+def test_exactly_once_on_kafka_delivers_every_decision_once_across_kills(reference):
+    """Kafka transactions: a read_committed consumer sees each id exactly
+    once, although the worker is killed mid-chunk and after a sweep."""
+    outcome = asyncio.run(crash.run(BODIES, ("outputs_acked:4", "sweep_decided:300"), reference=reference,
+                                    exactly_once=True))
+    check(outcome, reference, kills=2)
+    assert outcome.compare(reference)["duplicates"] == 0

@@ -30,3 +30,14 @@ def test_replay_explains_a_bad_mapping(tmp_path):
     f.write_text("a,b\n1,2\n")
     result = CliRunner().invoke(cli, ["replay", str(f), "--map", "user_id=a"])
     assert result.exit_code == 1 and "--map must name the column for ts" in result.output
+
+
+def test_exactly_once_demands_faust_recovery():
+    import pytest
+    from pydantic import ValidationError
+
+    from stream.settings import Settings
+
+    with pytest.raises(ValidationError, match="TIERSTREAM_RECOVERY=faust"):
+        Settings(processing_guarantee="exactly_once")
+    assert Settings(processing_guarantee="exactly_once", recovery="faust").processing_guarantee == "exactly_once"
