@@ -8,6 +8,9 @@ EVENTS_ACCEPTED = Counter("tierstream_events_accepted_total", "Input events appl
 EVENTS_DUPLICATE = Counter("tierstream_events_duplicate_total", "Events dropped: event_id already applied")
 EVENTS_REDELIVERED = Counter("tierstream_events_redelivered_total", "Messages at or before the last applied offset")
 EVENTS_REKEYED = Counter("tierstream_events_rekeyed_total", "Events whose message key was not their user_id")
+UNKNOWN_FIELDS_DROPPED = Counter(
+    "tierstream_unknown_fields_dropped_total", "Top-level input fields the contract does not know, dropped (event kept)"
+)
 DEAD_LETTERS = Counter("tierstream_dead_letters_total", "Input messages sent to the DLQ", ["reason"])
 TIER_CHANGES = Counter("tierstream_tier_changes_total", "Tier or stage changes published")
 CHURN_ALERTS = Counter("tierstream_churn_alerts_total", "Churn alerts published", ["level"])

@@ -83,6 +83,7 @@ class Pipeline:
         self.changelog: list[Record] = []
         self._publishing = asyncio.Lock()
         self.crash = CrashPoints(settings.crash_at)
+        self.earliest_ms = settings.earliest_event_ms
         # Owned partitions whose Redis membership must be checked against
         # the state (after recovery, or when Redis lost its marker).
         self.to_heal: set[int] = set()
@@ -161,6 +162,8 @@ class Pipeline:
             now_ms=wall,
             max_bytes=self.settings.max_event_bytes,
             max_future_ms=self.settings.max_future_seconds * 1000,
+            earliest_ms=self.earliest_ms,
+            on_unknown_fields=self._count_unknown_fields,
         )
         if isinstance(parsed, Rejection):
             self._dead_letter(message, parsed)
@@ -190,6 +193,9 @@ class Pipeline:
         self._commit(user_id, partition, result.state, result.decisions, result.assessment, previous_due)
         if watermark > watermark_before:
             self.sweep(partition, watermark)
+
+    def _count_unknown_fields(self, names: list[str]) -> None:
+        self.tally.add(metrics.UNKNOWN_FIELDS_DROPPED, len(names))
 
     def watermark(self, partition: int, wall_ms: int) -> int:
         """Latest event time seen on the partition (and, live, the wall

@@ -7,8 +7,9 @@ dead letter, not a crash. See docs/events.md for the contract in prose.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
@@ -17,7 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from state.model import EventType, UserEvent
 
-EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything earlier is a unit mistake
+# The default lower bound on event time (TIERSTREAM_EARLIEST_EVENT): real
+# shops replay history from the 1990s, so only the epoch itself is refused.
+EARLIEST_MS = 0
+# An integer ts below this is far more likely epoch *seconds* (any date up
+# to the year 5138) than milliseconds before 1973-03-03: refused with that
+# hint. Older history can be sent as ISO-8601.
+SECONDS_GUARD_MS = 100_000_000_000
+KNOWN_FIELDS = frozenset({"event_id", "user_id", "type", "ts", "amount", "order_id", "properties"})
 MAX_PROPERTIES_BYTES = 4096
 # Deeper nesting is no real producer's data, and orjson refuses to encode
 # past 254 levels: the limit turns that into a reason instead of a crash.
@@ -28,6 +36,8 @@ Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"
 
 
 class InputEvent(BaseModel):
+    # Unknown top-level fields are taken out before validation (parse_event):
+    # producers add fields all the time, and that must not cost the event.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: Identifier
@@ -108,7 +118,17 @@ def parse_ts(value: int | str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-def parse_event(payload: bytes, *, now_ms: int, max_bytes: int, max_future_ms: int) -> UserEvent | Rejection:
+def parse_event(
+    payload: bytes,
+    *,
+    now_ms: int,
+    max_bytes: int,
+    max_future_ms: int,
+    earliest_ms: int = EARLIEST_MS,
+    on_unknown_fields: Callable[[list[str]], None] | None = None,
+) -> UserEvent | Rejection:
+    """`on_unknown_fields` hears the names of top-level fields the contract
+    does not know; they are dropped (nothing downstream would read them)."""
     if len(payload) > max_bytes:
         return Rejection("oversized", f"event is {len(payload)} bytes; the limit is {max_bytes}")
     try:
@@ -121,6 +141,11 @@ def parse_event(payload: bytes, *, now_ms: int, max_bytes: int, max_future_ms: i
     if "type" in raw and isinstance(raw["type"], str) and raw["type"] not in EventType._value2member_map_:
         known = ", ".join(t.value for t in EventType)
         return Rejection("unknown_type", f"type {raw['type']!r} is not one of: {known}", user_id)
+    unknown = [k for k in raw if k not in KNOWN_FIELDS]
+    if unknown:
+        raw = {k: v for k, v in raw.items() if k in KNOWN_FIELDS}
+        if on_unknown_fields is not None:
+            on_unknown_fields(unknown)
     try:
         event = InputEvent.model_validate(raw)
     except ValidationError as exc:
@@ -133,9 +158,12 @@ def parse_event(payload: bytes, *, now_ms: int, max_bytes: int, max_future_ms: i
         ts_ms = parse_ts(event.ts)
     except ValueError as exc:
         return Rejection("invalid_event", [{"field": "ts", "error": str(exc)}], user_id)
-    if ts_ms < EARLIEST_MS:
-        hint = " (epoch seconds? send milliseconds)" if ts_ms > 0 else ""
-        return Rejection("absurd_timestamp", f"ts {ts_ms} is before 2000-01-01{hint}", user_id)
+    if isinstance(event.ts, int) and 0 <= ts_ms < SECONDS_GUARD_MS:
+        return Rejection("absurd_timestamp", f"ts {ts_ms} looks like epoch seconds: send milliseconds "
+                         "(or ISO-8601 for events before 1973-03-03)", user_id)
+    if ts_ms < earliest_ms:
+        earliest = datetime.fromtimestamp(earliest_ms / 1000, UTC).isoformat()
+        return Rejection("absurd_timestamp", f"ts {ts_ms} is before {earliest} (TIERSTREAM_EARLIEST_EVENT)", user_id)
     if ts_ms > now_ms + max_future_ms:
         return Rejection(
             "absurd_timestamp",

@@ -6,14 +6,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from datetime import UTC, datetime
+
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIERSTREAM_", frozen=True)
 
-    broker: str = Field("127.0.0.1:9092", description="Kafka bootstrap server(s), host:port[,host:port]")
+    broker: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap server(s): host:port[,host:port], each may start with kafka://"
+    )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding segment membership")
     redis_prefix: str = Field("tierstream:", description="Prefix of every Redis key tierstream writes")
     rules: Path | None = Field(None, description="Rules TOML file; unset = the shipped defaults")
@@ -33,6 +37,9 @@ class Settings(BaseSettings):
 
     max_event_bytes: int = Field(16_384, description="Larger input messages go to the DLQ")
     max_future_seconds: int = Field(86_400, description="Events further ahead of the clock go to the DLQ")
+    earliest_event: AwareDatetime = Field(
+        datetime(1970, 1, 1, tzinfo=UTC), description="Events before this time go to the DLQ (ISO-8601 with an offset)"
+    )
     dlq_max_payload_bytes: int = Field(262_144, description="Original payload kept in a DLQ record, at most")
 
     batch_max: int = Field(2000, ge=1, description="Input messages taken per batch")
@@ -69,6 +76,28 @@ class Settings(BaseSettings):
         None, description="Crash tests only: SIGKILL the worker the N-th time it reaches a point (agents/faults.py)"
     )
 
+
+    @field_validator("broker")
+    @classmethod
+    def _bootstrap_servers(cls, value: str) -> str:
+        """'kafka://a:9092,b:9092' (as Faust users write it) -> 'a:9092,b:9092'."""
+        servers = []
+        for entry in value.split(","):
+            entry = entry.strip()
+            scheme, sep, rest = entry.partition("://")
+            if sep:
+                if scheme != "kafka":
+                    raise ValueError(f"{entry!r}: only kafka:// (or no scheme) is understood")
+                entry = rest
+            host, colon, port = entry.rpartition(":")
+            if not colon or not host or not port.isdigit():
+                raise ValueError(f"{entry!r} is not host:port")
+            servers.append(entry)
+        return ",".join(servers)
+
+    @property
+    def earliest_event_ms(self) -> int:
+        return int(self.earliest_event.timestamp() * 1000)
 
     @model_validator(mode="after")
     def _exactly_once_recovers_committed_data(self) -> Settings:

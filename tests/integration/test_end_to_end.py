@@ -148,3 +148,28 @@ async def test_an_older_update_never_overwrites_a_newer_one(ready, redis):
     assert await redis.zscore("racetest:tier:high_value", "race-user") == 0
     assert await redis.zscore("racetest:tier:low_value", "race-user") is None
     assert await writer.clear() == 4  # user, two sets, the segment list
+
+
+async def test_a_1995_history_with_extra_fields_replays_without_a_dead_letter(ready, redis, tmp_path):
+    """Issue #13: real feeds are old and carry fields the contract does not
+    name; neither may cost an event."""
+    users = [f"y1995-{i}" for i in range(20)]
+    path = tmp_path / "1995.jsonl"
+    with path.open("wb") as f:
+        for i, user in enumerate(users):
+            for day, kind in ((1, "signup"), (3 + i % 5, "order")):
+                body = {"event_id": f"{user}-{day}", "user_id": user, "type": kind,
+                        "ts": f"1995-03-{day:02d}T10:00:00Z", "store": "web"}
+                if kind == "order":
+                    body |= {"amount": 19.5, "quantity": 2}
+                f.write(orjson.dumps(body) + b"\n")
+    ready.cli("replay", str(path), "--no-progress")
+
+    async def all_applied():
+        docs = [await redis.hget(f"tierstream:user:{u}", "doc") for u in users]
+        return all(d and orjson.loads(d)["lifetime_orders"] == 1 for d in docs)
+
+    await wait_until(all_applied, what="the 1995 users in Redis")
+    dead = [d for d in await read_topic(ready.servers.broker, "tierstream.events.dlq")
+            if (d.get("key") or "").startswith("y1995-")]
+    assert dead == []
