@@ -93,8 +93,9 @@ class _Plan:
     recency_days: tuple[float, ...]
     frequency_orders: tuple[float, ...]
     monetary: tuple[float, ...]
-    # per tier: (name, ((figure index, limit, is_min), ...)), only the conditions it sets
-    tiers: tuple[tuple[str, tuple[tuple[int, float, bool], ...]], ...]
+    # per tier: (name, groups); a group is ((figure index, limit, is_min), ...),
+    # only the conditions it sets; the tier holds if any group does
+    tiers: tuple[tuple[str, tuple[tuple[tuple[int, float, bool], ...], ...]], ...]
     new_days: float
     at_risk_days: float
     churned_days: float
@@ -110,8 +111,9 @@ def _plan(rules: Rules) -> _Plan:
     hit = _plans.get(id(rules))
     if hit is None or hit[0] is not rules:
         tiers = tuple(
-            (t.name, tuple((_FIGURES.index(fig), getattr(t, f), is_min)
-                           for f, fig, is_min in _CONDITIONS if getattr(t, f) is not None))
+            (t.name, tuple(tuple((_FIGURES.index(fig), getattr(g, f), is_min)
+                                 for f, fig, is_min in _CONDITIONS if getattr(g, f) is not None)
+                           for g in t.groups))
             for t in rules.tiers
         )
         s = rules.stages
@@ -131,13 +133,14 @@ def _plan(rules: Rules) -> _Plan:
 
 
 def _tier(plan: _Plan, values: tuple[float, ...]) -> str:
-    for name, conditions in plan.tiers:
-        for index, limit, is_min in conditions:
-            value = values[index]
-            if (value < limit) if is_min else (value > limit):
-                break
-        else:
-            return name
+    for name, groups in plan.tiers:
+        for conditions in groups:
+            for index, limit, is_min in conditions:
+                value = values[index]
+                if (value < limit) if is_min else (value > limit):
+                    break
+            else:
+                return name
     raise AssertionError("the last tier has no conditions")  # guaranteed by Rules
 
 
@@ -191,11 +194,11 @@ def _due_offsets(rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...], tuple[
         return (math.floor(days) + 1) * DAY_MS
 
     order = {past(d) for d in rules.scores.recency_days}
-    for tier in rules.tiers:
-        if tier.days_since_order_min is not None:
-            order.add(at(tier.days_since_order_min))
-        if tier.days_since_order_max is not None:
-            order.add(past(tier.days_since_order_max))
+    for group in (g for tier in rules.tiers for g in tier.groups):
+        if group.days_since_order_min is not None:
+            order.add(at(group.days_since_order_min))
+        if group.days_since_order_max is not None:
+            order.add(past(group.days_since_order_max))
     s = rules.stages
     return (
         tuple(sorted(order)),

@@ -71,8 +71,9 @@ Days = Annotated[float, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
 
 
-class TierRule(_Strict):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+class Conditions(_Strict):
+    """One group of conditions, all of which must hold."""
+
     r_min: Score | None = None
     r_max: Score | None = None
     f_min: Score | None = None
@@ -91,8 +92,36 @@ class TierRule(_Strict):
     ltv_max: float | None = None
 
     @property
+    def is_empty(self) -> bool:
+        return all(getattr(self, f) is None for f in Conditions.model_fields)
+
+
+class TierRule(Conditions):
+    """A tier: its conditions inline (one group, all must hold), or several
+    groups in `any_of`, of which one must hold. "Low value = M <= 2, or
+    (R <= 2 and F <= 2)" is
+    `any_of = [{ m_max = 2 }, { r_max = 2, f_max = 2 }]`."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    any_of: list[Conditions] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_way_of_saying_it(self) -> TierRule:
+        if self.any_of is not None:
+            if not self.is_empty:
+                raise ValueError("a tier with any_of lists all its conditions inside any_of, none beside it")
+            if any(group.is_empty for group in self.any_of):
+                raise ValueError("an any_of group without conditions would match everyone; drop any_of instead")
+        return self
+
+    @property
+    def groups(self) -> list[Conditions]:
+        """The condition groups; the tier matches if any one holds."""
+        return self.any_of if self.any_of is not None else [self]
+
+    @property
     def is_catch_all(self) -> bool:
-        return all(getattr(self, f) is None for f in type(self).model_fields if f != "name")
+        return self.any_of is None and self.is_empty
 
 
 class Stages(_Strict):

@@ -15,7 +15,12 @@ from state.engine import advance
 from state.evaluate import evaluate
 from state.model import DAY_MS, EventType, UserEvent
 from tests.factories import T0, ev
+from state.rules import parse_rules
+from tests.unit.test_rules import OR_RULES
 from tests.unit.test_state import FRACTIONAL, RULES, run
+
+# Rules with OR groups, one of them time-driven (days since the last order).
+WITH_OR = parse_rules(OR_RULES.replace("{ m_max = 2 }", "{ m_max = 2 }, { days_since_order_min = 45.5, f_max = 3 }"))
 
 
 def _ms(day: str) -> int:
@@ -36,7 +41,7 @@ def history(rnd: random.Random) -> list[UserEvent]:
     return out
 
 
-@given(st.integers(0, 2**32), st.sampled_from([RULES, FRACTIONAL]))
+@given(st.integers(0, 2**32), st.sampled_from([RULES, FRACTIONAL, WITH_OR]))
 @settings(max_examples=300, deadline=None)
 def test_sweeps_reach_what_a_fresh_evaluation_says(seed, rules):
     rnd = random.Random(seed)

@@ -57,3 +57,63 @@ def test_thresholds_must_be_ordered():
 def test_missing_file_says_which_setting(tmp_path):
     with pytest.raises(RulesError, match="TIERSTREAM_RULES"):
         load_rules(tmp_path / "nope.toml")
+
+
+# -- OR: a tier may list several condition groups (issue #13) ---------------
+
+OR_RULES = """
+[[tiers]]
+name = "high_value"
+r_min = 4
+f_min = 4
+m_min = 4
+
+[[tiers]]
+# The reference definition: low value = M <= 2, or (R <= 2 and F <= 2).
+name = "low_value"
+any_of = [{ m_max = 2 }, { r_max = 2, f_max = 2 }]
+
+[[tiers]]
+name = "mid_value"
+"""
+
+
+def test_a_tier_matches_when_any_of_its_groups_holds():
+    from state.evaluate import evaluate
+    from state.model import DAY_MS, apply
+    from tests.factories import T0, ev
+
+    rules = parse_rules(OR_RULES)
+
+    def tier(events, at_day):
+        state = None
+        for e in events:
+            state = apply(state, e, bucket_days=30, window_buckets=13, recent_ids=16)
+        return evaluate(state, T0 + at_day * DAY_MS, rules).tier
+
+    small = [ev("a", "order", 1, 50)]  # M = 1: the first group
+    assert tier(small, 2) == "low_value"
+    old_big = [ev("b", "order", 1, 900), ev("b", "order", 2, 900)]  # M = 4; at day 150: R = 2, F = 2
+    assert tier(old_big, 3) == "mid_value"  # recent: neither group holds
+    assert tier(old_big, 150) == "low_value"  # the second group
+    whale = [ev("c", "order", d, 450) for d in range(1, 6)]
+    assert tier(whale, 6) == "high_value"  # first match wins
+
+
+def test_inline_conditions_beside_any_of_are_refused():
+    text = OR_RULES.replace("any_of = [", "r_min = 2\nany_of = [")
+    with pytest.raises(RulesError, match="inside any_of"):
+        parse_rules(text, "rules.toml")
+
+
+def test_an_empty_any_of_group_is_refused():
+    with pytest.raises(RulesError, match="match everyone"):
+        parse_rules(OR_RULES.replace("{ m_max = 2 }", "{}"), "rules.toml")
+
+
+def test_due_times_count_thresholds_inside_any_of():
+    from state.evaluate import _due_offsets
+    from state.model import DAY_MS
+
+    rules = parse_rules(OR_RULES.replace("{ m_max = 2 }", "{ days_since_order_min = 45 }"))
+    assert 45 * DAY_MS in _due_offsets(rules)[0]
