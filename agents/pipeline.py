@@ -444,11 +444,17 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
         # the producer Faust opened for the partition when it was assigned.
         return f"{app.conf.id}-{app.assignor.group_for_topic(events_topic)}-{partition}"
 
+    batches_in_hand: set[int] = set()
+
     async def send_out(outside_a_batch: bool = False) -> None:
         if not exactly_once:
             await pipeline.publish(kafka_producer(app))
             return
         touched = await pipeline.publish_in_transactions(app.producer, transactional_id)
+        # A batch in hand has put part of its records in the transaction
+        # already: committing now would commit them without their input
+        # offset. Its own commit will carry the sweep's records too.
+        touched -= batches_in_hand
         if outside_a_batch and touched:
             # A sweep moves no input offset, so Faust's commit timer would
             # never close the transaction holding its decisions (a silent
@@ -467,11 +473,15 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
         # Chunks of batch_max, yielding between them, so that one large
         # fetch does not hold the Redis flusher and the timers back.
         step = settings.batch_max
-        for start in range(0, len(records), step):
-            for record in records[start : start + step]:
-                pipeline.on_message(record)
-            await send_out()
-            await asyncio.sleep(0)
+        batches_in_hand.add(tp.partition)
+        try:
+            for start in range(0, len(records), step):
+                for record in records[start : start + step]:
+                    pipeline.on_message(record)
+                await send_out()
+                await asyncio.sleep(0)
+        finally:
+            batches_in_hand.discard(tp.partition)
         pipeline.crash.reached("batch_done")
 
     # The consumer hands the events topic's fetches over whole
