@@ -308,14 +308,7 @@ class Pipeline:
             outputs, self.outputs = self.outputs, []
             changelog, self.changelog = self.changelog, []
             if outputs:
-                deliveries = await self.sender.send(producer, outputs)
-                acks = await asyncio.gather(*deliveries, return_exceptions=True)
-                failed = [a for a in acks if isinstance(a, BaseException)]
-                if failed:
-                    # The states in memory are ahead of what reached Kafka.
-                    # Their changelog records must not be written, and only
-                    # a restart from the last durable state is safe.
-                    raise PublishFailed(f"{len(failed)} output batches were not accepted: {failed[0]!r}")
+                await _acknowledged(await self.sender.send(producer, outputs))
                 self.crash.reached("outputs_acked")
             if changelog:
                 await self.sender.send(producer, changelog)
@@ -338,10 +331,7 @@ class Pipeline:
                 deliveries.append(await producer.send(
                     r.topic, r.key, r.value, r.partition, None, None, transactional_id=transactional_id(r.source)))
             self.crash.reached("outputs_acked")
-            acks = await asyncio.gather(*deliveries, return_exceptions=True)
-            failed = [a for a in acks if isinstance(a, BaseException)]
-            if failed:
-                raise PublishFailed(f"{len(failed)} records were not accepted: {failed[0]!r}")
+            await _acknowledged(deliveries)
             self.crash.reached("changelog_sent")
             return {r.source for r in records}
 
@@ -422,6 +412,17 @@ class Pipeline:
         metrics.REDIS_WRITES.inc(len(batch))
         metrics.REDIS_PENDING.set(len(self.pending))
         return len(batch)
+
+
+async def _acknowledged(deliveries: list[asyncio.Future]) -> None:
+    """Wait until Kafka has acknowledged every delivery. If it refused any
+    (after aiokafka's retries), the states in memory are ahead of what
+    reached Kafka: their changelog records must not be written, and only a
+    restart from the last durable state is safe."""
+    acks = await asyncio.gather(*deliveries, return_exceptions=True)
+    failed = [a for a in acks if isinstance(a, BaseException)]
+    if failed:
+        raise PublishFailed(f"{len(failed)} record batches were not accepted by Kafka: {failed[0]!r}")
 
 
 def kafka_producer(app: Any) -> Any:
@@ -513,13 +514,16 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     async def flush_to_redis() -> None:
         interval = settings.redis_flush_ms / 1000
         await pipeline.declare_segments()
+        heal_after = 0.0
         while not app.should_stop:
             await asyncio.sleep(interval)
-            try:
-                await pipeline.heal_membership()
-            except Exception:  # Redis down: the next round tries again
-                metrics.REDIS_ERRORS.inc()
-                log.exception("redis healing failed; will retry")
+            if time.monotonic() >= heal_after:
+                try:
+                    await pipeline.heal_membership()
+                except Exception as exc:  # Redis down: try again later, not every flush
+                    metrics.REDIS_ERRORS.inc()
+                    heal_after = time.monotonic() + settings.redis_check_seconds
+                    log.warning("redis healing failed (%r); retrying in %.0fs", exc, settings.redis_check_seconds)
             await pipeline.flush_membership()
             if pipeline.outputs or pipeline.changelog:
                 # Decided outside a batch (the sweep after recovery) with no
