@@ -32,6 +32,8 @@ class Assessment:
     lifetime_orders: int
     ltv_cents: int
     aov_cents: int
+    actions: int = 0  # logins, views and carts in the window
+    e: int | None = None  # engagement score 1-5; None when the rules define none
 
     @property
     def rfm_sum(self) -> int:
@@ -69,12 +71,13 @@ def _days(since_ms: int, now_ms: int) -> int:
 
 
 # The figures a tier condition can test, in the order `evaluate` lays them out.
-_FIGURES = ("r", "f", "m", "rfm_sum", "frequency", "lifetime_orders", "recency_days", "ltv")
+_FIGURES = ("r", "f", "m", "rfm_sum", "frequency", "lifetime_orders", "recency_days", "ltv", "e")
 # (rule field, figure, True for a minimum)
 _CONDITIONS = (
     ("r_min", "r", True), ("r_max", "r", False),
     ("f_min", "f", True), ("f_max", "f", False),
     ("m_min", "m", True), ("m_max", "m", False),
+    ("e_min", "e", True), ("e_max", "e", False),
     ("rfm_sum_min", "rfm_sum", True), ("rfm_sum_max", "rfm_sum", False),
     ("orders_min", "frequency", True), ("orders_max", "frequency", False),
     ("lifetime_orders_min", "lifetime_orders", True), ("lifetime_orders_max", "lifetime_orders", False),
@@ -93,6 +96,8 @@ class _Plan:
     recency_days: tuple[float, ...]
     frequency_orders: tuple[float, ...]
     monetary: tuple[float, ...]
+    engagement: tuple[float, ...] | None  # None: no E score
+    wake_for_activity: bool  # a rule tests E, so activity leaving the window matters
     # per tier: (name, groups); a group is ((figure index, limit, is_min), ...),
     # only the conditions it sets; the tier holds if any group does
     tiers: tuple[tuple[str, tuple[tuple[tuple[int, float, bool], ...], ...]], ...]
@@ -123,6 +128,8 @@ def _plan(rules: Rules) -> _Plan:
             recency_days=tuple(rules.scores.recency_days),
             frequency_orders=tuple(rules.scores.frequency_orders),
             monetary=tuple(rules.scores.monetary),
+            engagement=tuple(rules.scores.engagement_actions) if rules.scores.engagement_actions else None,
+            wake_for_activity=rules.uses_engagement,
             tiers=tiers,
             new_days=s.new_days, at_risk_days=s.at_risk_days,
             churned_days=s.churned_days, reactivated_days=s.reactivated_days,
@@ -174,11 +181,16 @@ def evaluate(state: UserState, now_ms: int, rules: Rules) -> Assessment:
     revenue, orders = state.lifetime_revenue_cents, state.lifetime_orders
     ltv_cents = max(0, revenue - state.lifetime_refunds_cents)
     aov_cents = revenue // orders if orders else 0
+    actions, e = 0, None
+    if plan.engagement is not None:
+        oldest = now_ms // plan.bucket_ms - plan.window_buckets + 1
+        actions = sum(n for index, n in state.activity.items() if index >= oldest)
+        e = _score_at_least(actions, plan.engagement) if actions > 0 else 1
     # laid out as _FIGURES
-    tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100))
+    tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0))
     stage = _stage(state, now_ms, days_inactive, plan)
     return Assessment(tier, stage, now_ms, recency_days, days_inactive, frequency, monetary_cents,
-                      r, f, m, orders, ltv_cents, aov_cents)
+                      r, f, m, orders, ltv_cents, aov_cents, actions, e)
 
 
 def _due_offsets(rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -228,7 +240,8 @@ def next_due(state: UserState, now_ms: int, rules: Rules) -> int | None:
     # not the oldest bucket's (issue #9: that one was in the past, and a
     # silent user's next real exit was never scheduled).
     span = plan.window_buckets
-    for index in state.buckets:
+    exits = (*state.buckets, *state.activity) if plan.wake_for_activity else state.buckets
+    for index in exits:
         t = (index + span) * plan.bucket_ms
         if t > now_ms and (best is None or t < best):
             best = t

@@ -30,6 +30,8 @@ class EventType(StrEnum):
 ACTIVITY_TYPES = frozenset(
     {EventType.SIGNUP, EventType.LOGIN, EventType.VIEW, EventType.ADD_TO_CART, EventType.ORDER}
 )
+# What the engagement score counts: interaction short of buying.
+ENGAGEMENT_TYPES = frozenset({EventType.LOGIN, EventType.VIEW, EventType.ADD_TO_CART})
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,6 +82,9 @@ class UserState:
     # [ts_ms, type, amount_cents, fingerprint]. Bounded by the user's events
     # within the allowed lateness.
     held: list[list] = field(default_factory=list)
+    # bucket index -> logins, views and carts (ENGAGEMENT_TYPES) in that
+    # bucket; only buckets inside the window, like `buckets`.
+    activity: dict[int, int] = field(default_factory=dict)
 
     @property
     def has_applied(self) -> bool:
@@ -144,6 +149,9 @@ def apply(
     elif event.type is EventType.REFUND:
         state.lifetime_refunds_cents += event.amount_cents
         _add_to_bucket(state, ts, 0, -event.amount_cents, bucket_days)
+    elif event.type in ENGAGEMENT_TYPES:
+        index = bucket_of(ts, bucket_days)
+        state.activity[index] = state.activity.get(index, 0) + 1
 
     _evict_old_buckets(state, bucket_days, window_buckets)
     state.recent_ids.append(fingerprint if fingerprint is not None else event_fingerprint(event.event_id))
@@ -174,3 +182,5 @@ def _evict_old_buckets(state: UserState, bucket_days: int, window_buckets: int) 
     oldest_kept = bucket_of(state.last_seen_ms, bucket_days) - window_buckets + 1
     for index in [i for i in state.buckets if i < oldest_kept]:
         del state.buckets[index]
+    for index in [i for i in state.activity if i < oldest_kept]:
+        del state.activity[index]

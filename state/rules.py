@@ -54,14 +54,17 @@ class Scores(_Strict):
     recency_days: Thresholds = [7, 30, 90, 180]
     frequency_orders: Thresholds = [10, 5, 3, 2]
     monetary: Thresholds = [2000, 1000, 500, 100]
+    # Optional fourth score, E: logins, views and carts in the window, at
+    # least these many for 5 / 4 / 3 / 2. Unset: no E score (rules may not use it).
+    engagement_actions: Thresholds | None = None
 
     @model_validator(mode="after")
     def _monotonic(self) -> Scores:
         if self.recency_days != sorted(self.recency_days):
             raise ValueError("recency_days must increase (score 5 is the most recent)")
-        for name in ("frequency_orders", "monetary"):
+        for name in ("frequency_orders", "monetary", "engagement_actions"):
             values = getattr(self, name)
-            if values != sorted(values, reverse=True):
+            if values is not None and values != sorted(values, reverse=True):
                 raise ValueError(f"{name} must decrease (score 5 needs the most)")
         return self
 
@@ -80,6 +83,8 @@ class Conditions(_Strict):
     f_max: Score | None = None
     m_min: Score | None = None
     m_max: Score | None = None
+    e_min: Score | None = None  # engagement: needs scores.engagement_actions
+    e_max: Score | None = None
     rfm_sum_min: Annotated[int, Field(ge=3, le=15)] | None = None
     rfm_sum_max: Annotated[int, Field(ge=3, le=15)] | None = None
     orders_min: Count | None = None
@@ -154,7 +159,13 @@ class Rules(_Strict):
             raise ValueError(f"tier name(s) {sorted(clash)} are also a lifecycle stage; segments need distinct names")
         if not self.tiers[-1].is_catch_all:
             raise ValueError("the last tier must have no conditions, so that every user gets a tier")
+        if self.scores.engagement_actions is None and self.uses_engagement:
+            raise ValueError("a tier tests e_min or e_max, but scores.engagement_actions is not set")
         return self
+
+    @property
+    def uses_engagement(self) -> bool:
+        return any(g.e_min is not None or g.e_max is not None for t in self.tiers for g in t.groups)
 
     @property
     def tier_names(self) -> list[str]:

@@ -31,11 +31,13 @@ def encode_state(state: UserState) -> bytes:
     s = state
     b = s.buckets
     flat = [x for index in sorted(b) for x in (index, *b[index])] if b else []
+    a = s.activity
+    activity = [x for index in sorted(a) for x in (index, a[index])] if a else []
     return orjson.dumps((
         STATE_FORMAT, s.first_seen_ms, s.last_seen_ms, s.last_active_ms, s.last_order_ms, s.last_campaign_ms,
         s.lifetime_orders, s.lifetime_revenue_cents, s.lifetime_refunds_cents, flat, s.recent_ids,
         s.tier, s.stage, s.tier_since_ms, s.stage_since_ms, s.evaluated_ms, s.due_ms, s.version,
-        s.src_partition, s.src_offset, s.held,
+        s.src_partition, s.src_offset, s.held, activity,
     ))
 
 
@@ -43,7 +45,7 @@ _ENCODED_ORDER = (
     "first_seen_ms", "last_seen_ms", "last_active_ms", "last_order_ms", "last_campaign_ms",
     "lifetime_orders", "lifetime_revenue_cents", "lifetime_refunds_cents", "buckets", "recent_ids",
     "tier", "stage", "tier_since_ms", "stage_since_ms", "evaluated_ms", "due_ms", "version",
-    "src_partition", "src_offset", "held",
+    "src_partition", "src_offset", "held", "activity",
 )
 assert _ENCODED_ORDER == _STATE_FIELDS, "encode_state is out of step with UserState's fields"
 
@@ -52,9 +54,15 @@ def decode_state(data: bytes) -> UserState:
     values = orjson.loads(data)
     if values[0] != STATE_FORMAT:
         raise ValueError(f"unknown state format {values[0]!r}; this worker reads format {STATE_FORMAT}")
-    kwargs = dict(zip(_STATE_FIELDS, values[1:], strict=True))
+    # Fields are only ever appended: a record written before `activity`
+    # existed is one value short, and decodes with no activity counted.
+    if len(values) - 1 not in (len(_STATE_FIELDS), len(_STATE_FIELDS) - 1):
+        raise ValueError(f"state record has {len(values) - 1} fields; this worker reads {len(_STATE_FIELDS)}")
+    kwargs = dict(zip(_STATE_FIELDS, values[1:]))
     flat = kwargs["buckets"]
     kwargs["buckets"] = {flat[i]: [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)}
+    flat = kwargs.get("activity", [])
+    kwargs["activity"] = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
     return UserState(**kwargs)
 
 
@@ -118,6 +126,7 @@ def figures(a: Assessment) -> dict[str, Any]:
         "frequency": a.frequency,
         "monetary": money(a.monetary_cents),
         "rfm": {"r": a.r, "f": a.f, "m": a.m},
+        "engagement": {"score": a.e, "actions": a.actions} if a.e is not None else None,
         "lifetime_orders": a.lifetime_orders,
         "ltv": money(a.ltv_cents),
         "aov": money(a.aov_cents),

@@ -16,10 +16,11 @@ from state.evaluate import evaluate
 from state.model import DAY_MS, EventType, UserEvent
 from tests.factories import T0, ev
 from state.rules import parse_rules
-from tests.unit.test_rules import OR_RULES
+from tests.unit.test_rules import ENGAGED_RULES, OR_RULES
 from tests.unit.test_state import FRACTIONAL, RULES, run
 
 # Rules with OR groups, one of them time-driven (days since the last order).
+ENGAGED = parse_rules(ENGAGED_RULES)  # E falls as actions leave the window
 WITH_OR = parse_rules(OR_RULES.replace("{ m_max = 2 }", "{ m_max = 2 }, { days_since_order_min = 45.5, f_max = 3 }"))
 
 
@@ -27,25 +28,29 @@ def _ms(day: str) -> int:
     return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
 
 
-def history(rnd: random.Random) -> list[UserEvent]:
+def history(rnd: random.Random, rules=None) -> list[UserEvent]:
     """Mostly orders over ~16 months: buckets leave the window while the
     user is still recent enough for F and M to matter, which is where due
     times bite. (Seeded random rather than hypothesis's own lists: those
     shrink towards a few events, and the bug needs a dense history.)"""
-    kinds = [EventType.ORDER] * 3 + [EventType.REFUND, EventType.LOGIN, EventType.ADD_TO_CART]
+    kinds = [EventType.ORDER] * 3 + [EventType.REFUND, EventType.LOGIN, EventType.VIEW, EventType.ADD_TO_CART]
+    biggest = 200_000
+    if rules is ENGAGED:  # browsing-heavy, small orders: where E decides the tier
+        kinds = [EventType.LOGIN, EventType.VIEW, EventType.ADD_TO_CART] * 3 + [EventType.ORDER]
+        biggest = 5_000
     out = []
     for i in range(rnd.randint(3, 40)):
         kind = rnd.choice(kinds)
-        amount = rnd.randrange(100, 200_000) if kind in (EventType.ORDER, EventType.REFUND) else 0
+        amount = rnd.randrange(100, biggest) if kind in (EventType.ORDER, EventType.REFUND) else 0
         out.append(UserEvent(f"e{i}", "u", kind, T0 + rnd.randrange(480 * DAY_MS), amount))
     return out
 
 
-@given(st.integers(0, 2**32), st.sampled_from([RULES, FRACTIONAL, WITH_OR]))
+@given(st.integers(0, 2**32), st.sampled_from([RULES, FRACTIONAL, WITH_OR, ENGAGED]))
 @settings(max_examples=300, deadline=None)
 def test_sweeps_reach_what_a_fresh_evaluation_says(seed, rules):
     rnd = random.Random(seed)
-    state, _ = run(history(rnd), rules)
+    state, _ = run(history(rnd, rules), rules)
     t = state.evaluated_ms
     for _ in range(30):
         t += rnd.randrange(1, 20 * DAY_MS)

@@ -117,3 +117,63 @@ def test_due_times_count_thresholds_inside_any_of():
 
     rules = parse_rules(OR_RULES.replace("{ m_max = 2 }", "{ days_since_order_min = 45 }"))
     assert 45 * DAY_MS in _due_offsets(rules)[0]
+
+
+# -- engagement: an optional fourth score from logins, views and carts -------
+
+ENGAGED_RULES = """
+[scores]
+engagement_actions = [20, 10, 5, 2]
+
+[[tiers]]
+name = "high_value"
+r_min = 4
+m_min = 4
+
+[[tiers]]
+# Browses a lot, buys little: worth a nudge.
+name = "engaged_browser"
+e_min = 4
+m_max = 2
+
+[[tiers]]
+name = "low_value"
+"""
+
+
+def test_the_engagement_score_counts_logins_views_and_carts_in_the_window():
+    from state.evaluate import evaluate
+    from state.model import DAY_MS, apply
+    from tests.factories import T0, ev
+
+    rules = parse_rules(ENGAGED_RULES)
+    state = None
+    for i in range(12):  # 12 actions: E = 4 (>= 10)
+        state = apply(state, ev("u", ("login", "view", "add_to_cart")[i % 3], i), bucket_days=30,
+                      window_buckets=13, recent_ids=16)
+    state = apply(state, ev("u", "order", 13, 20), bucket_days=30, window_buckets=13, recent_ids=16)
+    a = evaluate(state, T0 + 14 * DAY_MS, rules)
+    assert (a.actions, a.e, a.m, a.tier) == (12, 4, 1, "engaged_browser")
+    # A year and more later the actions have left the window: E falls to 1.
+    assert evaluate(state, T0 + 420 * DAY_MS, rules).e == 1
+    # Without engagement thresholds there is no E at all.
+    assert evaluate(state, T0 + 14 * DAY_MS, load_rules()).e is None
+
+
+def test_a_rule_on_engagement_needs_its_thresholds():
+    with pytest.raises(RulesError, match="engagement_actions is not set"):
+        parse_rules(ENGAGED_RULES.replace("engagement_actions = [20, 10, 5, 2]", ""), "rules.toml")
+
+
+def test_state_records_written_before_activity_existed_still_decode():
+    import orjson
+
+    from state.model import apply
+    from stream.codecs import decode_state, encode_state
+    from tests.factories import ev
+
+    state = apply(None, ev("u", "view", 1), bucket_days=30, window_buckets=13, recent_ids=16)
+    assert decode_state(encode_state(state)) == state and state.activity
+    old = orjson.dumps(orjson.loads(encode_state(state))[:-1])  # the format before `activity`
+    decoded = decode_state(old)
+    assert decoded.activity == {} and decoded.buckets == state.buckets and decoded.version == state.version
