@@ -88,6 +88,7 @@ class Pipeline:
         # the state (after recovery, or when Redis lost its marker).
         self.to_heal: set[int] = set()
         self._next_marker_check = 0.0
+        self._next_flush_error_log = 0.0
         self.sender = BatchSender()
         self.tally = metrics.Tally()
         self.freezer = HeapFreezer()
@@ -401,9 +402,13 @@ class Pipeline:
         started = time.perf_counter()
         try:
             await self.membership.write(self._membership_update(u, a) for u, a in batch.items())
-        except Exception:
-            metrics.REDIS_ERRORS.inc()
-            log.exception("redis flush of %d updates failed; will retry", len(batch))
+        except Exception as exc:
+            metrics.REDIS_ERRORS.inc()  # every failure counts; the log says so once per check interval
+            now = time.monotonic()
+            if now >= self._next_flush_error_log:
+                self._next_flush_error_log = now + self.settings.redis_check_seconds
+                log.warning("redis flush of %d updates failed (%r); retrying every %d ms, updates kept",
+                            len(batch), exc, self.settings.redis_flush_ms)
             for user_id, assessment in batch.items():
                 self.pending.setdefault(user_id, assessment)  # a newer one, if any, wins
             metrics.REDIS_PENDING.set(len(self.pending))
