@@ -41,7 +41,10 @@ from agents.gc_tuning import HeapFreezer
 from agents.outbox import BatchSender, Record
 from state.engine import ChurnAlert, Decision, advance, on_event, wake_at
 from state.evaluate import Assessment, evaluate
+from state.calendar import Calendar
+from state.kpis import Ledger, Step
 from state.membership import MembershipUpdate, MembershipWriter
+from state.metrics_store import MetricsStore
 from state.model import UserState
 from state.rules import STAGES, Rules
 from state.due_index import DueIndex
@@ -89,6 +92,16 @@ class Pipeline:
         self.to_heal: set[int] = set()
         self._next_marker_check = 0.0
         self._next_flush_error_log = 0.0
+        # Operator metrics: each step's facts, per partition, published with
+        # the outputs (so before the state they come from); and the
+        # watermark each partition was swept to, which says up to when a
+        # partition's facts are complete.
+        self.ledger = Ledger(Calendar(rules.metrics.timezone), rules.metrics.conversion_days) \
+            if settings.operator_metrics else None
+        self.facts: dict[int, list[Step]] = {}
+        self.swept_to: dict[int, int] = {}
+        self._facts_sent_wm: dict[int, int] = {}
+        self.aggregator: Any = None  # agents.metrics_aggregator, when operator metrics are on
         self.sender = BatchSender()
         self.tally = metrics.Tally()
         self.freezer = HeapFreezer()
@@ -185,7 +198,8 @@ class Pipeline:
         self.max_event_ms[partition] = max(self.max_event_ms.get(partition, 0), parsed.ts_ms)
         watermark = self.watermark(partition, wall)
         previous_due = wake_at(state) if state is not None else None
-        result = on_event(state, parsed, watermark_before, watermark, self.rules)
+        result = on_event(state, parsed, watermark_before, watermark, self.rules, self.ledger)
+        self._book(partition)
         if not result.accepted:
             self.tally.add(metrics.EVENTS_DUPLICATE)
             return
@@ -216,7 +230,8 @@ class Pipeline:
         for _due, user_id in self.index.pop_due(partition, watermark, self._wake_of):
             state = self.store[user_id]
             held_before = len(state.held)
-            assessment, decisions = advance(user_id, state, watermark, self.rules)
+            assessment, decisions = advance(user_id, state, watermark, self.rules, self.ledger)
+            self._book(partition)
             if decisions:
                 self.crash.reached("sweep_decided")
             if decisions or len(state.held) != held_before:
@@ -230,7 +245,29 @@ class Pipeline:
         # Every reschedule leaves a stale entry; in replay mode nothing else
         # would ever clear them.
         self.index.maybe_compact(partition, self._wake_of)
+        self.swept_to[partition] = max(self.swept_to.get(partition, watermark), watermark)
         return touched
+
+    def _book(self, partition: int) -> None:
+        if self.ledger is not None and self.ledger.steps:
+            self.facts.setdefault(partition, []).extend(self.ledger.drain())
+
+    def _seal_facts(self) -> None:
+        """One metric-facts record per partition with new steps or a
+        watermark moved: its steps, and the watermark the partition was
+        swept to, below which every on-time step is in this record or an
+        earlier one."""
+        if self.ledger is None:
+            return
+        moved = [p for p, wm in self.swept_to.items() if self._facts_sent_wm.get(p) != wm]
+        for partition in sorted(set(self.facts) | set(moved)):
+            steps = self.facts.pop(partition, [])
+            wm = self.swept_to.get(partition, -1)
+            self._facts_sent_wm[partition] = wm
+            value = orjson.dumps({"p": partition, "wm": wm,
+                                  "steps": [(s.user_id, s.version, s.facts, s.late) for s in steps]})
+            self.outputs.append(Record(topics.METRIC_FACTS, str(partition).encode(), value, partition,
+                                       source=partition))
 
     def tick(self) -> None:
         """Live clock: age silent users of every owned partition to now."""
@@ -306,6 +343,7 @@ class Pipeline:
         self.tally.flush()
         self.freezer.maybe_freeze(len(self.store))
         async with self._publishing:
+            self._seal_facts()
             outputs, self.outputs = self.outputs, []
             changelog, self.changelog = self.changelog, []
             if outputs:
@@ -325,6 +363,7 @@ class Pipeline:
         self.tally.flush()
         self.freezer.maybe_freeze(len(self.store))
         async with self._publishing:
+            self._seal_facts()
             records = self.outputs + self.changelog
             self.outputs, self.changelog = [], []
             deliveries = []
@@ -441,6 +480,11 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     app = streams.app
     redis = Redis.from_url(settings.redis_url)
     pipeline = Pipeline(streams, settings, rules, MembershipWriter(redis, settings.redis_prefix))
+    if settings.operator_metrics:
+        from agents import metrics_aggregator
+
+        pipeline.aggregator = metrics_aggregator.install(
+            app, settings, rules, MetricsStore(redis, settings.redis_prefix))
 
     events_topic = streams.events.get_topic_name()
     exactly_once = settings.processing_guarantee == "exactly_once"

@@ -25,8 +25,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from api import metrics
 from api.json_errors import JsonErrorAppRunner
+from api.metrics import BadQuery
+from api.openapi import ROUTES, openapi_document
 from state.membership import MembershipReader, UnknownSegment
+from state.metrics_store import MetricsStore
+from state.rules import Rules, load_rules
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except BadQuery as exc:
+        return _error(400, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -102,18 +109,36 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _error(500, "internal error (logged by the API)")
 
 
-def build_api(redis_url: str, prefix: str) -> web.Application:
+async def get_openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document())
+
+
+# OpenAPI path -> (aiohttp route, handler); api.openapi.ROUTES documents each.
+HANDLERS: dict[str, tuple[str, Handler]] = {
+    # `.+`: a user id may hold any character the contract accepts ('{', '/', ...).
+    "/v1/users/{user_id}": ("/v1/users/{user_id:.+}", get_user),
+    "/v1/segments": ("/v1/segments", get_segments),
+    "/v1/segments/{name}/members": ("/v1/segments/{name}/members", get_members),
+    "/v1/metrics/kpis": ("/v1/metrics/kpis", metrics.get_kpis),
+    "/v1/metrics/flows": ("/v1/metrics/flows", metrics.get_flows),
+    "/v1/metrics/cohorts": ("/v1/metrics/cohorts", metrics.get_cohorts),
+    "/healthz": ("/healthz", healthz),
+}
+
+
+def build_api(redis_url: str, prefix: str, rules: Rules | None = None) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     redis = Redis.from_url(
         redis_url, max_connections=64, socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0),
     )
     app[READER] = MembershipReader(redis, prefix)
-    # `.+`: a user id may hold any character the contract accepts ('{', '/', ...).
-    app.router.add_get("/v1/users/{user_id:.+}", get_user)
-    app.router.add_get("/v1/segments", get_segments)
-    app.router.add_get("/v1/segments/{name}/members", get_members)
-    app.router.add_get("/healthz", healthz)
+    app[metrics.STORE] = MetricsStore(redis, prefix)
+    app[metrics.RULES] = rules if rules is not None else load_rules()
+    for route in ROUTES:
+        path, handler = HANDLERS[route.path]
+        app.router.add_get(path, handler)
+    app.router.add_get("/openapi.json", get_openapi)
 
     async def close_redis(_: web.Application) -> None:
         await redis.aclose()
@@ -137,7 +162,7 @@ async def serve(app: web.Application, host: str, port: int) -> None:
         await runner.cleanup()
 
 
-def run_api(redis_url: str, prefix: str, host: str, port: int) -> None:
+def run_api(redis_url: str, prefix: str, host: str, port: int, rules: Rules | None = None) -> None:
     # uvloop: the request path is all event-loop work (accept, parse, one
     # Redis round trip, write); libuv's loop roughly halves its cost.
-    uvloop.run(serve(build_api(redis_url, prefix), host, port))
+    uvloop.run(serve(build_api(redis_url, prefix, rules), host, port))

@@ -73,8 +73,9 @@ def api() -> None:
     from api.server import run_api
 
     s = _settings()
+    rules = _rules(s)
     click.echo(f"tierstream API on http://{s.api_host}:{s.api_port}", err=True)
-    run_api(s.redis_url, s.redis_prefix, s.api_host, s.api_port)
+    run_api(s.redis_url, s.redis_prefix, s.api_host, s.api_port, rules)
 
 
 @cli.command()

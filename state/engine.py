@@ -23,6 +23,7 @@ import hashlib
 from dataclasses import dataclass
 
 from state.evaluate import Assessment, evaluate, next_due
+from state.kpis import Ledger
 from state.model import UserEvent, UserState, apply, hold, is_duplicate, new_state, release
 from state.rules import Rules
 
@@ -122,23 +123,32 @@ def wake_at(state: UserState) -> int | None:
     return held if state.due_ms is None else min(held, state.due_ms)
 
 
-def advance(user_id: str, state: UserState, until_ms: int, rules: Rules) -> tuple[Assessment | None, list[Decision]]:
+def advance(
+    user_id: str, state: UserState, until_ms: int, rules: Rules, ledger: Ledger | None = None
+) -> tuple[Assessment | None, list[Decision]]:
     """Bring the user to event time `until_ms`: release held events with
     ts <= until and fire re-evaluations due by then, all in event-time
     order (a due time strictly before an event's fires first). Evaluations
     happen only at those times, never at `until` itself, so how far and how
-    often a user is advanced does not change what is decided."""
+    often a user is advanced does not change what is decided. Each of those
+    steps is booked in `ledger` (the operator metrics) when one is given."""
     decisions: list[Decision] = []
     latest: Assessment | None = None
     while True:
         held_ts = state.held[0][0] if state.held else None
         due = state.due_ms if state.has_applied else None
+        before = ledger.before(state) if ledger is not None else None
         if due is not None and due <= until_ms and (held_ts is None or due < held_ts):
             latest, found = reassess(user_id, state, due, rules)
+            if ledger is not None:
+                ledger.record(user_id, state, before, None, due)
         elif held_ts is not None and held_ts <= until_ms:
             event, fingerprint = release(state)
             _apply(state, event, rules, fingerprint)
-            latest, found = reassess(user_id, state, max(event.ts_ms, state.evaluated_ms or 0), rules)
+            at = max(event.ts_ms, state.evaluated_ms or 0)
+            latest, found = reassess(user_id, state, at, rules)
+            if ledger is not None:
+                ledger.record(user_id, state, before, event, at)
         else:
             return latest, decisions
         decisions.extend(found)
@@ -153,7 +163,8 @@ class StepResult:
 
 
 def on_event(
-    state: UserState | None, event: UserEvent, watermark_before: int, watermark: int, rules: Rules
+    state: UserState | None, event: UserEvent, watermark_before: int, watermark: int, rules: Rules,
+    ledger: Ledger | None = None,
 ) -> StepResult:
     """Take one validated event. `watermark_before` is the watermark before
     this event was seen, `watermark` the one after."""
@@ -165,13 +176,16 @@ def on_event(
     if event.ts_ms >= watermark_before or not state.has_applied:
         # On time (or the user's very first event): wait for the watermark.
         hold(state, event)
-        assessment, decisions = advance(event.user_id, state, watermark, rules)
+        assessment, decisions = advance(event.user_id, state, watermark, rules, ledger)
         return StepResult(state, decisions, accepted=True, assessment=assessment)
     # Late beyond the allowed lateness: correct the figures now.
-    assessment, decisions = advance(event.user_id, state, watermark, rules)
+    assessment, decisions = advance(event.user_id, state, watermark, rules, ledger)
+    before = ledger.before(state) if ledger is not None else None
     _apply(state, event, rules)
     now = max(watermark, state.evaluated_ms or 0)
     assessment, found = reassess(event.user_id, state, now, rules, correction=True)
+    if ledger is not None:
+        ledger.record(event.user_id, state, before, event, now, late=True)
     decisions.extend(found)
     return StepResult(state, decisions, accepted=True, assessment=assessment)
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from state.kpis import KpiMemory
 
 DAY_MS = 86_400_000
 
@@ -85,6 +89,9 @@ class UserState:
     # bucket index -> logins, views and carts (ENGAGEMENT_TYPES) in that
     # bucket; only buckets inside the window, like `buckets`.
     activity: dict[int, int] = field(default_factory=dict)
+    # What the operator metrics remember of this user (state.kpis); None
+    # while metrics are off or before the user's first applied event.
+    kpi: KpiMemory | None = None
 
     @property
     def has_applied(self) -> bool:

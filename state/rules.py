@@ -12,6 +12,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -48,6 +49,24 @@ class Window(_Strict):
 
 class Dedup(_Strict):
     recent_event_ids: int = Field(16, ge=1, le=256)
+
+
+class MetricsConfig(_Strict):
+    """How the operator metrics cut time and define conversion (docs/metrics.md)."""
+
+    # Days, ISO weeks and months are cut at local midnight in this zone.
+    timezone: str = "UTC"
+    # Signup -> first order and add_to_cart -> order count as converted
+    # when the order comes within this many days.
+    conversion_days: int = Field(7, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> MetricsConfig:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r}; use an IANA name like 'Europe/Paris'") from exc
+        return self
 
 
 class Scores(_Strict):
@@ -148,6 +167,7 @@ class Rules(_Strict):
     scores: Scores = Scores()
     tiers: list[TierRule] = Field(min_length=1)
     stages: Stages = Stages()
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _tiers_cover_everyone(self) -> Rules:

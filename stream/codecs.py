@@ -17,6 +17,7 @@ from faust.serializers import codecs
 
 from state.engine import ChurnAlert, TierChange
 from state.evaluate import Assessment
+from state.kpis import KpiMemory
 from state.model import DAY_MS, UserState
 
 STATE_FORMAT = 1
@@ -37,7 +38,7 @@ def encode_state(state: UserState) -> bytes:
         STATE_FORMAT, s.first_seen_ms, s.last_seen_ms, s.last_active_ms, s.last_order_ms, s.last_campaign_ms,
         s.lifetime_orders, s.lifetime_revenue_cents, s.lifetime_refunds_cents, flat, s.recent_ids,
         s.tier, s.stage, s.tier_since_ms, s.stage_since_ms, s.evaluated_ms, s.due_ms, s.version,
-        s.src_partition, s.src_offset, s.held, activity,
+        s.src_partition, s.src_offset, s.held, activity, s.kpi.to_list() if s.kpi is not None else None,
     ))
 
 
@@ -45,7 +46,7 @@ _ENCODED_ORDER = (
     "first_seen_ms", "last_seen_ms", "last_active_ms", "last_order_ms", "last_campaign_ms",
     "lifetime_orders", "lifetime_revenue_cents", "lifetime_refunds_cents", "buckets", "recent_ids",
     "tier", "stage", "tier_since_ms", "stage_since_ms", "evaluated_ms", "due_ms", "version",
-    "src_partition", "src_offset", "held", "activity",
+    "src_partition", "src_offset", "held", "activity", "kpi",
 )
 assert _ENCODED_ORDER == _STATE_FIELDS, "encode_state is out of step with UserState's fields"
 
@@ -55,14 +56,16 @@ def decode_state(data: bytes) -> UserState:
     if values[0] != STATE_FORMAT:
         raise ValueError(f"unknown state format {values[0]!r}; this worker reads format {STATE_FORMAT}")
     # Fields are only ever appended: a record written before `activity`
-    # existed is one value short, and decodes with no activity counted.
-    if len(values) - 1 not in (len(_STATE_FIELDS), len(_STATE_FIELDS) - 1):
+    # (or `kpi`) existed is short of them, and decodes with their defaults.
+    if not len(_STATE_FIELDS) - 2 <= len(values) - 1 <= len(_STATE_FIELDS):
         raise ValueError(f"state record has {len(values) - 1} fields; this worker reads {len(_STATE_FIELDS)}")
     kwargs = dict(zip(_STATE_FIELDS, values[1:]))
     flat = kwargs["buckets"]
     kwargs["buckets"] = {flat[i]: [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)}
     flat = kwargs.get("activity", [])
     kwargs["activity"] = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+    kpi = kwargs.get("kpi")
+    kwargs["kpi"] = KpiMemory.from_list(kpi) if kpi is not None else None
     return UserState(**kwargs)
 
 

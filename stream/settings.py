@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         description="at_least_once: decisions may repeat after a crash (same ids); exactly_once: Kafka transactions "
         "(Apache Kafka only; needs TIERSTREAM_RECOVERY=faust; consumers must read with isolation.level=read_committed)",
     )
+    operator_metrics: bool = Field(
+        True,
+        description="Compute the operator metrics (KPIs, flows, cohorts: docs/metrics.md): each step's facts go to "
+        "tierstream.metric-facts and the worker's aggregator keeps them in Redis",
+    )
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics of the worker on this port")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics port binds to")
     log_level: str = "WARNING"

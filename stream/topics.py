@@ -4,8 +4,13 @@ EVENTS = "tierstream.events"
 TIER_CHANGES = "tierstream.tier-changes"
 CHURN_ALERTS = "tierstream.churn-alerts"
 DEAD_LETTERS = "tierstream.events.dlq"
+# Closed periods' figures and late corrections (docs/metrics.md), for BI tools.
+METRICS = "tierstream.metrics"
+# Internal: each step's metric facts, from the worker to the metrics
+# aggregator; partitioned like the events (the user's partition).
+METRIC_FACTS = "tierstream.metric-facts"
 
-OUTPUTS = (TIER_CHANGES, CHURN_ALERTS, DEAD_LETTERS)
+OUTPUTS = (TIER_CHANGES, CHURN_ALERTS, DEAD_LETTERS, METRICS, METRIC_FACTS)
 
 # The users table's changelog is internal: Faust names it
 # "<app_id>-users-changelog".

@@ -1,0 +1,182 @@
+"""The metrics aggregator: tierstream.metric-facts in, Redis cells and
+tierstream.metrics out.
+
+Runs in each worker as a task with its own consumer group, so workers
+share the facts partitions as they share the events. For each fetched
+batch: apply the facts to Redis (state.metrics_store: each step once, by
+version), publish what became final, then commit the input offsets. A
+crash anywhere in between redelivers facts that Redis then skips.
+
+What is published on tierstream.metrics (keyed by period, deterministic ids):
+- `period`: a period's figures once every partition's watermark passed its
+  end. On-time figures only, so two runs publish the same record however
+  their batches fell;
+- `correction`: the cells an event beyond the allowed lateness added to a
+  period, one record per step and period; a reader adds them up.
+
+A Redis that comes back empty is rebuilt from the facts topic: the
+aggregator notices the missing `from0` marker of a partition and reads it
+again from its first offset (the topic must keep its history for that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from state.calendar import Calendar, parse_label
+from state.kpis import Step
+from state.metrics_report import cell_targets
+from state.metrics_store import MetricsStore
+from state.rules import STAGES, Rules
+from stream import topics
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+PERIOD_GRAINS = ("day", "week", "month")
+
+
+def record_id(*parts: object) -> str:
+    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
+
+
+def decode_facts(value: bytes) -> tuple[int, int, list[Step]]:
+    doc = orjson.loads(value)
+    steps = [Step(u, v, facts, late) for u, v, facts, late in doc["steps"]]
+    return doc["p"], doc["wm"], steps
+
+
+class MetricsAggregator:
+    def __init__(self, settings: Settings, rules: Rules, store: MetricsStore, group_id: str) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.store = store
+        self.group_id = group_id
+        self.calendar = Calendar(rules.metrics.timezone)
+        self.applied_steps = 0
+        self.published = 0
+
+    def _end_of(self, key: str) -> int | None:
+        grain, _, text = key.partition(":")
+        if grain not in PERIOD_GRAINS:
+            return None  # a cohort hash: not a period
+        return self.calendar.end_ms(grain, parse_label(grain, text))
+
+    async def run(self, should_stop: Callable[[], bool]) -> None:
+        exactly_once = self.settings.processing_guarantee == "exactly_once"
+        consumer = AIOKafkaConsumer(
+            topics.METRIC_FACTS,
+            bootstrap_servers=self.settings.broker,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed" if exactly_once else "read_uncommitted",
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all", linger_ms=5)
+        await consumer.start()
+        await producer.start()
+        try:
+            await self.store.set_partitions(self.settings.partitions)
+            while not should_stop():
+                try:
+                    await self._round(consumer, producer)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis or Kafka away: keep the offsets, try again
+                    log.warning("metrics aggregation failed (%r); retrying", exc)
+                    await asyncio.sleep(self.settings.redis_check_seconds)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def _round(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+        assigned = consumer.assignment()
+        rebuild = await self.store.missing_from_start(tp.partition for tp in assigned)
+        for tp in assigned:
+            if tp.partition in rebuild:
+                # Redis lost this partition's cells (or never had them):
+                # apply its facts again from the first one.
+                log.warning("metrics of partition %d missing in redis: reading its facts from the start", tp.partition)
+                await consumer.seek_to_beginning(tp)
+                batch.pop(tp, None)
+        if rebuild:
+            await self.store.mark_from_start(rebuild)
+        applied: dict[TopicPartition, int] = {}
+        try:
+            for tp, records in batch.items():
+                for record in records:
+                    partition, wm, steps = decode_facts(record.value)
+                    touched = await self.store.apply(partition, wm, steps)
+                    ends = {k: e for k in touched if (e := self._end_of(k)) is not None}
+                    await self.store.track_open(ends)
+                    applied[tp] = record.offset + 1
+                    self.applied_steps += len(steps)
+        except Exception:
+            # Read again what was not applied (what was is skipped by version).
+            for tp, records in batch.items():
+                consumer.seek(tp, applied.get(tp, records[0].offset))
+            raise
+        for tp in assigned:
+            await self._publish_corrections(producer, tp.partition)
+        await self._publish_closed(producer)
+        if applied:
+            await consumer.commit(applied)
+
+    async def _publish_closed(self, producer: AIOKafkaProducer) -> None:
+        until = await self.store.closed_until()
+        if until is None:
+            return
+        for key in await self.store.closable(until):
+            grain, _, text = key.partition(":")
+            index = parse_label(grain, text)
+            [row] = await self.store.kpis(grain, [index], self.rules.tier_names, list(STAGES), self.calendar,
+                                          corrected=False)
+            row.pop("closed", None)
+            doc = {"kind": "period", "id": record_id("period", key), "grain": grain,
+                   "timezone": self.calendar.timezone, **row}
+            await (await producer.send(topics.METRICS, orjson.dumps(doc), key=key.encode()))
+            await self.store.mark_published(key)
+            self.published += 1
+
+    async def _publish_corrections(self, producer: AIOKafkaProducer, partition: int) -> None:
+        while entries := await self.store.corrections(partition):
+            by_period: dict[tuple[str, int, str], dict[str, int]] = defaultdict(dict)
+            for user, version, cell, value in entries:
+                keys, name = cell_targets(cell)
+                for key in keys:
+                    by_period[(user, version, key)][name] = value
+            sends = []
+            for (user, version, key), cells in by_period.items():
+                doc = {"kind": "correction", "id": record_id("correction", user, version, key), **_where(key),
+                       "timezone": self.calendar.timezone, "cells": cells}
+                sends.append(await producer.send(topics.METRICS, orjson.dumps(doc), key=key.encode()))
+            await asyncio.gather(*sends)
+            await self.store.corrections_published(partition, len(entries))
+            self.published += len(sends)
+
+
+def _where(key: str) -> dict[str, str]:
+    """`day:2024-01-05` or `c:first_seen:week:2024-W01` in words."""
+    if key.startswith("c:"):
+        _, by, grain, cohort = key.split(":", 3)
+        return {"grain": grain, "cohort_by": by, "cohort": cohort}
+    grain, _, period = key.partition(":")
+    return {"grain": grain, "period": period}
+
+
+def install(app: Any, settings: Settings, rules: Rules, store: MetricsStore) -> MetricsAggregator:
+    aggregator = MetricsAggregator(settings, rules, store, group_id=f"{app.conf.id}-metrics")
+
+    @app.task
+    async def aggregate_metrics() -> None:
+        await aggregator.run(lambda: app.should_stop)
+
+    return aggregator

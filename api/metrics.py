@@ -1,0 +1,109 @@
+"""Read API handlers for the operator metrics (docs/metrics.md).
+
+Every figure is computed from Redis cells by state.metrics_report; these
+handlers only validate the query (api.models) and pick the periods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from api.models import CohortsQuery, FlowsQuery, KpisQuery
+from state.calendar import Calendar, parse_label
+from state.metrics_store import MetricsStore
+from state.rules import STAGES, Rules
+
+STORE = web.AppKey("metrics_store", MetricsStore)
+RULES = web.AppKey("rules", Rules)
+MAX_PERIODS = 1000  # per request: bounds the Redis reads of one answer
+DEFAULT_PERIODS = 30
+
+
+class BadQuery(ValueError):
+    """The query cannot be answered; the message says what to change."""
+
+
+def _json(body: object) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def _query(model: type[BaseModel], request: web.Request) -> Any:
+    params = dict(request.query)
+    if len(params) != len(request.query):
+        raise BadQuery("each query parameter may be given once")
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "query"
+        raise BadQuery(f"{where}: {first['msg']}") from None
+
+
+def _period(grain: str, text: str, name: str) -> int:
+    try:
+        return parse_label(grain, text)
+    except ValueError:
+        examples = {"day": "2024-03-05", "week": "2024-W10 or a date", "month": "2024-03 or a date"}[grain]
+        raise BadQuery(f"{name}={text!r} is not a {grain} (e.g. {examples})") from None
+
+
+async def _latest(request: web.Request, grain: str) -> int | None:
+    latest = await request.app[STORE].latest_ms()
+    if latest is None:
+        return None
+    return Calendar(request.app[RULES].metrics.timezone).periods(latest)[("day", "week", "month").index(grain)]
+
+
+async def get_kpis(request: web.Request) -> web.Response:
+    q: KpisQuery = _query(KpisQuery, request)
+    rules = request.app[RULES]
+    if q.tier is not None and q.tier not in rules.tier_names:
+        raise BadQuery(f"unknown tier {q.tier!r}; tiers are {', '.join(rules.tier_names)}")
+    if q.stage is not None and q.stage not in STAGES:
+        raise BadQuery(f"unknown stage {q.stage!r}; stages are {', '.join(STAGES)}")
+    if q.tier is not None and q.stage is not None:
+        raise BadQuery("give tier or stage, not both")
+    tz = rules.metrics.timezone
+    start = _period(q.grain, q.from_, "from") if q.from_ else None
+    to = _period(q.grain, q.to, "to") if q.to else await _latest(request, q.grain)
+    if to is None:
+        return _json({"grain": q.grain, "timezone": tz, "tier": q.tier, "stage": q.stage, "periods": []})
+    if start is None:
+        start = to - DEFAULT_PERIODS + 1
+    if start > to:
+        raise BadQuery(f"from ({q.from_}) is after to ({q.to or 'the latest period'})")
+    if to - start + 1 > MAX_PERIODS:
+        raise BadQuery(f"at most {MAX_PERIODS} periods per request; narrow from/to or use a longer grain")
+    rows = await request.app[STORE].kpis(q.grain, range(start, to + 1), rules.tier_names, list(STAGES),
+                                         Calendar(tz))
+    if q.tier or q.stage:
+        kind, name = ("tiers", q.tier) if q.tier else ("stages", q.stage)
+        rows = [{"period": r["period"], "start": r["start"], "end": r["end"], "closed": r["closed"], **r[kind][name]}
+                for r in rows]
+    return _json({"grain": q.grain, "timezone": tz, "tier": q.tier, "stage": q.stage, "periods": rows})
+
+
+async def get_flows(request: web.Request) -> web.Response:
+    q: FlowsQuery = _query(FlowsQuery, request)
+    rules = request.app[RULES]
+    index = _period(q.grain, q.period, "period") if q.period else await _latest(request, q.grain)
+    if index is None:
+        raise web.HTTPNotFound(text="no metrics yet: no event has been processed")
+    [row] = await request.app[STORE].kpis(q.grain, [index], rules.tier_names, list(STAGES),
+                                          Calendar(rules.metrics.timezone))
+    matrix: dict[str, dict[str, int]] = {}
+    for f in row["flows"]:
+        matrix.setdefault(f["from"] or "-", {})[f["to"]] = f["users"]
+    return _json({"grain": q.grain, "period": row["period"], "timezone": rules.metrics.timezone,
+                  "flows": row["flows"], "matrix": matrix})
+
+
+async def get_cohorts(request: web.Request) -> web.Response:
+    q: CohortsQuery = _query(CohortsQuery, request)
+    latest = await _latest(request, q.grain)
+    cohorts = [] if latest is None else list(range(latest - q.periods + 1, latest + 1))
+    rows = await request.app[STORE].cohorts(q.by, q.grain, cohorts, q.periods, latest)
+    return _json({"grain": q.grain, "by": q.by, "timezone": request.app[RULES].metrics.timezone, "cohorts": rows})

@@ -1,0 +1,152 @@
+"""Typed models of the read API: the query parameters each endpoint takes
+and the documents it answers. The OpenAPI document (api.openapi) is
+generated from these, and the metrics handlers validate queries with them,
+so the documentation cannot drift from what the API accepts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Grain = Literal["day", "week", "month"]
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class KpisQuery(_Query):
+    grain: Grain = Field("day", description="Period length: day, ISO week or month (in the rules' metrics time zone)")
+    from_: str | None = Field(None, alias="from", description="First period: a date (YYYY-MM-DD) or a label "
+                              "(2024-W05, 2024-03); default: the last 30 periods")
+    to: str | None = Field(None, description="Last period, included; default: the latest period with data")
+    tier: str | None = Field(None, description="Only this tier's figures")
+    stage: str | None = Field(None, description="Only this lifecycle stage's figures")
+
+
+class FlowsQuery(_Query):
+    grain: Grain = "week"
+    period: str | None = Field(None, description="A date or label; default: the latest period")
+
+
+class CohortsQuery(_Query):
+    grain: Literal["week", "month"] = "week"
+    by: Literal["first_seen", "first_order"] = Field(
+        "first_seen", description="first_seen: cohort of a user's first event; first_order: of their first order")
+    periods: int = Field(12, ge=1, le=104, description="How many cohorts, and periods after each, to show")
+
+
+class SegmentFigures(BaseModel):
+    members: int = Field(description="Members at the end of the period")
+    revenue: float = Field(description="Orders minus refunds booked to the segment in the period")
+    revenue_share: float | None = Field(description="The segment's share of the period's revenue")
+    mean_ltv: float | None = Field(description="Mean lifetime value (net) of the members at the period's end")
+    orders: int
+    aov: float | None = Field(description="Order value / orders of the segment in the period")
+
+
+class Flow(BaseModel):
+    from_: str | None = Field(alias="from", description="Tier before; null for a first assignment")
+    to: str
+    users: int = Field(description="Transitions in the period (a user moving twice counts twice)")
+
+
+class KpiRow(BaseModel):
+    period: str
+    start: int = Field(description="Start, epoch ms")
+    end: int = Field(description="End (exclusive), epoch ms")
+    closed: bool = Field(description="Every partition's watermark passed the end: only late events change it now")
+    active_users: int
+    new_users: int
+    buyers: int
+    orders: int
+    revenue: float = Field(description="Order value minus refunds, by the events' time")
+    gross_order_value: float
+    refunds: float
+    aov: float | None
+    repeat_buyers: int
+    repurchase_rate: float | None
+    signups: int
+    signup_conversion: float | None
+    first_orders: int
+    cart_users: int = Field(description="User-days with an add_to_cart")
+    cart_conversion: float | None
+    entered_at_risk: int
+    entered_churned: int
+    reactivated: int
+    customers_at_start: int = Field(description="Users in any stage but churned at the period's start")
+    churn_rate: float | None
+    late_events: int = Field(description="Events beyond the allowed lateness that corrected this period")
+    tiers: dict[str, SegmentFigures]
+    stages: dict[str, SegmentFigures]
+    flows: list[Flow]
+
+
+class SegmentRow(SegmentFigures):
+    period: str
+    start: int
+    end: int
+    closed: bool
+
+
+class KpisResponse(BaseModel):
+    grain: Grain
+    timezone: str
+    tier: str | None = None
+    stage: str | None = None
+    periods: list[KpiRow] | list[SegmentRow]
+
+
+class FlowsResponse(BaseModel):
+    grain: Grain
+    period: str
+    timezone: str
+    flows: list[Flow]
+    matrix: dict[str, dict[str, int]] = Field(description="from -> to -> users; '-' is a first assignment")
+
+
+class CohortRow(BaseModel):
+    cohort: str
+    size: int
+    active: list[int] = Field(description="Cohort members active in each period from the cohort's own on")
+    retention: list[float | None]
+    d1: float | None = Field(None, description="first_seen only: share active exactly 1 day after the first event")
+    d7: float | None = None
+    d30: float | None = None
+    d1_users: int | None = None
+    d7_users: int | None = None
+    d30_users: int | None = None
+
+
+class CohortsResponse(BaseModel):
+    grain: Literal["week", "month"]
+    by: Literal["first_seen", "first_order"]
+    timezone: str
+    cohorts: list[CohortRow]
+
+
+class ErrorDoc(BaseModel):
+    error: str
+
+
+class SegmentsResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class MembersResponse(BaseModel):
+    segment: str
+    members: list[str]
+    next_cursor: str | None
+
+
+class UserDoc(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    user_id: str
+    tier: str
+    stage: str
+    version: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]

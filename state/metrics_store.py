@@ -1,0 +1,216 @@
+"""The operator metrics in Redis: applied once per step, read by the API.
+
+Key layout (prefix P):
+  P m:<grain>:<label>          hash  a period's cells (state.kpis); `late:<cell>`
+                               holds the part booked by late events
+  P m:c:<by>:<grain>:<label>   hash  a cohort: active users per later period
+  P m:months                   set   months with cells (members are summed over them)
+  P m:wm                       hash  partition -> watermark its facts were applied up to
+  P m:partitions               string how many partitions the events topic has
+  P m:open                     zset  periods with cells not yet published closed, by end time
+  P m:from0:<p>                string set when partition p's facts were applied from offset 0:
+                               a Redis that comes back empty has none, and is rebuilt
+  P user:<id>  field `mv`      the user's last step whose facts are applied
+
+Idempotence: a step is applied only if its version is above the user's `mv`,
+in the same script call that applies its cells, so redelivered facts (the
+aggregator's own restarts) and re-derived ones (the worker's) count once.
+One call applies a whole batch atomically: a reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from state.calendar import Calendar, label
+from state.kpis import Step
+from state.metrics_report import cohort_table, kpi_row, period_key, prefix_keys
+
+# ARGV: prefix, partition, watermark, then per step: user, version, ncells,
+# nlate, cell, value, ... (ncells pairs, then nlate pairs).
+# Returns the keys touched (for the aggregator to track open periods); the
+# late cells applied go to the partition's correction outbox.
+_APPLY = """
+local p, part, wm = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local touched = {}
+local function bump(cell, value, is_late)
+  local bar = string.find(cell, '|', 1, true)
+  local key, name = string.sub(cell, 1, bar - 1), string.sub(cell, bar + 1)
+  local keys
+  if string.sub(key, 1, 2) == 'a:' then
+    local d, w, m = string.match(key, '^a:([^,]+),([^,]+),([^,]+)$')
+    keys = {'day:' .. d, 'week:' .. w, 'month:' .. m}
+    redis.call('SADD', p .. 'm:months', m)
+  else
+    keys = {key}
+  end
+  for _, k in ipairs(keys) do
+    redis.call('HINCRBY', p .. 'm:' .. k, name, value)
+    if is_late then redis.call('HINCRBY', p .. 'm:' .. k, 'late:' .. name, value) end
+    touched[k] = true
+  end
+end
+local i = 4
+while i <= #ARGV do
+  local user, v, n, nl = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  i = i + 4
+  local ukey = p .. 'user:' .. user
+  local mv = tonumber(redis.call('HGET', ukey, 'mv') or '-1')
+  if v > mv then
+    for j = 0, n - 1 do bump(ARGV[i + 2 * j], tonumber(ARGV[i + 2 * j + 1]), false) end
+    for j = n, n + nl - 1 do
+      bump(ARGV[i + 2 * j], tonumber(ARGV[i + 2 * j + 1]), true)
+      -- Outbox of corrections to publish: written with the cells, so an
+      -- aggregator killed before publishing them still publishes them.
+      redis.call('RPUSH', p .. 'm:outbox:' .. part,
+                 user .. '\t' .. v .. '\t' .. ARGV[i + 2 * j] .. '\t' .. ARGV[i + 2 * j + 1])
+    end
+    redis.call('HSET', ukey, 'mv', v)
+  end
+  i = i + 2 * (n + nl)
+end
+local old = tonumber(redis.call('HGET', p .. 'm:wm', part) or '-1')
+if wm > old then redis.call('HSET', p .. 'm:wm', part, wm) end
+local keys = {}
+for k, _ in pairs(touched) do keys[#keys + 1] = k end
+return keys
+"""
+CHUNK_ARGS = 20_000  # script arguments per call: bounds how long Redis is busy with one call
+
+
+class MetricsStore:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._p = prefix
+        self._apply = redis.register_script(_APPLY)
+
+    def key(self, suffix: str) -> str:
+        return f"{self._p}m:{suffix}"
+
+    async def apply(self, partition: int, watermark: int, steps: Sequence[Step]) -> set[str]:
+        """Apply the facts of `steps` (each once) and advance the partition's
+        watermark. Returns the period and cohort keys touched."""
+        touched: set[str] = set()
+        args: list[Any] = []
+        calls = []
+        for step in steps:
+            late_cells = step.late or {}
+            args += (step.user_id, step.version, len(step.facts), len(late_cells))
+            for cells in (step.facts, late_cells):
+                for cell, value in cells.items():
+                    args += (cell, value)
+            if len(args) > CHUNK_ARGS:
+                calls.append(args)
+                args = []
+        calls.append(args)
+        # One call per chunk, in order; the watermark goes with the last, so
+        # a period is never seen closed before all its facts are in.
+        for n, chunk in enumerate(calls):
+            wm = watermark if n == len(calls) - 1 else -1
+            keys = await self._apply(args=[self._p, partition, wm, *chunk])
+            touched.update(k.decode() for k in keys)
+        return touched
+
+    async def corrections(self, partition: int, limit: int = 1000) -> list[tuple[str, int, str, int]]:
+        """The oldest late cells of the partition not yet published."""
+        raw = await self._redis.lrange(self.key(f"outbox:{partition}"), 0, limit - 1)
+        out = []
+        for entry in raw:
+            user, version, cell, value = entry.decode().split("\t")
+            out.append((user, int(version), cell, int(value)))
+        return out
+
+    async def corrections_published(self, partition: int, count: int) -> None:
+        await self._redis.ltrim(self.key(f"outbox:{partition}"), count, -1)
+
+    async def set_partitions(self, partitions: int) -> None:
+        await self._redis.set(self.key("partitions"), partitions)
+
+    async def closed_until(self) -> int | None:
+        """Event time up to which every partition's facts are applied: the
+        periods ending by then are closed (only late events change them)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(self.key("partitions"))
+        pipe.hvals(self.key("wm"))
+        count, marks = await pipe.execute()
+        if count is None or len(marks) < int(count):
+            return None
+        return min(int(m) for m in marks)
+
+    async def hashes(self, suffixes: Iterable[str]) -> dict[str, dict[str, int]]:
+        suffixes = list(dict.fromkeys(suffixes))
+        pipe = self._redis.pipeline(transaction=False)
+        for s in suffixes:
+            pipe.hgetall(self.key(s))
+        out = {}
+        for s, h in zip(suffixes, await pipe.execute()):
+            if h:
+                out[s] = {k.decode(): int(v) for k, v in h.items()}
+        return out
+
+    async def months(self) -> list[str]:
+        return sorted(m.decode() for m in await self._redis.smembers(self.key("months")))
+
+    # -- the aggregator's bookkeeping -----------------------------------
+
+    async def track_open(self, ends: dict[str, int]) -> None:
+        """Remember periods not yet published as closed (a period published
+        already stays published: its later changes are corrections)."""
+        if not ends:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for key, end in ends.items():
+            pipe.sismember(self.key("published"), key)
+        published = await pipe.execute()
+        fresh = {k: e for (k, e), done in zip(ends.items(), published) if not done}
+        if fresh:
+            await self._redis.zadd(self.key("open"), fresh, nx=True)
+
+    async def closable(self, until_ms: int) -> list[str]:
+        return [k.decode() for k in await self._redis.zrangebyscore(self.key("open"), "-inf", until_ms)]
+
+    async def mark_published(self, key: str) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.sadd(self.key("published"), key)
+        pipe.zrem(self.key("open"), key)
+        await pipe.execute()
+
+    async def is_published(self, key: str) -> bool:
+        return bool(await self._redis.sismember(self.key("published"), key))
+
+    async def missing_from_start(self, partitions: Iterable[int]) -> set[int]:
+        partitions = list(partitions)
+        if not partitions:
+            return set()
+        marks = await self._redis.mget([self.key(f"from0:{p}") for p in partitions])
+        return {p for p, m in zip(partitions, marks) if m is None}
+
+    async def mark_from_start(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            await self._redis.set(self.key(f"from0:{p}"), 1)
+
+    async def latest_ms(self) -> int | None:
+        """The furthest watermark any partition's facts reached."""
+        marks = await self._redis.hvals(self.key("wm"))
+        return max((int(m) for m in marks), default=None)
+
+    # -- figures ---------------------------------------------------------
+
+    async def kpis(self, grain: str, indices: Sequence[int], tiers: list[str], stages: list[str],
+                   calendar: Calendar, corrected: bool = True) -> list[dict[str, Any]]:
+        """The KPI rows of the given periods (state.metrics_report.kpi_row)."""
+        months = await self.months()
+        wanted: list[str] = []
+        for i in indices:
+            wanted += [period_key(grain, i), *prefix_keys(grain, i, months), *prefix_keys(grain, i - 1, months)]
+        cells = await self.hashes(wanted)
+        closed = await self.closed_until()
+        return [kpi_row(grain, i, cells, months, tiers, stages, calendar, closed, corrected) for i in indices]
+
+    async def cohorts(self, by: str, grain: str, cohorts: Sequence[int], periods: int,
+                      latest: int | None = None) -> list[dict[str, Any]]:
+        wanted = [period_key(grain, c) for c in cohorts] + [f"c:{by}:{grain}:{label(grain, c)}" for c in cohorts]
+        return cohort_table(by, grain, list(cohorts), await self.hashes(wanted), periods, latest)
