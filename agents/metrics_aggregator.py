@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from state.calendar import Calendar, parse_label
 from state.kpis import Step
+from state.model import DAY_MS
 from state.metrics_report import cell_targets
 from state.metrics_store import MetricsStore
 from state.rules import STAGES, Rules
@@ -60,6 +61,10 @@ class MetricsAggregator:
         self.store = store
         self.group_id = group_id
         self.calendar = Calendar(rules.metrics.timezone)
+        # A period's figures are final once the watermark passed its end plus
+        # the conversion window (conversions are booked to the signup's or
+        # cart's day when the order comes): it is published then.
+        self.settle_ms = rules.metrics.conversion_days * DAY_MS
         self.applied_steps = 0
         self.published = 0
 
@@ -67,7 +72,7 @@ class MetricsAggregator:
         grain, _, text = key.partition(":")
         if grain not in PERIOD_GRAINS:
             return None  # a cohort hash: not a period
-        return self.calendar.end_ms(grain, parse_label(grain, text))
+        return self.calendar.end_ms(grain, parse_label(grain, text)) + self.settle_ms
 
     async def run(self, should_stop: Callable[[], bool]) -> None:
         exactly_once = self.settings.processing_guarantee == "exactly_once"
@@ -138,7 +143,7 @@ class MetricsAggregator:
             grain, _, text = key.partition(":")
             index = parse_label(grain, text)
             [row] = await self.store.kpis(grain, [index], self.rules.tier_names, list(STAGES), self.calendar,
-                                          corrected=False)
+                                          corrected=False, settle_ms=self.settle_ms)
             row.pop("closed", None)
             doc = {"kind": "period", "id": record_id("period", key), "grain": grain,
                    "timezone": self.calendar.timezone, **row}

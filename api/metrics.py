@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from api.models import CohortsQuery, FlowsQuery, KpisQuery
 from state.calendar import Calendar, parse_label
 from state.metrics_store import MetricsStore
+from state.model import DAY_MS
 from state.rules import STAGES, Rules
 
 STORE = web.AppKey("metrics_store", MetricsStore)
@@ -78,7 +79,7 @@ async def get_kpis(request: web.Request) -> web.Response:
     if to - start + 1 > MAX_PERIODS:
         raise BadQuery(f"at most {MAX_PERIODS} periods per request; narrow from/to or use a longer grain")
     rows = await request.app[STORE].kpis(q.grain, range(start, to + 1), rules.tier_names, list(STAGES),
-                                         Calendar(tz))
+                                         Calendar(tz), settle_ms=rules.metrics.conversion_days * DAY_MS)
     if q.tier or q.stage:
         kind, name = ("tiers", q.tier) if q.tier else ("stages", q.stage)
         rows = [{"period": r["period"], "start": r["start"], "end": r["end"], "closed": r["closed"], **r[kind][name]}

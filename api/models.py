@@ -56,7 +56,8 @@ class KpiRow(BaseModel):
     period: str
     start: int = Field(description="Start, epoch ms")
     end: int = Field(description="End (exclusive), epoch ms")
-    closed: bool = Field(description="Every partition's watermark passed the end: only late events change it now")
+    closed: bool = Field(description="Every partition's watermark passed the end plus the conversion window: "
+                         "only late events change it now")
     active_users: int
     new_users: int
     buyers: int

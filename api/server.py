@@ -109,6 +109,20 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _error(500, "internal error (logged by the API)")
 
 
+async def get_prometheus(request: web.Request) -> web.Response:
+    """Current tier and stage membership as Prometheus gauges, from Redis:
+    one scrape of any API instance sees the whole population (a worker
+    only sees the partitions it owns)."""
+    counts = await request.app[READER].counts()
+    lines = ["# HELP tierstream_segment_members Users currently in the tier or stage (from the Redis cache)",
+             "# TYPE tierstream_segment_members gauge"]
+    for kind, key in (("tier", "tiers"), ("stage", "stages")):
+        for name, n in sorted(counts[key].items()):
+            lines.append(f'tierstream_segment_members{{kind="{kind}",segment="{name}"}} {n}')
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     return _json(openapi_document())
 
@@ -139,6 +153,7 @@ def build_api(redis_url: str, prefix: str, rules: Rules | None = None) -> web.Ap
         path, handler = HANDLERS[route.path]
         app.router.add_get(path, handler)
     app.router.add_get("/openapi.json", get_openapi)
+    app.router.add_get("/metrics", get_prometheus)
 
     async def close_redis(_: web.Application) -> None:
         await redis.aclose()

@@ -10,7 +10,8 @@ worker (+ f state size and RSS, g recovery time), d event->tier-change
 latency at a fixed rate, e read-API latency against a direct Redis client,
 r replay of a two-year history end to end against raw produce of the file,
 x (Apache Kafka only) section c's events again through a worker with
-exactly-once (Kafka transactions).
+exactly-once (Kafka transactions), m section c's events again through a
+worker with the operator metrics off (their cost is c / m).
 Figures are rates and percentiles of this run; compare runs by their ratios.
 """
 
@@ -276,6 +277,28 @@ class Bench:
         self.results["ratio_exactly_once_vs_at_least_once"] = eps / self.results["c_full_pipeline_eps"]
         log(f"x exactly-once worker: {eps:.0f} ev/s ({self.results['ratio_exactly_once_vs_at_least_once']:.2f} of c)")
 
+    async def without_metrics(self) -> None:
+        """m: the same events again, through a worker of its own consumer
+        group with the operator metrics off: their cost (the facts, their
+        topic and the aggregator, which runs in the same process), as the
+        ratio of section c to this one, in the same run."""
+        stop(self.worker)
+        self.worker = None
+        port = free_port()
+        env = {**self.worker_env(), "TIERSTREAM_APP_ID": "bench-nometrics", "TIERSTREAM_REDIS_PREFIX": "bench-nom:",
+               "TIERSTREAM_OPERATOR_METRICS": "false", "TIERSTREAM_METRICS_PORT": str(port)}
+        proc = spawn([sys.executable, "-m", "cli.main", "worker"], env=env, log=self.servers.workdir / "worker-m.log")
+        try:
+            first, done = await asyncio.to_thread(wait_for_count, port, "tierstream_events_accepted_total",
+                                                  self.events, 3600)
+        finally:
+            stop(proc)
+        eps = self.events / max(done - first, 1e-9)
+        self.results["m_no_metrics_eps"] = eps
+        self.results["ratio_metrics_on_vs_off"] = self.results["c_full_pipeline_eps"] / eps
+        log(f"m worker without operator metrics: {eps:.0f} ev/s (c is {self.results['ratio_metrics_on_vs_off']:.2f} "
+            "of it)")
+
     def _wait_redis_drained(self) -> None:
         deadline = time.monotonic() + 120
         while metric(self.worker_metrics, "tierstream_redis_pending") > 0 and time.monotonic() < deadline:
@@ -491,6 +514,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await bench.api_latency()
             if "x" in sections and args.broker == "kafka":
                 await bench.exactly_once()
+            if "m" in sections:
+                await bench.without_metrics()
     finally:
         stop(bench.worker)
         servers.stop()
@@ -509,7 +534,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--rate", type=int, default=2000, help="offered rate for the latency section")
-    parser.add_argument("--sections", default="a,b,c,d,e,g,r,x")
+    parser.add_argument("--sections", default="a,b,c,d,e,g,m,r,x")
     parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
                         help="the embedded Tansu, or Apache Kafka (needs Java and Maven; see cli/apache_kafka.py)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")

@@ -147,6 +147,26 @@ def snapshot(as_of: str, out: Path, wait: float | None) -> None:
     click.echo(f"wrote {users} users to {out}")
 
 
+@cli.command()
+@click.option("--grain", type=click.Choice(["day", "week", "month"]), default="week", show_default=True)
+@click.option("--from", "start", default=None, help="First period: a date or a label (2024-W05, 2024-03)")
+@click.option("--to", "end", default=None, help="Last period (default: the latest)")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--api", default=None, help="Read API base URL (default: http://TIERSTREAM_API_HOST:TIERSTREAM_API_PORT)")
+def report(grain: str, start: str | None, end: str | None, fmt: str, api: str | None) -> None:
+    """KPIs per period, the latest tier flows and the cohort triangle, from the read API."""
+    from rich.console import Console
+
+    from cli.report import ReportError, build, render
+
+    s = _settings()
+    try:
+        data = build(api or f"http://{s.api_host}:{s.api_port}", grain, start, end)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    render(data, fmt, Console(width=200 if fmt == "table" else None, soft_wrap=fmt != "table"))
+
+
 @cli.command("rebuild-cache")
 def rebuild_cache() -> None:
     """Rebuild Redis membership from the users table's changelog."""

@@ -100,9 +100,13 @@ def kpi_row(
     calendar: Calendar,
     closed_until_ms: int | None = None,
     corrected: bool = True,
+    settle_ms: int = 0,
 ) -> dict[str, Any]:
     """Every KPI of one period. `corrected=False` leaves late corrections
-    out (what a closed period's record says); the API serves them in."""
+    out (what a closed period's record says); the API serves them in.
+    `settle_ms`: how long after its end a period's figures can still move on
+    time (conversions are booked to the signup's or cart's day when the
+    order comes, up to the conversion window later)."""
     key = period_key(grain, index)
     raw = cells.get(key) or {}
     h = dict(raw) if corrected else on_time(raw)
@@ -137,7 +141,7 @@ def kpi_row(
         "period": label(grain, index),
         "start": calendar.start_ms(grain, index),
         "end": end_ms,
-        "closed": closed_until_ms is not None and end_ms <= closed_until_ms,
+        "closed": closed_until_ms is not None and end_ms + settle_ms <= closed_until_ms,
         "active_users": g("active", 0),
         "new_users": g("new", 0),
         "buyers": g("buyers", 0),

@@ -200,7 +200,7 @@ class MetricsStore:
     # -- figures ---------------------------------------------------------
 
     async def kpis(self, grain: str, indices: Sequence[int], tiers: list[str], stages: list[str],
-                   calendar: Calendar, corrected: bool = True) -> list[dict[str, Any]]:
+                   calendar: Calendar, corrected: bool = True, settle_ms: int = 0) -> list[dict[str, Any]]:
         """The KPI rows of the given periods (state.metrics_report.kpi_row)."""
         months = await self.months()
         wanted: list[str] = []
@@ -208,7 +208,8 @@ class MetricsStore:
             wanted += [period_key(grain, i), *prefix_keys(grain, i, months), *prefix_keys(grain, i - 1, months)]
         cells = await self.hashes(wanted)
         closed = await self.closed_until()
-        return [kpi_row(grain, i, cells, months, tiers, stages, calendar, closed, corrected) for i in indices]
+        return [kpi_row(grain, i, cells, months, tiers, stages, calendar, closed, corrected, settle_ms)
+                for i in indices]
 
     async def cohorts(self, by: str, grain: str, cohorts: Sequence[int], periods: int,
                       latest: int | None = None) -> list[dict[str, Any]]:

@@ -58,14 +58,25 @@ class Outcome:
     membership: dict[str, tuple[int, str, str]]  # user -> (version, tier, stage) in Redis
     kills: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    metric_cells: dict[str, dict[str, int]] = field(default_factory=dict)  # period/cohort hash -> cells
+    metric_records: dict[str, dict] = field(default_factory=dict)  # tierstream.metrics id -> record
 
     def compare(self, reference: Outcome) -> dict[str, int]:
         lost = set(reference.ids) - set(self.ids)
         extra = set(self.ids) - set(reference.ids)
         disagree = {u for u in reference.membership.keys() | self.membership.keys()
                     if reference.membership.get(u) != self.membership.get(u)}
+        cells = {k for k in reference.metric_cells.keys() | self.metric_cells.keys()
+                 if reference.metric_cells.get(k) != self.metric_cells.get(k)}
+        records = {i for i in reference.metric_records.keys() | self.metric_records.keys()
+                   if reference.metric_records.get(i) != self.metric_records.get(i)}
         return {"lost": len(lost), "unexpected": len(extra), "duplicates": sum(self.ids.values()) - len(self.ids),
-                "redis_disagreements": len(disagree)}
+                "redis_disagreements": len(disagree), "metric_cells_differing": len(cells),
+                "metric_records_differing": len(records)}
+
+    def settled_like(self, reference: Outcome) -> bool:
+        return (set(self.ids) >= set(reference.ids) and self.membership == reference.membership
+                and self.metric_cells == reference.metric_cells and self.metric_records == reference.metric_records)
 
 
 async def _produce(broker: str, bodies: list[dict]) -> dict[int, int]:
@@ -105,6 +116,26 @@ async def _membership(redis_url: str, prefix: str = "tierstream:") -> dict[str, 
         return {k.decode()[len(prefix) + 5:]: (int(v), t.decode(), s.decode()) for k, (v, t, s) in zip(keys, rows)}
     finally:
         await redis.aclose()
+
+
+async def _metric_cells(redis_url: str, prefix: str = "tierstream:") -> dict[str, dict[str, int]]:
+    """Every period and cohort hash of the operator metrics (not the
+    aggregator's bookkeeping)."""
+    redis = Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in redis.scan_iter(match=prefix + "m:*", count=1000)
+                if k.decode()[len(prefix) + 2:].startswith(("day:", "week:", "month:", "c:"))]
+        pipe = redis.pipeline(transaction=False)
+        for k in keys:
+            pipe.hgetall(k)
+        rows = await pipe.execute()
+        return {k.decode(): {f.decode(): int(v) for f, v in h.items()} for k, h in zip(keys, rows)}
+    finally:
+        await redis.aclose()
+
+
+async def _metric_records(broker: str, isolation_level: str = "read_uncommitted") -> dict[str, dict]:
+    return {r["id"]: r for r in await read_topic(broker, topics.METRICS, isolation_level)}
 
 
 async def _output_ids(broker: str, isolation_level: str = "read_uncommitted") -> Counter:
@@ -196,12 +227,22 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
 
         async def outcome() -> Outcome:
             return Outcome(await _output_ids(servers.broker, isolation), await _membership(servers.redis_url), done_kills,
-                           time.monotonic() - started)
+                           time.monotonic() - started, await _metric_cells(servers.redis_url),
+                           await _metric_records(servers.broker, isolation))
 
         result = await outcome()
         settle = time.monotonic() + 30
+        if reference is None:
+            # The reference itself: wait until the aggregator has caught up
+            # (the same cells twice in a row, two seconds apart).
+            while time.monotonic() < settle:
+                await asyncio.sleep(2)
+                again = await outcome()
+                if again.metric_cells == result.metric_cells and again.metric_records == result.metric_records:
+                    break
+                result = again
         while reference is not None and time.monotonic() < settle:
-            if set(result.ids) >= set(reference.ids) and result.membership == reference.membership:
+            if result.settled_like(reference):
                 break
             await asyncio.sleep(1)
             result = await outcome()
@@ -235,7 +276,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"broker: {BROKER}; {'exactly-once' if args.exactly_once else 'at-least-once'}", flush=True)
     rows = asyncio.run(audit(args.runs, args.workers, args.exactly_once))
-    totals = {k: sum(r[k] for r in rows) for k in ("lost", "unexpected", "duplicates", "redis_disagreements")}
+    totals = {k: sum(r[k] for r in rows) for k in ("lost", "unexpected", "duplicates", "redis_disagreements",
+                                                   "metric_cells_differing", "metric_records_differing")}
     print("total:", orjson.dumps(totals).decode())
     args.out.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
 

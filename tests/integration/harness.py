@@ -135,6 +135,35 @@ async def read_topic(broker: str, topic: str, isolation_level: str = "read_uncom
         await consumer.stop()
 
 
+def api_get(port: int, path: str) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+            return r.status, orjson.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+async def settled_metrics(cluster: Cluster, paths: list[str], timeout: float = 300) -> dict[str, Any]:
+    """The API's metric answers once the aggregator has caught up: the same
+    answers (and the same number of records on tierstream.metrics) three
+    polls in a row, a second apart."""
+    last, same = None, 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answers = {p: api_get(cluster.api_port, p)[1] for p in paths}
+        published = len(await read_topic(cluster.servers.broker, "tierstream.metrics"))
+        now = (orjson.dumps(answers), published)
+        same = same + 1 if now == last else 0
+        if same >= 2 and published:
+            return answers
+        last = now
+        await asyncio.sleep(1)
+    raise AssertionError("metrics did not settle")
+
+
 ERA_START_MS = 1_104_537_600_000  # 2005-01-01T00:00:00Z
 ERA_DAYS = 800
 DAY_MS = 86_400_000

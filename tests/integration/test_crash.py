@@ -32,6 +32,11 @@ def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int) -> None:
     assert result["lost"] == 0, result
     assert result["unexpected"] == 0, result
     assert result["redis_disagreements"] == 0, result
+    # The operator metrics: every cell, and every closed period's record,
+    # as in the run without a fault.
+    assert len(reference.metric_cells) > 800 and len(reference.metric_records) > 800
+    assert result["metric_cells_differing"] == 0, result
+    assert result["metric_records_differing"] == 0, result
 
 
 def test_three_kills_of_one_worker_lose_no_decision_and_leave_redis_right(reference):

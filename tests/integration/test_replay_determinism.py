@@ -15,9 +15,11 @@ from bench import workload
 
 from cli.snapshot import snapshot_rows
 from state.model import DAY_MS
-from state.rules import load_rules
+from state.rules import STAGES, load_rules
 from stream.codecs import iso
-from tests.integration.harness import Cluster, new_servers, read_topic
+from cli.embedded import stop
+from tests import metrics_batch
+from tests.integration.harness import Cluster, new_servers, read_topic, settled_metrics
 from tests.unit.test_event_time import feed
 
 pytestmark = pytest.mark.integration
@@ -36,14 +38,23 @@ def write_jsonl(path: Path, bodies) -> Path:
     return path
 
 
-def run(tmp: Path, name: str, send, as_of: int) -> tuple[dict, list[dict]]:
-    """Fresh broker, Redis and worker; send the history; return the decision
-    streams per user and the snapshot at `as_of`."""
+def metric_paths() -> list[str]:
+    first, last = iso(workload.START_MS)[:10], iso(END)[:10]
+    paths = [f"/v1/metrics/kpis?grain={g}&from={first}&to={last}" for g in ("day", "week", "month")]
+    return paths + [f"/v1/metrics/cohorts?grain={g}&by={by}&periods=104"
+                    for g in ("week", "month") for by in ("first_seen", "first_order")]
+
+
+def run(tmp: Path, name: str, send, as_of: int) -> tuple[dict, list[dict], dict]:
+    """Fresh broker, Redis, worker and API; send the history; return the
+    decision streams per user, the snapshot at `as_of` and the metrics (the
+    API's answers and the tierstream.metrics records)."""
     servers = new_servers()
     cluster = Cluster(servers, extra_env={"TIERSTREAM_ALLOWED_LATENESS_MS": str(LATENESS),
                                           "TIERSTREAM_APP_ID": f"replay-{name}"})
     try:
         cluster.start_worker()
+        cluster.start_api()
         send(cluster)
         out = tmp / f"{name}.csv"
         cluster.cli("snapshot", "--as-of", iso(as_of), "--out", str(out), "--wait", "600", timeout=700)
@@ -55,9 +66,12 @@ def run(tmp: Path, name: str, send, as_of: int) -> tuple[dict, list[dict]]:
                 decisions[record["user_id"]].append((topic, record))
         with out.open() as f:
             rows = list(csv.DictReader(f))
-        return dict(decisions), rows
+        answers = asyncio.run(settled_metrics(cluster, metric_paths()))
+        published = sorted(asyncio.run(read_topic(servers.broker, "tierstream.metrics")), key=lambda r: r["id"])
+        return dict(decisions), rows, {"api": answers, "published": published}
     finally:
         cluster.stop_worker()
+        stop(cluster.api)
         servers.stop()
 
 
@@ -88,6 +102,59 @@ def runs(tmp_path_factory):
     }
 
 
+def test_metrics_are_identical_on_replay_and_live(runs):
+    first = runs["first"][2]
+    assert len(first["published"]) > 800  # every closed day, week and month
+    for other in ("second", "live"):
+        assert runs[other][2]["api"] == first["api"], other
+        theirs = {r["id"]: r for r in runs[other][2]["published"]}
+        ours = {r["id"]: r for r in first["published"]}
+        differing = {i: {k: (v, theirs.get(i, {}).get(k)) for k, v in r.items() if theirs.get(i, {}).get(k) != v}
+                     for i, r in ours.items() if theirs.get(i) != r}
+        assert not differing and len(theirs) == len(ours), (other, list(differing.items())[:3])
+        assert len(runs[other][2]["published"]) == len(first["published"])  # no record twice
+
+
+def test_metrics_match_a_batch_recomputation_on_the_real_broker(runs):
+    decisions, _, metrics = runs["first"]
+    rules = load_rules()
+    changes = [r for per_user in decisions.values() for topic, r in per_user if topic == "tierstream.tier-changes"]
+    batch = metrics_batch.compute(HISTORY, changes, rules.tier_names, list(STAGES))
+    # Events within the lateness of the last one are still held: compare the
+    # periods that closed.
+    checked = 0
+    for path, answer in metrics["api"].items():
+        if "/kpis" not in path:
+            continue
+        for row in answer["periods"]:
+            r = batch["kpis"].get((answer["grain"], row["period"]))
+            if not row["closed"] or r is None:
+                continue
+            want = metrics_batch.expected_row(r, rules.tier_names, list(STAGES))
+            assert {k: row[k] for k in want} == want, (answer["grain"], row["period"])
+            checked += 1
+    assert checked > 800
+    for path, answer in metrics["api"].items():
+        if "/cohorts" not in path:
+            continue
+        for row in answer["cohorts"]:
+            c = batch["cohorts"].get((answer["by"], answer["grain"], row["cohort"]))
+            assert row["size"] == (c["size"] if c else 0)
+            labels = [metrics_batch.next_period(answer["grain"], row["cohort"], k) for k in range(len(row["active"]))]
+            # Periods the watermark has passed (the last day's events are still held).
+            done = [k for k, p in enumerate(labels) if metrics_batch.period_end_ms(answer["grain"], p) <= END - LATENESS]
+            assert [row["active"][k] for k in done] == [c["active"].get(labels[k], 0) if c else 0 for k in done], \
+                row["cohort"]
+    # A closed period's record says what the API says (no late events here).
+    by_key = {(r["grain"], r["period"]): r for r in metrics["published"] if r["kind"] == "period"}
+    month = next(a for p, a in metrics["api"].items() if "kpis?grain=month" in p)
+    for row in month["periods"]:
+        if row["closed"]:
+            rec = by_key[("month", row["period"])]
+            assert {k: rec[k] for k in ("active_users", "revenue", "tiers", "flows")} == \
+                   {k: row[k] for k in ("active_users", "revenue", "tiers", "flows")}
+
+
 def test_history_is_big_enough():
     assert len(HISTORY) >= 50_000 and len({b["user_id"] for b in HISTORY}) == 5000
     assert END - min(b["ts"] for b in HISTORY) >= 700 * DAY_MS
@@ -102,7 +169,7 @@ def test_replaying_twice_gives_identical_streams_and_snapshots(runs):
 
 
 def test_live_out_of_order_feed_matches_the_replay(runs):
-    decisions, rows = runs["live"]
+    decisions, rows, _ = runs["live"]
     assert decisions == runs["first"][0]
     assert rows == runs["first"][1]
 
@@ -112,6 +179,6 @@ def test_the_replay_matches_the_pure_model(runs):
 
 
 def test_replay_until_then_snapshot_gives_the_membership_at_that_time(runs):
-    _, rows = runs["until"]
+    _, rows, _ = runs["until"]
     assert rows == pure_snapshot([b for b in HISTORY if b["ts"] <= MID], MID)
     assert len(rows) > 1000

@@ -6,8 +6,6 @@ Redis in tests/integration/test_replay_determinism.py."""
 import random
 
 import orjson
-import pytest
-
 from bench import workload
 from state.calendar import parse_label
 from state.metrics_report import fold, kpi_row
@@ -60,9 +58,13 @@ def run(bodies):
     return cells, months, changes
 
 
-@pytest.mark.parametrize("late_share", [0.0, 0.05])
-def test_incremental_metrics_match_a_batch_recomputation(late_share):
-    history = workload.history(users=400, events=5000, days=730, seed=8)
+def test_incremental_metrics_match_a_batch_recomputation_with_late_events():
+    """Two years, 5,000 users, refunds, silences and comebacks (the shop
+    history), and 5% of logins and views arriving 5 days late (the lateness
+    is 1 day): they correct their own periods, and every figure of every
+    day, week and month, and every cohort cell, matches the batch."""
+    late_share = 0.05
+    history = workload.history(users=5000, events=50_000, days=730, seed=8)
     # A last event beyond the lateness, so the watermark passes every other
     # event; it is itself still held, so it is in no figure.
     clock = {"event_id": "clock", "user_id": "zz-clock", "type": "view", "ts": max(b["ts"] for b in history) + 2 * DAY}
@@ -70,4 +72,4 @@ def test_incremental_metrics_match_a_batch_recomputation(late_share):
     cells, months, changes = run(bodies)
     assert compare(cells, months, history, changes) > 800  # every day, week and month of two years
     late = sum(h.get("late:late", 0) for k, h in cells.items() if k.startswith("day:"))
-    assert (late > 0) == (late_share > 0)
+    assert late > 500  # the late events did arrive late, and are marked as corrections

@@ -1,0 +1,115 @@
+"""`tierstream report`: the KPI table, the tier flows and the cohort triangle
+in the terminal, from the read API (so it needs no Redis or worker access).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+KPI_COLUMNS = (
+    ("period", "period"), ("active_users", "active"), ("new_users", "new"), ("buyers", "buyers"),
+    ("orders", "orders"), ("revenue", "revenue"), ("aov", "AOV"), ("repurchase_rate", "repurchase"),
+    ("signup_conversion", "signup→order"), ("cart_conversion", "cart→order"), ("entered_churned", "churned"),
+    ("reactivated", "reactivated"), ("churn_rate", "churn rate"), ("late_events", "late"),
+)
+
+
+class ReportError(RuntimeError):
+    """The API could not answer; the message says why."""
+
+
+def fetch(api: str, path: str, **params: Any) -> dict[str, Any]:
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+    url = f"{api.rstrip('/')}{path}" + (f"?{query}" if query else "")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            reason = exc.reason
+        raise ReportError(f"{url}: {exc.code} {reason}") from None
+    except urllib.error.URLError as exc:
+        raise ReportError(f"{url}: {exc.reason}; is `tierstream api` running (TIERSTREAM_API_PORT)?") from None
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and 0 < abs(value) <= 1 and value != round(value):
+        return f"{value:.1%}"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def build(api: str, grain: str, start: str | None, end: str | None) -> dict[str, Any]:
+    kpis = fetch(api, "/v1/metrics/kpis", grain=grain, **{"from": start, "to": end})
+    last = kpis["periods"][-1]["period"] if kpis["periods"] else None
+    flows = fetch(api, "/v1/metrics/flows", grain=grain, period=last) if last else None
+    cohort_grain = "month" if grain == "month" else "week"
+    cohorts = fetch(api, "/v1/metrics/cohorts", grain=cohort_grain, by="first_seen", periods=8)
+    return {"kpis": kpis, "flows": flows, "cohorts": cohorts}
+
+
+def render(report: dict[str, Any], fmt: str, console: Console) -> None:
+    kpis = report["kpis"]
+    if fmt == "json":
+        console.print_json(json.dumps(report))
+        return
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow([k for k, _ in KPI_COLUMNS])
+        for row in kpis["periods"]:
+            writer.writerow(["" if row[k] is None else row[k] for k, _ in KPI_COLUMNS])
+        console.out(out.getvalue(), end="")
+        return
+    table = Table(title=f"KPIs per {kpis['grain']} ({kpis['timezone']})", header_style="bold")
+    for _, title in KPI_COLUMNS:
+        table.add_column(title, justify="left" if title == "period" else "right")
+    for row in kpis["periods"]:
+        table.add_row(*(_cell(row[k]) + ("" if row["closed"] or k != "period" else " *") for k, _ in KPI_COLUMNS))
+    console.print(table)
+    console.print("[dim]* still open: the watermark has not passed its end[/dim]")
+    if kpis["periods"]:
+        last = kpis["periods"][-1]
+        tiers = Table(title=f"Tiers at the end of {last['period']}", header_style="bold")
+        for title in ("tier", "members", "revenue", "share", "mean LTV", "AOV"):
+            tiers.add_column(title, justify="left" if title == "tier" else "right")
+        for name, t in last["tiers"].items():
+            tiers.add_row(name, _cell(t["members"]), _cell(t["revenue"]), _cell(t["revenue_share"]),
+                          _cell(t["mean_ltv"]), _cell(t["aov"]))
+        console.print(tiers)
+    flows = report["flows"]
+    if flows and flows["matrix"]:
+        targets = sorted({to for row in flows["matrix"].values() for to in row})
+        matrix = Table(title=f"Tier flows in {flows['period']} (from ↓ to →)", header_style="bold")
+        matrix.add_column("from")
+        for to in targets:
+            matrix.add_column(to, justify="right")
+        for src in sorted(flows["matrix"]):
+            matrix.add_row("(new)" if src == "-" else src, *(_cell(flows["matrix"][src].get(to, 0)) for to in targets))
+        console.print(matrix)
+    cohorts = report["cohorts"]
+    if cohorts["cohorts"]:
+        tri = Table(title=f"Retention by first-seen {cohorts['grain']}", header_style="bold")
+        tri.add_column("cohort")
+        tri.add_column("size", justify="right")
+        width = max(len(c["retention"]) for c in cohorts["cohorts"])
+        for k in range(width):
+            tri.add_column(f"+{k}", justify="right")
+        for c in cohorts["cohorts"]:
+            cells = ["–" if r is None else f"{r:.0%}" for r in c["retention"]]
+            tri.add_row(c["cohort"], _cell(c["size"]), *cells, *[""] * (width - len(cells)))
+        console.print(tri)
