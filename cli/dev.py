@@ -19,7 +19,7 @@ from rich.live import Live
 
 from cli.demo import DemoClock, DemoGenerator, run_demo
 from cli.embedded import EmbeddedServers, free_port, spawn, stop, wait_for_port
-from cli.live_view import ViewState, follow_outputs, poll_counts, render
+from cli.live_view import ViewState, follow_outputs, poll_counts, poll_kpis, render
 from state.membership import MembershipReader
 from stream.admin import ensure_topics
 
@@ -51,12 +51,13 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, bro
         header = (
             f"broker  {servers.broker}   ({BROKER_NAMES[broker]})\n"
             f"redis   {servers.redis_url}\n"
-            f"api     http://127.0.0.1:{api_port}/v1/segments\n"
+            f"api     http://127.0.0.1:{api_port}/v1/segments   (all endpoints: /openapi.json)\n"
             f"logs    {servers.workdir}"
         )
         console.print(header)
         view = ViewState(header=header)
-        asyncio.run(_live(servers, view, demo=demo, speed=speed, users=users, duration=duration, console=console))
+        asyncio.run(_live(servers, view, demo=demo, speed=speed, users=users, duration=duration, console=console,
+                          api=f"http://127.0.0.1:{api_port}"))
         console.print(
             f"stopped: {view.events_sent} events sent, {view.total_changes} tier changes, "
             f"{view.total_alerts} churn alerts, {view.total_dead_letters} dead letters"
@@ -68,7 +69,7 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, bro
         servers.stop()
 
 
-async def _live(servers, view, *, demo, speed, users, duration, console) -> None:  # type: ignore[no-untyped-def]
+async def _live(servers, view, *, demo, speed, users, duration, console, api) -> None:  # type: ignore[no-untyped-def]
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -77,6 +78,7 @@ async def _live(servers, view, *, demo, speed, users, duration, console) -> None
     tasks = [
         asyncio.create_task(follow_outputs(servers.broker, view, stop_event)),
         asyncio.create_task(poll_counts(MembershipReader(redis, "tierstream:"), view, stop_event)),
+        asyncio.create_task(poll_kpis(api, view, stop_event)),
     ]
     clock = None
     if demo:

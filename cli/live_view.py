@@ -7,6 +7,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 from rich.console import Group
@@ -29,6 +30,7 @@ class ViewState:
     total_dead_letters: int = 0
     events_sent: int = 0
     sim_time: str = ""
+    kpis: list[dict] = field(default_factory=list)  # the last weeks, from the read API
 
 
 async def follow_outputs(bootstrap: str, view: ViewState, stop: asyncio.Event) -> None:
@@ -64,6 +66,37 @@ async def poll_counts(reader: MembershipReader, view: ViewState, stop: asyncio.E
         await asyncio.sleep(0.5)
 
 
+async def poll_kpis(api: str, view: ViewState, stop: asyncio.Event) -> None:
+    """The current and previous weeks' KPIs, from the read API."""
+    async with aiohttp.ClientSession() as http:
+        while not stop.is_set():
+            try:
+                async with http.get(f"{api}/v1/metrics/kpis", params={"grain": "week"}) as resp:
+                    if resp.status == 200:
+                        view.kpis = (await resp.json())["periods"][-2:]
+            except Exception:  # noqa: BLE001 (API not ready yet: keep the last figures)
+                pass
+            await asyncio.sleep(1)
+
+
+def _kpi_table(periods: list[dict]) -> Table:
+    table = Table(title="This week and last (event time; * still open)", expand=True)
+    columns = (("active_users", "active"), ("new_users", "new"), ("buyers", "buyers"), ("orders", "orders"),
+               ("revenue", "revenue"), ("aov", "AOV"), ("repurchase_rate", "repurchase"),
+               ("entered_churned", "churned"), ("reactivated", "reactivated"))
+    table.add_column("week")
+    for _, title in columns:
+        table.add_column(title, justify="right")
+    for p in reversed(periods):
+        cells = []
+        for key, _ in columns:
+            v = p[key]
+            cells.append("–" if v is None else f"{v:.0%}" if key == "repurchase_rate" else
+                         f"{v:,.2f}" if isinstance(v, float) else f"{v:,}")
+        table.add_row(p["period"] + ("" if p["closed"] else " *"), *cells)
+    return table
+
+
 def render(view: ViewState) -> Group:
     counts = Table(title="Members", expand=True)
     counts.add_column("tier")
@@ -97,4 +130,4 @@ def render(view: ViewState) -> Group:
         f"event time {view.sim_time}   events sent {view.events_sent}   dead letters {view.total_dead_letters}"
         "   (Ctrl-C to stop)"
     )
-    return Group(Panel(view.header, title="tierstream dev"), status, counts, changes, alerts)
+    return Group(Panel(view.header, title="tierstream dev"), status, _kpi_table(view.kpis), counts, changes, alerts)

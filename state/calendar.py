@@ -67,14 +67,15 @@ class Calendar:
         return self.start_ms(grain, index + 1)
 
 
-def week_of_day(day: int) -> int:
-    # 1970-01-01 was a Thursday: day 0 is the fourth day of week 0.
-    return (day + 3) // 7
-
-
+@lru_cache(maxsize=65536)
 def month_of_day(day: int) -> int:
     d = _EPOCH + timedelta(days=day)
     return d.year * 12 + d.month - 1
+
+
+def week_of_day(day: int) -> int:
+    # 1970-01-01 was a Thursday: day 0 is the fourth day of week 0.
+    return (day + 3) // 7
 
 
 def first_day(grain: str, index: int) -> int:

@@ -137,18 +137,19 @@ def advance(
     while True:
         held_ts = state.held[0][0] if state.held else None
         due = state.due_ms if state.has_applied else None
-        before = ledger.before(state) if ledger is not None else None
         if due is not None and due <= until_ms and (held_ts is None or due < held_ts):
+            snapshot = ledger.before(state) if ledger is not None else None
             latest, found = reassess(user_id, state, due, rules)
-            if ledger is not None:
-                ledger.record(user_id, state, before, None, due)
+            if snapshot is not None and found:  # a due time changes figures only through a decision
+                ledger.record(user_id, state, snapshot, None, due)
         elif held_ts is not None and held_ts <= until_ms:
+            snapshot = ledger.before(state) if ledger is not None else None
             event, fingerprint = release(state)
             _apply(state, event, rules, fingerprint)
             at = max(event.ts_ms, state.evaluated_ms or 0)
             latest, found = reassess(user_id, state, at, rules)
             if ledger is not None:
-                ledger.record(user_id, state, before, event, at)
+                ledger.record(user_id, state, snapshot, event, at)
         else:
             return latest, decisions
         decisions.extend(found)

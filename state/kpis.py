@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from state.calendar import Calendar, label, month_of_day, week_of_day
 from state.model import DAY_MS, ACTIVITY_TYPES, EventType, UserEvent, UserState
@@ -80,8 +81,9 @@ class Step:
     late: dict[str, int] | None = None
 
 
-@dataclass(slots=True)
-class Snapshot:
+class Snapshot(NamedTuple):
+    """A user's tier, stage and lifetime value before a step."""
+
     tier: str | None
     stage: str | None
     ltv: int
@@ -129,6 +131,7 @@ class Ledger:
         self.beyond_horizon = 0  # late events too old for the bitmaps: not counted as new activity
 
     def before(self, state: UserState) -> Snapshot:
+        """Taken before a step, for `record` to see what the step changed."""
         return Snapshot(state.tier, state.stage, state.lifetime_revenue_cents - state.lifetime_refunds_cents)
 
     def record(self, user_id: str, state: UserState, before: Snapshot, event: UserEvent | None,
@@ -309,25 +312,34 @@ class Ledger:
     # -- tier and stage --------------------------------------------------
 
     def _transition_facts(self, state: UserState, before: Snapshot, at_ms: int, facts: dict[str, int]) -> None:
+        tier, stage = state.tier, state.stage
         ltv = state.lifetime_revenue_cents - state.lifetime_refunds_cents
-        if before.tier == state.tier and before.stage == state.stage and before.ltv == ltv:
+        old_ltv = before.ltv
+        if before.tier == tier and before.stage == stage and old_ltv == ltv:
             return
         cells = _labels(self.calendar.day(at_ms))
-        if before.tier != state.tier:
-            _add(facts, f"{cells}|flow|{before.tier or '-'}>{state.tier}", 1)
-        if before.stage != state.stage and state.stage is not None:
-            _add(facts, f"{cells}|enter|s={state.stage}", 1)
-        for kind, old, new in (("t", before.tier, state.tier), ("s", before.stage, state.stage)):
+        get = facts.get
+        # Zero increments are left out: most users have no lifetime value.
+        out = []
+        if before.tier != tier:
+            out.append((f"{cells}|flow|{before.tier or '-'}>{tier}", 1))
+        if before.stage != stage and stage is not None:
+            out.append((f"{cells}|enter|s={stage}", 1))
+        for kind, old, new in (("t", before.tier, tier), ("s", before.stage, stage)):
             if old == new:
-                if old is not None and ltv != before.ltv:
-                    _add(facts, f"{cells}|ltv|{kind}={old}", ltv - before.ltv)
+                if old is not None and ltv != old_ltv:
+                    out.append((f"{cells}|ltv|{kind}={old}", ltv - old_ltv))
                 continue
             if old is not None:
-                _add(facts, f"{cells}|mem|{kind}={old}", -1)
-                _add(facts, f"{cells}|ltv|{kind}={old}", -before.ltv)
+                out.append((f"{cells}|mem|{kind}={old}", -1))
+                if old_ltv:
+                    out.append((f"{cells}|ltv|{kind}={old}", -old_ltv))
             if new is not None:
-                _add(facts, f"{cells}|mem|{kind}={new}", 1)
-                _add(facts, f"{cells}|ltv|{kind}={new}", ltv)
+                out.append((f"{cells}|mem|{kind}={new}", 1))
+                if ltv:
+                    out.append((f"{cells}|ltv|{kind}={new}", ltv))
+        for cell, value in out:
+            facts[cell] = get(cell, 0) + value
 
 
 def _was_marked(marks: list[int], at: int, index: int) -> bool:

@@ -53,6 +53,7 @@ def test_a_worker_killed_while_sharing_partitions_loses_no_decision(reference):
 
 
 async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanwhile(era):
+    """...and the operator metrics are rebuilt from their facts topic."""
     servers = new_servers()
     cluster = Cluster(servers, extra_env={"TIERSTREAM_REDIS_CHECK_SECONDS": "1", "TIERSTREAM_APP_ID": "redis-loss"})
     users = [f"u{i}" for i in range(300)]
@@ -73,6 +74,12 @@ async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanw
         before = await wait_until(membership, timeout=90, what="every user in Redis")
         _, _, counts = await get("/v1/segments")
 
+        async def metrics_cells():
+            cells = await crash._metric_cells(servers.redis_url)
+            return cells if sum(h.get("orders", 0) for k, h in cells.items() if ":day:" in k) == len(users) else None
+
+        metrics_before = await wait_until(metrics_cells, timeout=60, what="every order in the metrics")
+
         servers.kill_redis()
         for path in ("/healthz", f"/v1/users/{era.user('u1')}", "/v1/segments"):
             status, ctype, body = await asyncio.wait_for(get(path), timeout=3)
@@ -85,6 +92,12 @@ async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanw
 
         await wait_until(repopulated, timeout=30, what="the worker to repopulate Redis")
         assert (await get("/v1/segments"))[2] == counts
+
+        async def metrics_rebuilt():
+            return await crash._metric_cells(servers.redis_url) == metrics_before
+
+        # The metrics are rebuilt from tierstream.metric-facts, read again from the start.
+        await wait_until(metrics_rebuilt, timeout=60, what="the aggregator to rebuild the metrics")
         assert "repopulating" in next(servers.workdir.glob("worker-*.log")).read_text()
     finally:
         cluster.stop_worker()

@@ -1,6 +1,7 @@
 """`tierstream dev` end to end: starts everything, shows tiers and alerts
 changing within a minute, stops cleanly and leaves no process behind."""
 
+import re
 import subprocess
 import sys
 
@@ -38,5 +39,7 @@ def test_dev_shows_changes_and_alerts_and_cleans_up():
     assert numbers["events sent"] > 100
     assert numbers["tier changes"] > 0 and numbers["churn alerts"] > 0
     assert numbers["dead letters"] == 0
+    # The live view's KPIs of the current and previous week, from the read API.
+    assert "This week and last" in out and re.search(r"\d{4}-W\d{2}", out)
     leftovers = our_processes() - before
     assert leftovers == set(), leftovers
