@@ -22,8 +22,9 @@ Cells (docs/metrics.md defines each figure built from them):
 - additive cells, one fact updating the day, its week and its month:
   new, signups, signup_conv, first_orders, orders, order_cents,
   refund_cents, cart_users, cart_conv, ret1/ret7/ret30 (at the cohort day),
-  flow|<from>><to>, enter|s=<stage>, mem|t=<tier>, mem|s=<stage>,
-  ltv|t=<tier>, ltv|s=<stage> (flows, summed up to a period's end),
+  flow|<from>><to> and sflow|<from>><to> (tier and stage transitions; the
+  members at a period's end are the flows summed up to then),
+  ltv|t=<tier>, ltv|s=<stage> (also summed up to a period's end),
   orders|t=, order_cents|t=, refund_cents|t= (and |s=), late;
 - distinct cells of one grain: active, buyers, repeat;
 - cohort cells: cw (first-seen week x active week), cm (first-order month x
@@ -319,25 +320,23 @@ class Ledger:
             return
         cells = _labels(self.calendar.day(at_ms))
         get = facts.get
-        # Zero increments are left out: most users have no lifetime value.
+        # Flows are the only membership cells: a tier's (stage's) members at
+        # a period's end are the flows into it minus the flows out of it up
+        # to then. Zero LTV increments are left out (most users have none).
         out = []
         if before.tier != tier:
             out.append((f"{cells}|flow|{before.tier or '-'}>{tier}", 1))
-        if before.stage != stage and stage is not None:
-            out.append((f"{cells}|enter|s={stage}", 1))
+        if before.stage != stage:
+            out.append((f"{cells}|sflow|{before.stage or '-'}>{stage}", 1))
         for kind, old, new in (("t", before.tier, tier), ("s", before.stage, stage)):
             if old == new:
                 if old is not None and ltv != old_ltv:
                     out.append((f"{cells}|ltv|{kind}={old}", ltv - old_ltv))
                 continue
-            if old is not None:
-                out.append((f"{cells}|mem|{kind}={old}", -1))
-                if old_ltv:
-                    out.append((f"{cells}|ltv|{kind}={old}", -old_ltv))
-            if new is not None:
-                out.append((f"{cells}|mem|{kind}={new}", 1))
-                if ltv:
-                    out.append((f"{cells}|ltv|{kind}={new}", ltv))
+            if old is not None and old_ltv:
+                out.append((f"{cells}|ltv|{kind}={old}", -old_ltv))
+            if new is not None and ltv:
+                out.append((f"{cells}|ltv|{kind}={new}", ltv))
         for cell, value in out:
             facts[cell] = get(cell, 0) + value
 

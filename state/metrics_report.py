@@ -80,13 +80,21 @@ def prefix_keys(grain: str, index: int, months_with_data: Iterable[str]) -> list
 
 
 def _sum_prefix(cells: Mapping[str, Mapping[str, int]], keys: list[str], late_too: bool) -> dict[str, int]:
+    """Members (`mem|t=<tier>`, `mem|s=<stage>`) and their summed LTV at the
+    end of the last of `keys`: the flows into a segment minus those out."""
     out: dict[str, int] = {}
     for key in keys:
         h = cells.get(key) or {}
         h = h if late_too else on_time(h)
         for k, v in h.items():
-            if k.startswith(("mem|", "ltv|")):
+            if k.startswith("ltv|"):
                 out[k] = out.get(k, 0) + v
+            elif k.startswith(("flow|", "sflow|")):
+                kind = "t" if k[0] == "f" else "s"
+                src, dst = k.split("|", 1)[1].split(">", 1)
+                if src != "-":
+                    out[f"mem|{kind}={src}"] = out.get(f"mem|{kind}={src}", 0) - v
+                out[f"mem|{kind}={dst}"] = out.get(f"mem|{kind}={dst}", 0) + v
     return out
 
 
@@ -115,6 +123,11 @@ def kpi_row(
     end = _sum_prefix(cells, prefix_keys(grain, index, months), corrected)
     start = _sum_prefix(cells, prefix_keys(grain, index - 1, months), corrected)
     revenue = g("order_cents", 0) - g("refund_cents", 0)
+    entered: dict[str, int] = {}
+    for k, v in h.items():
+        if k.startswith("sflow|"):
+            dst = k.split(">", 1)[1]
+            entered[dst] = entered.get(dst, 0) + v
     customers_at_start = sum(start.get(f"mem|s={s}", 0) for s in stages if s != "churned")
 
     def segment(kind: str, name: str) -> dict[str, Any]:
@@ -157,11 +170,11 @@ def kpi_row(
         "first_orders": g("first_orders", 0),
         "cart_users": g("cart_users", 0),
         "cart_conversion": _ratio(g("cart_conv", 0), g("cart_users", 0)),
-        "entered_at_risk": g("enter|s=at_risk", 0),
-        "entered_churned": g("enter|s=churned", 0),
-        "reactivated": g("enter|s=reactivated", 0),
+        "entered_at_risk": entered.get("at_risk", 0),
+        "entered_churned": entered.get("churned", 0),
+        "reactivated": entered.get("reactivated", 0),
         "customers_at_start": customers_at_start,
-        "churn_rate": _ratio(g("enter|s=churned", 0), customers_at_start),
+        "churn_rate": _ratio(entered.get("churned", 0), customers_at_start),
         "late_events": raw.get(LATE + "late", 0),
         "tiers": {t: segment("t", t) for t in tiers},
         "stages": {s: segment("s", s) for s in stages},

@@ -35,7 +35,9 @@ from state.metrics_report import cohort_table, kpi_row, period_key, prefix_keys
 # late cells applied go to the partition's correction outbox.
 _APPLY = """
 local p, part, wm = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local touched = {}
+-- Increments are summed here first and written once per (hash, field):
+-- the steps of a batch share their periods, so this is far fewer writes.
+local acc, months = {}, {}
 local function bump(cell, value, is_late)
   local bar = string.find(cell, '|', 1, true)
   local key, name = string.sub(cell, 1, bar - 1), string.sub(cell, bar + 1)
@@ -43,14 +45,15 @@ local function bump(cell, value, is_late)
   if string.sub(key, 1, 2) == 'a:' then
     local d, w, m = string.match(key, '^a:([^,]+),([^,]+),([^,]+)$')
     keys = {'day:' .. d, 'week:' .. w, 'month:' .. m}
-    redis.call('SADD', p .. 'm:months', m)
+    months[m] = true
   else
     keys = {key}
   end
   for _, k in ipairs(keys) do
-    redis.call('HINCRBY', p .. 'm:' .. k, name, value)
-    if is_late then redis.call('HINCRBY', p .. 'm:' .. k, 'late:' .. name, value) end
-    touched[k] = true
+    local h = acc[k]
+    if not h then h = {}; acc[k] = h end
+    h[name] = (h[name] or 0) + value
+    if is_late then h['late:' .. name] = (h['late:' .. name] or 0) + value end
   end
 end
 local i = 4
@@ -72,10 +75,16 @@ while i <= #ARGV do
   end
   i = i + 2 * (n + nl)
 end
+local keys = {}
+for k, h in pairs(acc) do
+  for name, value in pairs(h) do
+    if value ~= 0 then redis.call('HINCRBY', p .. 'm:' .. k, name, value) end
+  end
+  keys[#keys + 1] = k
+end
+for m, _ in pairs(months) do redis.call('SADD', p .. 'm:months', m) end
 local old = tonumber(redis.call('HGET', p .. 'm:wm', part) or '-1')
 if wm > old then redis.call('HSET', p .. 'm:wm', part, wm) end
-local keys = {}
-for k, _ in pairs(touched) do keys[#keys + 1] = k end
 return keys
 """
 CHUNK_ARGS = 20_000  # script arguments per call: bounds how long Redis is busy with one call

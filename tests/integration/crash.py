@@ -129,7 +129,10 @@ async def _metric_cells(redis_url: str, prefix: str = "tierstream:") -> dict[str
         for k in keys:
             pipe.hgetall(k)
         rows = await pipe.execute()
-        return {k.decode(): {f.decode(): int(v) for f, v in h.items()} for k, h in zip(keys, rows)}
+        # Zero-valued fields are left out: whether a field that nets to zero
+        # exists depends on how the facts fell into batches.
+        cells = {k.decode(): {f.decode(): int(v) for f, v in h.items() if int(v)} for k, h in zip(keys, rows)}
+        return {k: h for k, h in cells.items() if h}
     finally:
         await redis.aclose()
 
