@@ -25,6 +25,8 @@ RECOVERED_USERS = Gauge("tierstream_recovered_users", "Users of the owned partit
 PUBLISH_ERRORS = Counter("tierstream_publish_errors_total", "Output or changelog records Kafka did not accept")
 
 # Bound children: .labels() costs a dict lookup and a lock per call on the hot path.
+CAMPAIGN_ACTIONS = Counter("tierstream_campaign_actions_total", "Campaign assignments published (both arms)")
+CAMPAIGN_OUTCOMES = Counter("tierstream_campaign_outcomes_total", "Campaign outcomes published (windows closed)")
 ALERTS_AT_RISK = CHURN_ALERTS.labels("at_risk")
 ALERTS_CHURNED = CHURN_ALERTS.labels("churned")
 

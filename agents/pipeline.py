@@ -39,7 +39,7 @@ from agents import metrics
 from agents.faults import CrashPoints
 from agents.gc_tuning import HeapFreezer
 from agents.outbox import BatchSender, Record
-from state.engine import ChurnAlert, Decision, advance, on_event, wake_at
+from state.engine import CampaignAction, CampaignOutcome, ChurnAlert, Decision, advance, on_event, wake_at
 from state.evaluate import Assessment, evaluate
 from state.calendar import Calendar
 from state.kpis import Ledger, Step
@@ -50,7 +50,7 @@ from state.rules import STAGES, Rules
 from state.due_index import DueIndex
 from stream import topics
 from stream.app import StreamApp
-from stream.codecs import churn_alert_record, dead_letter_record, encode_state, tier_change_record, user_record
+from stream.codecs import action_record, churn_alert_record, outcome_record, dead_letter_record, encode_state, tier_change_record, user_record
 from stream.contract import Rejection, parse_event
 from stream.settings import Settings
 
@@ -298,6 +298,15 @@ class Pipeline:
         if wake != previous_due:
             self.index.schedule(partition, wake, user_id)
         for decision in decisions:
+            if isinstance(decision, CampaignAction):
+                self.outputs.append(Record(topics.ACTIONS, key, orjson.dumps(action_record(decision)), source=partition))
+                self.tally.add(metrics.CAMPAIGN_ACTIONS)
+                continue
+            if isinstance(decision, CampaignOutcome):
+                self.outputs.append(Record(topics.CAMPAIGN_OUTCOMES, key, orjson.dumps(outcome_record(decision)),
+                                           source=partition))
+                self.tally.add(metrics.CAMPAIGN_OUTCOMES)
+                continue
             if isinstance(decision, ChurnAlert):
                 self.outputs.append(Record(topics.CHURN_ALERTS, key, orjson.dumps(churn_alert_record(decision)),
                                            source=partition))

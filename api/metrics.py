@@ -16,6 +16,7 @@ from state.calendar import Calendar, parse_label
 from state.metrics_store import MetricsStore
 from state.model import DAY_MS
 from state.rules import STAGES, Rules
+from state.uplift import Arm, summarize
 
 STORE = web.AppKey("metrics_store", MetricsStore)
 RULES = web.AppKey("rules", Rules)
@@ -108,3 +109,39 @@ async def get_cohorts(request: web.Request) -> web.Response:
     cohorts = [] if latest is None else list(range(latest - q.periods + 1, latest + 1))
     rows = await request.app[STORE].cohorts(q.by, q.grain, cohorts, q.periods, latest)
     return _json({"grain": q.grain, "by": q.by, "timezone": request.app[RULES].metrics.timezone, "cohorts": rows})
+
+
+def _campaign_doc(campaign: Any, cells: dict[str, int]) -> dict[str, Any]:
+    def arm(name: str) -> Arm:
+        return Arm(cells.get(f"closed:{name}", 0), cells.get(f"converted:{name}", 0),
+                   cells.get(f"revenue:{name}", 0) / 100, cells.get(f"revenue_sq:{name}", 0) / 10_000)
+
+    # Rates are over assignments whose window has closed: an open window
+    # may still convert.
+    results = summarize(arm("treatment"), arm("control"), campaign.cost_per_contact, campaign.value_per_conversion)
+    return {
+        "name": campaign.name,
+        "trigger": next(f"{k}:{v}" for k, v in campaign.trigger.model_dump(by_alias=True).items() if v is not None),
+        "holdout": campaign.holdout,
+        "goal": campaign.goal.model_dump(),
+        "assigned": {a: cells.get(f"assigned:{a}", 0) for a in ("treatment", "control")},
+        "open": {a: cells.get(f"assigned:{a}", 0) - cells.get(f"closed:{a}", 0) for a in ("treatment", "control")},
+        **results,
+    }
+
+
+async def get_campaigns(request: web.Request) -> web.Response:
+    rules = request.app[RULES]
+    found = await request.app[STORE].hashes(f"campaign:{c.name}" for c in rules.campaigns)
+    return _json({"campaigns": [_campaign_doc(c, found.get(f"campaign:{c.name}", {})) for c in rules.campaigns]})
+
+
+async def get_campaign(request: web.Request) -> web.Response:
+    rules = request.app[RULES]
+    name = request.match_info["name"]
+    campaign = rules.campaigns_by_name.get(name)
+    if campaign is None:
+        known = ", ".join(rules.campaigns_by_name) or "none configured (TIERSTREAM_CAMPAIGNS)"
+        raise web.HTTPNotFound(text=f"unknown campaign {name!r}; campaigns: {known}")
+    found = await request.app[STORE].hashes([f"campaign:{name}"])
+    return _json(_campaign_doc(campaign, found.get(f"campaign:{name}", {})))

@@ -151,3 +151,38 @@ class UserDoc(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class ArmFigures(BaseModel):
+    assigned: int = Field(description="Assignments whose conversion window has closed")
+    converted: int
+    conversion_rate: float | None
+    revenue: float = Field(description="Revenue in the closed windows")
+    revenue_per_user: float | None
+
+
+class CampaignResults(BaseModel):
+    name: str
+    trigger: str
+    holdout: float
+    goal: dict[str, float]
+    assigned: dict[str, int] = Field(description="All assignments per arm")
+    open: dict[str, int] = Field(description="Assignments whose window is still open, per arm")
+    treatment: ArmFigures
+    control: ArmFigures
+    uplift: float | None = Field(description="Treatment minus control conversion rate")
+    uplift_ci95: list[float] | None = Field(description="Newcombe hybrid score interval")
+    relative_uplift: float | None
+    relative_uplift_ci95: list[float] | None = Field(description="Katz log interval of the rate ratio, minus 1")
+    p_value: float | None = Field(description="Two-sided pooled two-proportion z-test")
+    incremental_conversions: float | None
+    revenue_per_user_uplift: float | None
+    revenue_per_user_uplift_ci95: list[float] | None = Field(description="Welch interval")
+    incremental_revenue: float | None
+    roi: float | None = Field(description="(incremental value - cost) / cost, when costs are given")
+    sample_size_per_arm_needed: int | None = Field(description="More users per arm to detect `min_effect`")
+    min_effect: float
+
+
+class CampaignsResponse(BaseModel):
+    campaigns: list[CampaignResults]

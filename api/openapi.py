@@ -36,6 +36,8 @@ ROUTES = (
     Route("/v1/metrics/flows", "Transitions between tiers in one period", m.FlowsResponse, m.FlowsQuery),
     Route("/v1/metrics/cohorts", "Retention of first-seen or first-order cohorts", m.CohortsResponse,
           m.CohortsQuery),
+    Route("/v1/campaigns", "Every configured campaign's arms, uplift and interval", m.CampaignsResponse),
+    Route("/v1/campaigns/{name}", "One campaign's results", m.CampaignResults, path_params=("name",)),
     Route("/healthz", "Redis reachable", m.Health),
 )
 

@@ -94,7 +94,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         reason = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        if exc.status == 404:
+        if exc.status == 404 and (not exc.text or exc.text.startswith("404:")):
             reason = f"no such endpoint: {request.method} {request.path}; see the README's read API"
         response = _error(exc.status, reason)
         if exc.status == 405 and "Allow" in exc.headers:
@@ -136,6 +136,8 @@ HANDLERS: dict[str, tuple[str, Handler]] = {
     "/v1/metrics/kpis": ("/v1/metrics/kpis", metrics.get_kpis),
     "/v1/metrics/flows": ("/v1/metrics/flows", metrics.get_flows),
     "/v1/metrics/cohorts": ("/v1/metrics/cohorts", metrics.get_cohorts),
+    "/v1/campaigns": ("/v1/campaigns", metrics.get_campaigns),
+    "/v1/campaigns/{name}": ("/v1/campaigns/{name}", metrics.get_campaign),
     "/healthz": ("/healthz", healthz),
 }
 

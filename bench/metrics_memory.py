@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from agents.pipeline import Pipeline
 from bench import workload
-from bench.offline_pipeline import PARTITIONS, _Table
+from bench.offline_pipeline import PARTITIONS, _Table, messages
 from cli.embedded import EmbeddedServers
 from state.metrics_store import MetricsStore
 from state.rules import load_rules
@@ -40,10 +40,7 @@ PREFIX = "memtest:"
 
 
 def feed(users: int, events: int, metrics: bool) -> tuple[Pipeline, float]:
-    records = [
-        SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(k) % PARTITIONS, offset=i, key=k, value=v)
-        for i, (k, v) in enumerate(workload.events(events, users, span_days=365))
-    ]
+    records = messages(events, users)
     settings = Settings(clock="replay", max_future_seconds=10**9, operator_metrics=metrics)
     pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, load_rules(), None)
     pipeline.index.reset(set(range(PARTITIONS)))

@@ -38,11 +38,16 @@ class _Table:
         self.changelog_topic = SimpleNamespace(get_topic_name=lambda: "tierstream-users-changelog")
 
 
-def run(events: int, users: int, profile: bool) -> None:
-    records = [
+def messages(events: int, users: int, span_days: int = 365) -> list[SimpleNamespace]:
+    """The workload's events as the consumer would hand them over."""
+    return [
         SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(k) % PARTITIONS, offset=i, key=k, value=v)
-        for i, (k, v) in enumerate(workload.events(events, users))
+        for i, (k, v) in enumerate(workload.events(events, users, span_days=span_days))
     ]
+
+
+def run(events: int, users: int, profile: bool) -> None:
+    records = messages(events, users)
     settings = Settings(clock="replay", max_future_seconds=10**9)
     pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, load_rules(), None)
     pipeline.index.reset(set(range(PARTITIONS)))

@@ -256,44 +256,36 @@ class Bench:
         log(f"f {len(latest)} users: state {statistics.fmean(sizes):.0f} B mean, {max(sizes)} B max; "
             f"worker RSS {self.results['f_worker_rss_mb']:.0f} MB")
 
-    async def exactly_once(self) -> None:
-        """x: the same events again, through a worker of its own consumer
-        group using Kafka transactions (Apache Kafka only): exactly-once's
-        cost, as a ratio to section c in the same run."""
+    async def _second_worker(self, tag: str, env: dict[str, str]) -> float:
+        """Section c's events again, through a worker of its own consumer
+        group with `env` on top: its events/s."""
         stop(self.worker)
         self.worker = None
         port = free_port()
-        env = {**self.worker_env(), "TIERSTREAM_APP_ID": "bench-eos", "TIERSTREAM_REDIS_PREFIX": "bench-eos:",
-               "TIERSTREAM_PROCESSING_GUARANTEE": "exactly_once", "TIERSTREAM_RECOVERY": "faust",
+        env = {**self.worker_env(), **env, "TIERSTREAM_APP_ID": f"bench-{tag}", "TIERSTREAM_REDIS_PREFIX": f"bench-{tag}:",
                "TIERSTREAM_METRICS_PORT": str(port)}
-        proc = spawn([sys.executable, "-m", "cli.main", "worker"], env=env, log=self.servers.workdir / "worker-x.log")
+        proc = spawn([sys.executable, "-m", "cli.main", "worker"], env=env, log=self.servers.workdir / f"worker-{tag}.log")
         try:
             first, done = await asyncio.to_thread(wait_for_count, port, "tierstream_events_accepted_total",
                                                   self.events, 3600)
         finally:
             stop(proc)
-        eps = self.events / max(done - first, 1e-9)
+        return self.events / max(done - first, 1e-9)
+
+    async def exactly_once(self) -> None:
+        """x: with exactly-once (Kafka transactions; Apache Kafka only): its
+        cost, as a ratio to section c in the same run."""
+        eps = await self._second_worker("eos", {"TIERSTREAM_PROCESSING_GUARANTEE": "exactly_once",
+                                                "TIERSTREAM_RECOVERY": "faust"})
         self.results["x_exactly_once_eps"] = eps
         self.results["ratio_exactly_once_vs_at_least_once"] = eps / self.results["c_full_pipeline_eps"]
         log(f"x exactly-once worker: {eps:.0f} ev/s ({self.results['ratio_exactly_once_vs_at_least_once']:.2f} of c)")
 
     async def without_metrics(self) -> None:
-        """m: the same events again, through a worker of its own consumer
-        group with the operator metrics off: their cost (the facts, their
+        """m: with the operator metrics off: their cost (the facts, their
         topic and the aggregator, which runs in the same process), as the
         ratio of section c to this one, in the same run."""
-        stop(self.worker)
-        self.worker = None
-        port = free_port()
-        env = {**self.worker_env(), "TIERSTREAM_APP_ID": "bench-nometrics", "TIERSTREAM_REDIS_PREFIX": "bench-nom:",
-               "TIERSTREAM_OPERATOR_METRICS": "false", "TIERSTREAM_METRICS_PORT": str(port)}
-        proc = spawn([sys.executable, "-m", "cli.main", "worker"], env=env, log=self.servers.workdir / "worker-m.log")
-        try:
-            first, done = await asyncio.to_thread(wait_for_count, port, "tierstream_events_accepted_total",
-                                                  self.events, 3600)
-        finally:
-            stop(proc)
-        eps = self.events / max(done - first, 1e-9)
+        eps = await self._second_worker("nometrics", {"TIERSTREAM_OPERATOR_METRICS": "false"})
         self.results["m_no_metrics_eps"] = eps
         self.results["ratio_metrics_on_vs_off"] = self.results["c_full_pipeline_eps"] / eps
         log(f"m worker without operator metrics: {eps:.0f} ev/s (c is {self.results['ratio_metrics_on_vs_off']:.2f} "

@@ -21,6 +21,12 @@ from aiokafka import AIOKafkaProducer
 from stream import topics
 
 DAY_MS = 86_400_000
+# The demo's known truth for campaigns: a user the win-back campaign
+# assigns comes back with an order within 30 days with this probability, on
+# top of whatever their persona does. The offer raises it from 10% to 15%,
+# so the uplift the dashboard measures has a true value to be compared with.
+RESPONSE = {"win_back": {"control": 0.10, "treatment": 0.15}}
+RESPONSE_DAYS = 30
 PERSONAS = ("loyal", "bargain", "one_time", "drifting", "newcomer")
 WEIGHTS = (0.15, 0.25, 0.2, 0.25, 0.15)
 
@@ -59,10 +65,14 @@ class DemoGenerator:
         self._next_user = 0
         self._seq = 0
         self._queue: list[tuple[int, int, Shopper]] = []
+        self._responses: list[tuple[int, int, dict]] = []  # (ts, seq, event): orders campaigns caused
+        self._by_id: dict[str, Shopper] = {}
+        self.responded: dict[tuple[str, str], int] = {}  # (campaign, arm) -> users who came back
 
     def _join(self, at_ms: int) -> Shopper:
         persona = self.rnd.choices(PERSONAS, WEIGHTS)[0]
         shopper = Shopper(f"user-{self._next_user:05d}", persona, at_ms)
+        self._by_id[shopper.user_id] = shopper
         self._next_user += 1
         self._schedule(shopper, at_ms)
         return shopper
@@ -92,8 +102,23 @@ class DemoGenerator:
         while self._queue and self._queue[0][0] <= now:
             at, _, shopper = heapq.heappop(self._queue)
             out.extend(self._act(shopper, at))
+        while self._responses and self._responses[0][0] <= now:
+            out.append(heapq.heappop(self._responses)[2])
         self.sent += len(out)
         return out
+
+    def treat(self, action: dict) -> None:
+        """A campaign assigned a user (from tierstream.actions): with the
+        arm's probability, the user orders within the window."""
+        rates = RESPONSE.get(action["campaign"])
+        shopper = self._by_id.get(action["user_id"])
+        if rates is None or shopper is None or self.rnd.random() >= rates[action["arm"]]:
+            return
+        key = (action["campaign"], action["arm"])
+        self.responded[key] = self.responded.get(key, 0) + 1
+        at = action["at_ms"] + int(self.rnd.uniform(1, RESPONSE_DAYS - 1) * DAY_MS)
+        shopper.silent, shopper.gap_days = False, 3.0
+        heapq.heappush(self._responses, (at, self._seq, self._event(shopper, "order", at, self.rnd.uniform(20, 120))))
 
     def _act(self, s: Shopper, at: int) -> list[dict]:
         r = self.rnd

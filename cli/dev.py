@@ -40,6 +40,8 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, bro
         # The demo's accelerated time is event time: let only events move the clock.
         "TIERSTREAM_CLOCK": "replay" if demo else os.environ.get("TIERSTREAM_CLOCK", "live"),
         "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
+        # The example campaigns (state/example_campaigns.toml) unless told otherwise.
+        "TIERSTREAM_CAMPAIGNS": os.environ.get("TIERSTREAM_CAMPAIGNS", "example"),
     }
     procs = []
     try:
@@ -84,6 +86,7 @@ async def _live(servers, view, *, demo, speed, users, duration, console, api) ->
     if demo:
         clock = DemoClock(speed=speed)
         generator = DemoGenerator(users=users, clock=clock)
+        view.on_action = generator.treat  # simulated users respond to campaigns (a known true effect)
 
         def sent(n: int) -> None:
             view.events_sent += n

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
@@ -31,11 +32,13 @@ class ViewState:
     events_sent: int = 0
     sim_time: str = ""
     kpis: list[dict] = field(default_factory=list)  # the last weeks, from the read API
+    campaigns: list[dict] = field(default_factory=list)  # results, from the read API
+    on_action: Any = None  # the demo's response to campaign assignments
 
 
 async def follow_outputs(bootstrap: str, view: ViewState, stop: asyncio.Event) -> None:
     consumer = AIOKafkaConsumer(
-        topics.TIER_CHANGES, topics.CHURN_ALERTS, topics.DEAD_LETTERS,
+        topics.TIER_CHANGES, topics.CHURN_ALERTS, topics.DEAD_LETTERS, topics.ACTIONS,
         bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
     )
     await consumer.start()
@@ -48,6 +51,9 @@ async def follow_outputs(bootstrap: str, view: ViewState, stop: asyncio.Event) -
                     if tp.topic == topics.TIER_CHANGES:
                         view.total_changes += 1
                         view.changes.appendleft(body)
+                    elif tp.topic == topics.ACTIONS:
+                        if view.on_action is not None:
+                            view.on_action(body)
                     elif tp.topic == topics.CHURN_ALERTS:
                         view.total_alerts += 1
                         view.alerts.appendleft(body)
@@ -74,6 +80,9 @@ async def poll_kpis(api: str, view: ViewState, stop: asyncio.Event) -> None:
                 async with http.get(f"{api}/v1/metrics/kpis", params={"grain": "week"}) as resp:
                     if resp.status == 200:
                         view.kpis = (await resp.json())["periods"][-2:]
+                async with http.get(f"{api}/v1/campaigns") as resp:
+                    if resp.status == 200:
+                        view.campaigns = (await resp.json())["campaigns"]
             except Exception:  # noqa: BLE001 (API not ready yet: keep the last figures)
                 pass
             await asyncio.sleep(1)
@@ -94,6 +103,20 @@ def _kpi_table(periods: list[dict]) -> Table:
             cells.append("–" if v is None else f"{v:.0%}" if key == "repurchase_rate" else
                          f"{v:,.2f}" if isinstance(v, float) else f"{v:,}")
         table.add_row(p["period"] + ("" if p["closed"] else " *"), *cells)
+    return table
+
+
+def _campaign_table(campaigns: list[dict]) -> Table:
+    table = Table(title="Campaigns (closed windows; treatment vs control)", expand=True)
+    for col in ("campaign", "assigned t/c", "conversion t", "conversion c", "uplift [95% CI]", "p"):
+        table.add_column(col, justify="left" if col == "campaign" else "right")
+    for c in campaigns:
+        t, k = c["treatment"], c["control"]
+        rate = lambda a: "–" if a["conversion_rate"] is None else f"{a['conversion_rate']:.1%}"  # noqa: E731
+        ci = c["uplift_ci95"]
+        uplift = "–" if c["uplift"] is None else f"{c['uplift']:+.1%} [{ci[0]:+.1%}, {ci[1]:+.1%}]"
+        table.add_row(c["name"], f"{c['assigned']['treatment']}/{c['assigned']['control']}", rate(t), rate(k), uplift,
+                      "–" if c["p_value"] is None else f"{c['p_value']:.3f}")
     return table
 
 
@@ -130,4 +153,5 @@ def render(view: ViewState) -> Group:
         f"event time {view.sim_time}   events sent {view.events_sent}   dead letters {view.total_dead_letters}"
         "   (Ctrl-C to stop)"
     )
-    return Group(Panel(view.header, title="tierstream dev"), status, _kpi_table(view.kpis), counts, changes, alerts)
+    return Group(Panel(view.header, title="tierstream dev"), status, _kpi_table(view.kpis),
+                 _campaign_table(view.campaigns), counts, changes, alerts)

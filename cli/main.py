@@ -23,8 +23,14 @@ def _rules(settings: Settings):  # type: ignore[no-untyped-def]
     """The rules, or a clean exit naming the line and the problem."""
     from state.rules import RulesError, load_rules
 
+    from state.campaigns import load_campaigns
+
     try:
-        return load_rules(settings.rules)
+        rules = load_rules(settings.rules)
+        if settings.campaigns:
+            path = None if settings.campaigns == "example" else settings.campaigns
+            rules = rules.with_campaigns(load_campaigns(path, rules.tier_names))
+        return rules
     except RulesError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -165,6 +171,23 @@ def report(grain: str, start: str | None, end: str | None, fmt: str, api: str | 
     except ReportError as exc:
         raise click.ClickException(str(exc)) from exc
     render(data, fmt, Console(width=200 if fmt == "table" else None, soft_wrap=fmt != "table"))
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--api", default=None, help="Read API base URL (default: http://TIERSTREAM_API_HOST:TIERSTREAM_API_PORT)")
+def campaigns(fmt: str, api: str | None) -> None:
+    """Each campaign's arms, conversion, uplift with its 95% interval, p-value and ROI, from the read API."""
+    from rich.console import Console
+
+    from cli.report import ReportError, fetch, render_campaigns
+
+    s = _settings()
+    try:
+        doc = fetch(api or f"http://{s.api_host}:{s.api_port}", "/v1/campaigns")
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    render_campaigns(doc, fmt, Console(width=220 if fmt == "table" else None))
 
 
 @cli.command("rebuild-cache")

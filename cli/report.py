@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -65,7 +66,7 @@ def build(api: str, grain: str, start: str | None, end: str | None) -> dict[str,
 def render(report: dict[str, Any], fmt: str, console: Console) -> None:
     kpis = report["kpis"]
     if fmt == "json":
-        console.print_json(json.dumps(report))
+        sys.stdout.write(json.dumps(report) + "\n")  # plain: for scripts and jq, never wrapped
         return
     if fmt == "csv":
         out = io.StringIO()
@@ -73,7 +74,7 @@ def render(report: dict[str, Any], fmt: str, console: Console) -> None:
         writer.writerow([k for k, _ in KPI_COLUMNS])
         for row in kpis["periods"]:
             writer.writerow(["" if row[k] is None else row[k] for k, _ in KPI_COLUMNS])
-        console.out(out.getvalue(), end="")
+        sys.stdout.write(out.getvalue())
         return
     table = Table(title=f"KPIs per {kpis['grain']} ({kpis['timezone']})", header_style="bold")
     for _, title in KPI_COLUMNS:
@@ -113,3 +114,34 @@ def render(report: dict[str, Any], fmt: str, console: Console) -> None:
             cells = ["–" if r is None else f"{r:.0%}" for r in c["retention"]]
             tri.add_row(c["cohort"], _cell(c["size"]), *cells, *[""] * (width - len(cells)))
         console.print(tri)
+
+
+def render_campaigns(doc: dict[str, Any], fmt: str, console: Console) -> None:
+    if fmt == "json":
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    table = Table(title="Campaigns: treatment against the holdout (closed windows)", header_style="bold")
+    for title in ("campaign", "trigger", "treatment n", "control n", "conv. t", "conv. c", "uplift", "95% CI",
+                  "p", "incr. conv.", "incr. revenue", "ROI", "n/arm still needed"):
+        table.add_column(title, justify="left" if title in ("campaign", "trigger") else "right")
+    for c in doc["campaigns"]:
+        t, k = c["treatment"], c["control"]
+        ci = c["uplift_ci95"]
+        table.add_row(
+            c["name"], c["trigger"], _cell(t["assigned"]), _cell(k["assigned"]),
+            _pct(t["conversion_rate"]), _pct(k["conversion_rate"]), _pct(c["uplift"], signed=True),
+            "–" if ci is None else f"[{ci[0]:+.1%}, {ci[1]:+.1%}]",
+            "–" if c["p_value"] is None else f"{c['p_value']:.3f}",
+            "–" if c["incremental_conversions"] is None else f"{c['incremental_conversions']:,.1f}",
+            "–" if c["incremental_revenue"] is None else f"{c['incremental_revenue']:,.2f}",
+            _pct(c["roi"], signed=True), _cell(c["sample_size_per_arm_needed"]),
+        )
+    console.print(table)
+    console.print("[dim]Rates count assignments whose conversion window has closed; "
+                  "senders act on `treatment` only.[/dim]")
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"

@@ -147,3 +147,70 @@ def parse_campaigns(text: str, source: str, tiers: list[str]) -> list[Campaign]:
         if unknown:
             raise RulesError(f"{source}: campaign {c.name!r}: unknown tier(s) {unknown}; tiers are {', '.join(tiers)}")
     return parsed.campaigns
+
+
+# -- a user's campaigns (pure; called by state.engine) -----------------------
+
+# Per user (UserState.camp): [last_contact_ms, {campaign: last_assigned_ms},
+# open assignments: [[campaign, arm, trigger_ms, window_end_ms, revenue_cents,
+# converted (0/1), action_id], ...]]. Bounded by the campaigns configured.
+OPEN_CAMPAIGN, OPEN_ARM, OPEN_AT, OPEN_END, OPEN_REVENUE, OPEN_CONVERTED, OPEN_ACTION = range(7)
+
+
+def new_memory() -> list:
+    return [None, {}, []]
+
+
+def earliest_window_end(camp: list | None) -> int | None:
+    if not camp or not camp[2]:
+        return None
+    return min(o[OPEN_END] for o in camp[2])
+
+
+def credit_order(camp: list | None, ts_ms: int, amount_cents: int, campaigns: dict[str, Campaign]) -> None:
+    """An order counts for every open assignment whose window holds it."""
+    if not camp:
+        return
+    for o in camp[2]:
+        if o[OPEN_AT] <= ts_ms <= o[OPEN_END]:
+            o[OPEN_REVENUE] += amount_cents
+            c = campaigns.get(o[OPEN_CAMPAIGN])
+            if amount_cents >= round((c.goal.min_amount if c else 0) * 100):
+                o[OPEN_CONVERTED] = 1
+
+
+def close_windows(camp: list | None, now_ms: int) -> list[list]:
+    """The assignments whose window has closed by `now_ms`, removed."""
+    if not camp or not camp[2]:
+        return []
+    closed = [o for o in camp[2] if o[OPEN_END] <= now_ms]
+    if closed:
+        camp[2] = [o for o in camp[2] if o[OPEN_END] > now_ms]
+    return closed
+
+
+def triggered(campaign: Campaign, from_tier: str | None, to_tier: str | None, from_stage: str | None,
+              to_stage: str | None, alert: str | None) -> bool:
+    t = campaign.trigger
+    if t.enter_tier is not None:
+        return to_tier == t.enter_tier and from_tier != t.enter_tier
+    if t.enter_stage is not None:
+        return to_stage == t.enter_stage and from_stage != t.enter_stage
+    if t.alert is not None:
+        return alert == t.alert
+    assert t.transition is not None
+    return from_tier == t.transition.from_ and to_tier == t.transition.to
+
+
+def eligible(campaign: Campaign, camp: list, now_ms: int, ltv_cents: int) -> bool:
+    if not campaign.active_at(now_ms):
+        return False
+    e = campaign.eligible
+    if e.ltv_min is not None and ltv_cents < round(e.ltv_min * 100):
+        return False
+    if e.ltv_max is not None and ltv_cents > round(e.ltv_max * 100):
+        return False
+    if e.not_contacted_days is not None and camp[0] is not None and now_ms - camp[0] < e.not_contacted_days * DAY_MS:
+        return False
+    last = camp[1].get(campaign.name)
+    return last is None or now_ms - last >= campaign.cooldown_days * DAY_MS

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from state import campaigns
 from state.evaluate import Assessment, evaluate, next_due
 from state.kpis import Ledger
-from state.model import UserEvent, UserState, apply, hold, is_duplicate, new_state, release
+from state.model import EventType, UserEvent, UserState, apply, hold, is_duplicate, new_state, release
 from state.rules import Rules
 
 ALERT_LEVELS = ("at_risk", "churned")
@@ -53,7 +54,36 @@ class ChurnAlert:
     correction: bool = False
 
 
-Decision = TierChange | ChurnAlert
+@dataclass(slots=True)
+class CampaignAction:
+    """A user assigned to a campaign's arm (downstream senders act on `treatment` only)."""
+
+    action_id: str
+    user_id: str
+    campaign: str
+    arm: str
+    trigger: str  # e.g. "enter_tier:high_value", "alert:at_risk"
+    at_ms: int
+    window_end_ms: int
+    assessment: Assessment
+
+
+@dataclass(slots=True)
+class CampaignOutcome:
+    """An assignment's window closed: converted or not, and the revenue in it."""
+
+    outcome_id: str
+    action_id: str
+    user_id: str
+    campaign: str
+    arm: str
+    converted: bool
+    revenue_cents: int
+    assigned_ms: int
+    at_ms: int  # the window's end
+
+
+Decision = TierChange | ChurnAlert | CampaignAction | CampaignOutcome
 
 
 def _stable_id(*parts: object) -> str:
@@ -98,12 +128,57 @@ def reassess(
         if a.stage != state.stage:
             state.stage, state.stage_since_ms = a.stage, now_ms
         state.version += 1
+    if rules.campaigns:
+        changed = bool(decisions)
+        decisions += _campaign_step(user_id, state, now_ms, rules, decisions, a)
+        if decisions and not changed:
+            state.version += 1  # each step that decides something has its own version
     state.evaluated_ms = now_ms
     state.due_ms = next_due(state, now_ms, rules)
+    window_end = campaigns.earliest_window_end(state.camp)
+    if window_end is not None and (state.due_ms is None or window_end < state.due_ms):
+        state.due_ms = window_end  # a campaign window closes: its outcome is due then
     return a, decisions
 
 
+def _campaign_step(user_id: str, state: UserState, now_ms: int, rules: Rules, decisions: list[Decision],
+                   a: Assessment) -> list[Decision]:
+    """Close the windows that ended by now, then assign the campaigns this
+    step's tier changes and alerts trigger."""
+    out: list[Decision] = []
+    for o in campaigns.close_windows(state.camp, now_ms):
+        name, arm, at, end, revenue, converted, action_id = o
+        out.append(CampaignOutcome(_stable_id("outcome", action_id), action_id, user_id, name, arm, bool(converted),
+                                   revenue, at, end))
+    for d in decisions:
+        if isinstance(d, TierChange):
+            moved = (d.from_tier, d.to_tier, d.from_stage, d.to_stage, None)
+        elif isinstance(d, ChurnAlert):
+            moved = (None, None, None, None, d.level)
+        else:
+            continue
+        for c in rules.campaigns:
+            if not campaigns.triggered(c, *moved):
+                continue
+            if state.camp is None:
+                state.camp = campaigns.new_memory()
+            if not campaigns.eligible(c, state.camp, now_ms, a.ltv_cents):
+                continue
+            arm = campaigns.arm_of(c.name, user_id, c.holdout)
+            action_id = _stable_id("action", c.name, user_id, now_ms)
+            end = now_ms + c.window_ms
+            state.camp[1][c.name] = now_ms
+            if arm == "treatment":
+                state.camp[0] = now_ms
+            state.camp[2].append([c.name, arm, now_ms, end, 0, 0, action_id])
+            trigger = next(f"{k}:{v}" for k, v in c.trigger.model_dump(by_alias=True).items() if v is not None)
+            out.append(CampaignAction(action_id, user_id, c.name, arm, trigger.replace("'", ""), now_ms, end, a))
+    return out
+
+
 def _apply(state: UserState, event: UserEvent, rules: Rules, fingerprint: int | None = None) -> UserState:
+    if state.camp and event.type is EventType.ORDER:
+        campaigns.credit_order(state.camp, event.ts_ms, event.amount_cents, rules.campaigns_by_name)
     return apply(
         state,
         event,
@@ -141,7 +216,7 @@ def advance(
             snapshot = ledger.before(state) if ledger is not None else None
             latest, found = reassess(user_id, state, due, rules)
             if snapshot is not None and found:  # a due time changes figures only through a decision
-                ledger.record(user_id, state, snapshot, None, due)
+                ledger.record(user_id, state, snapshot, None, due, decisions=found)
         elif held_ts is not None and held_ts <= until_ms:
             snapshot = ledger.before(state) if ledger is not None else None
             event, fingerprint = release(state)
@@ -149,7 +224,7 @@ def advance(
             at = max(event.ts_ms, state.evaluated_ms or 0)
             latest, found = reassess(user_id, state, at, rules)
             if ledger is not None:
-                ledger.record(user_id, state, snapshot, event, at)
+                ledger.record(user_id, state, snapshot, event, at, decisions=found)
         else:
             return latest, decisions
         decisions.extend(found)
@@ -186,7 +261,7 @@ def on_event(
     now = max(watermark, state.evaluated_ms or 0)
     assessment, found = reassess(event.user_id, state, now, rules, correction=True)
     if ledger is not None:
-        ledger.record(event.user_id, state, before, event, now, late=True)
+        ledger.record(event.user_id, state, before, event, now, late=True, decisions=found)
     decisions.extend(found)
     return StepResult(state, decisions, accepted=True, assessment=assessment)
 

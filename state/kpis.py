@@ -136,7 +136,7 @@ class Ledger:
         return Snapshot(state.tier, state.stage, state.lifetime_revenue_cents - state.lifetime_refunds_cents)
 
     def record(self, user_id: str, state: UserState, before: Snapshot, event: UserEvent | None,
-               at_ms: int, late: bool = False) -> None:
+               at_ms: int, late: bool = False, decisions: list | None = None) -> None:
         """One step is done: `event` (if any) applied, then evaluated at
         `at_ms`. Updates the user's metric memory and books the facts."""
         facts: dict[str, int] = {}
@@ -148,6 +148,8 @@ class Ledger:
             else:
                 self._event_facts(state, event, facts, late)
         self._transition_facts(state, before, at_ms, facts)
+        if decisions:
+            self._campaign_facts(decisions, facts)
         if facts or late_cells:
             self.steps.append(Step(user_id, state.version, facts, late_cells or None))
 
@@ -309,6 +311,26 @@ class Ledger:
         # longer convert in order; keep the list bounded.
         horizon = max(ts, mem.recent_orders[-1] if mem.recent_orders else ts) - self.conversion_ms - DAY_MS
         mem.open_carts = [c for c in mem.open_carts if c[1] >= horizon]
+
+    # -- campaigns -------------------------------------------------------
+
+    @staticmethod
+    def _campaign_facts(decisions: list, facts: dict[str, int]) -> None:
+        """Per campaign and arm: assigned, and for closed windows: closed,
+        converted, revenue and its sum of squares (for the interval of
+        revenue per user)."""
+        for d in decisions:
+            kind = type(d).__name__
+            if kind == "CampaignAction":
+                _add(facts, f"campaign:{d.campaign}|assigned:{d.arm}", 1)
+            elif kind == "CampaignOutcome":
+                key = f"campaign:{d.campaign}|"
+                _add(facts, f"{key}closed:{d.arm}", 1)
+                if d.converted:
+                    _add(facts, f"{key}converted:{d.arm}", 1)
+                if d.revenue_cents:
+                    _add(facts, f"{key}revenue:{d.arm}", d.revenue_cents)
+                    _add(facts, f"{key}revenue_sq:{d.arm}", d.revenue_cents * d.revenue_cents)
 
     # -- tier and stage --------------------------------------------------
 

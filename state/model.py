@@ -92,6 +92,9 @@ class UserState:
     # What the operator metrics remember of this user (state.kpis); None
     # while metrics are off or before the user's first applied event.
     kpi: KpiMemory | None = None
+    # Campaign assignments (state.campaigns): last contact, last assignment
+    # per campaign, open conversion windows. None until a campaign triggers.
+    camp: list | None = None
 
     @property
     def has_applied(self) -> bool:

@@ -11,7 +11,7 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -168,6 +168,16 @@ class Rules(_Strict):
     tiers: list[TierRule] = Field(min_length=1)
     stages: Stages = Stages()
     metrics: MetricsConfig = MetricsConfig()
+    # Campaigns come from their own file (state.campaigns, TIERSTREAM_CAMPAIGNS)
+    # and are attached with `with_campaigns`; a rules file cannot set them.
+    campaigns: tuple[Any, ...] = Field((), exclude=True)
+
+    def with_campaigns(self, campaigns: list[Any]) -> Rules:
+        return self.model_copy(update={"campaigns": tuple(campaigns)})
+
+    @property
+    def campaigns_by_name(self) -> dict[str, Any]:
+        return {c.name: c for c in self.campaigns}
 
     @model_validator(mode="after")
     def _tiers_cover_everyone(self) -> Rules:
@@ -218,6 +228,8 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         # tomllib's message already ends with "(at line N, column M)".
         raise RulesError(f"{source}: not valid TOML: {exc}") from exc
     try:
+        if "campaigns" in raw:
+            raise RulesError(f"{source}: campaigns go in their own file (TIERSTREAM_CAMPAIGNS), not in the rules")
         return Rules.model_validate(raw)
     except ValidationError as exc:
         problems = []

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from faust.serializers import codecs
 
-from state.engine import ChurnAlert, TierChange
+from state.engine import CampaignAction, CampaignOutcome, ChurnAlert, TierChange
 from state.evaluate import Assessment
 from state.kpis import KpiMemory
 from state.model import DAY_MS, UserState
@@ -39,6 +39,7 @@ def encode_state(state: UserState) -> bytes:
         s.lifetime_orders, s.lifetime_revenue_cents, s.lifetime_refunds_cents, flat, s.recent_ids,
         s.tier, s.stage, s.tier_since_ms, s.stage_since_ms, s.evaluated_ms, s.due_ms, s.version,
         s.src_partition, s.src_offset, s.held, activity, s.kpi.to_list() if s.kpi is not None else None,
+        s.camp,
     ))
 
 
@@ -46,7 +47,7 @@ _ENCODED_ORDER = (
     "first_seen_ms", "last_seen_ms", "last_active_ms", "last_order_ms", "last_campaign_ms",
     "lifetime_orders", "lifetime_revenue_cents", "lifetime_refunds_cents", "buckets", "recent_ids",
     "tier", "stage", "tier_since_ms", "stage_since_ms", "evaluated_ms", "due_ms", "version",
-    "src_partition", "src_offset", "held", "activity", "kpi",
+    "src_partition", "src_offset", "held", "activity", "kpi", "camp",
 )
 assert _ENCODED_ORDER == _STATE_FIELDS, "encode_state is out of step with UserState's fields"
 
@@ -56,8 +57,8 @@ def decode_state(data: bytes) -> UserState:
     if values[0] != STATE_FORMAT:
         raise ValueError(f"unknown state format {values[0]!r}; this worker reads format {STATE_FORMAT}")
     # Fields are only ever appended: a record written before `activity`
-    # (or `kpi`) existed is short of them, and decodes with their defaults.
-    if not len(_STATE_FIELDS) - 2 <= len(values) - 1 <= len(_STATE_FIELDS):
+    # (or `kpi`, or `camp`) existed is short of them, and decodes with their defaults.
+    if not len(_STATE_FIELDS) - 3 <= len(values) - 1 <= len(_STATE_FIELDS):
         raise ValueError(f"state record has {len(values) - 1} fields; this worker reads {len(_STATE_FIELDS)}")
     kwargs = dict(zip(_STATE_FIELDS, values[1:]))
     flat = kwargs["buckets"]
@@ -164,6 +165,41 @@ def churn_alert_record(alert: ChurnAlert) -> dict[str, Any]:
         "at": iso(a.at_ms),
         "at_ms": a.at_ms,
         "correction": alert.correction,
+    }
+
+
+def action_record(a: CampaignAction) -> dict[str, Any]:
+    """What a downstream sender needs: act on `treatment` only."""
+    s = a.assessment
+    return {
+        "action_id": a.action_id,
+        "user_id": a.user_id,
+        "campaign": a.campaign,
+        "arm": a.arm,
+        "trigger": a.trigger,
+        "at": iso(a.at_ms),
+        "at_ms": a.at_ms,
+        "window_end": iso(a.window_end_ms),
+        "tier": s.tier,
+        "stage": s.stage,
+        "ltv": money(s.ltv_cents),
+        "days_inactive": s.days_inactive,
+        "lifetime_orders": s.lifetime_orders,
+    }
+
+
+def outcome_record(o: CampaignOutcome) -> dict[str, Any]:
+    return {
+        "outcome_id": o.outcome_id,
+        "action_id": o.action_id,
+        "user_id": o.user_id,
+        "campaign": o.campaign,
+        "arm": o.arm,
+        "converted": o.converted,
+        "revenue": money(o.revenue_cents),
+        "assigned_at": iso(o.assigned_ms),
+        "at": iso(o.at_ms),
+        "at_ms": o.at_ms,
     }
 
 

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding segment membership")
     redis_prefix: str = Field("tierstream:", description="Prefix of every Redis key tierstream writes")
     rules: Path | None = Field(None, description="Rules TOML file; unset = the shipped defaults")
+    campaigns: str | None = Field(
+        None, description="Campaigns TOML file (state/example_campaigns.toml shows the format); 'example' = that "
+        "shipped file; unset = no campaigns (tierstream dev uses the example)")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, description="Port of the read API")
 

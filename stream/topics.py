@@ -10,7 +10,11 @@ METRICS = "tierstream.metrics"
 # aggregator; partitioned like the events (the user's partition).
 METRIC_FACTS = "tierstream.metric-facts"
 
-OUTPUTS = (TIER_CHANGES, CHURN_ALERTS, DEAD_LETTERS, METRICS, METRIC_FACTS)
+# Campaign assignments (treatment and control) and their outcomes.
+ACTIONS = "tierstream.actions"
+CAMPAIGN_OUTCOMES = "tierstream.campaign-outcomes"
+
+OUTPUTS = (TIER_CHANGES, CHURN_ALERTS, DEAD_LETTERS, METRICS, METRIC_FACTS, ACTIONS, CAMPAIGN_OUTCOMES)
 
 # The users table's changelog is internal: Faust names it
 # "<app_id>-users-changelog".

@@ -54,7 +54,7 @@ def history(users: int = 3000, events: int = 30_000, seed: int = 29) -> list[dic
 
 @dataclass
 class Outcome:
-    ids: Counter  # change_id / alert_id -> deliveries
+    ids: Counter  # change_id / alert_id / action_id / outcome_id -> deliveries
     membership: dict[str, tuple[int, str, str]]  # user -> (version, tier, stage) in Redis
     kills: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -124,7 +124,7 @@ async def _metric_cells(redis_url: str, prefix: str = "tierstream:") -> dict[str
     redis = Redis.from_url(redis_url)
     try:
         keys = [k async for k in redis.scan_iter(match=prefix + "m:*", count=1000)
-                if k.decode()[len(prefix) + 2:].startswith(("day:", "week:", "month:", "c:"))]
+                if k.decode()[len(prefix) + 2:].startswith(("day:", "week:", "month:", "c:", "campaign:"))]
         pipe = redis.pipeline(transaction=False)
         for k in keys:
             pipe.hgetall(k)
@@ -147,6 +147,10 @@ async def _output_ids(broker: str, isolation_level: str = "read_uncommitted") ->
         ids[record["change_id"]] += 1
     for record in await read_topic(broker, topics.CHURN_ALERTS, isolation_level):
         ids[record["alert_id"]] += 1
+    for record in await read_topic(broker, topics.ACTIONS, isolation_level):
+        ids[record["action_id"]] += 1
+    for record in await read_topic(broker, topics.CAMPAIGN_OUTCOMES, isolation_level):
+        ids[record["outcome_id"]] += 1
     return ids
 
 
@@ -163,6 +167,7 @@ class Workers:
                "TIERSTREAM_PARTITIONS": str(PARTITIONS), "TIERSTREAM_CLOCK": "replay",
                "TIERSTREAM_ALLOWED_LATENESS_MS": str(DAY_MS), "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
                "TIERSTREAM_APP_ID": self.app_id, "TIERSTREAM_LOG_LEVEL": "INFO", "TIERSTREAM_REDIS_CHECK_SECONDS": "1",
+               "TIERSTREAM_CAMPAIGNS": "example",
                **self.extra_env}
         env.pop("TIERSTREAM_CRASH_AT", None)
         if crash_at:

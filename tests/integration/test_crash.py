@@ -35,6 +35,8 @@ def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int) -> None:
     # The operator metrics: every cell, and every closed period's record,
     # as in the run without a fault.
     assert len(reference.metric_cells) > 800 and len(reference.metric_records) > 800
+    # Campaign assignments and outcomes are among the ids, their results among the cells.
+    assert sum(k.endswith(":campaign:win_back") for k in reference.metric_cells) == 1
     assert result["metric_cells_differing"] == 0, result
     assert result["metric_records_differing"] == 0, result
 

@@ -51,7 +51,7 @@ def run(tmp: Path, name: str, send, as_of: int) -> tuple[dict, list[dict], dict]
     API's answers and the tierstream.metrics records)."""
     servers = new_servers()
     cluster = Cluster(servers, extra_env={"TIERSTREAM_ALLOWED_LATENESS_MS": str(LATENESS),
-                                          "TIERSTREAM_APP_ID": f"replay-{name}"})
+                                          "TIERSTREAM_APP_ID": f"replay-{name}", "TIERSTREAM_CAMPAIGNS": "example"})
     try:
         cluster.start_worker()
         cluster.start_api()
@@ -59,7 +59,8 @@ def run(tmp: Path, name: str, send, as_of: int) -> tuple[dict, list[dict], dict]
         out = tmp / f"{name}.csv"
         cluster.cli("snapshot", "--as-of", iso(as_of), "--out", str(out), "--wait", "600", timeout=700)
         decisions = defaultdict(list)
-        for topic in ("tierstream.tier-changes", "tierstream.churn-alerts"):
+        for topic in ("tierstream.tier-changes", "tierstream.churn-alerts", "tierstream.actions",
+                      "tierstream.campaign-outcomes"):
             import asyncio
 
             for record in asyncio.run(read_topic(servers.broker, topic)):
@@ -164,6 +165,8 @@ def test_replaying_twice_gives_identical_streams_and_snapshots(runs):
     first, second = runs["first"], runs["second"]
     assert sum(len(v) for v in first[0].values()) > 10_000  # plenty of decisions to compare
     assert any(t == "tierstream.churn-alerts" for v in first[0].values() for t, _ in v)
+    # Campaign assignments and outcomes are decisions too: the same in every run.
+    assert sum(t == "tierstream.campaign-outcomes" for v in first[0].values() for t, _ in v) > 100
     assert first[0] == second[0]  # same ids, same payloads, per user in order
     assert first[1] == second[1]
 

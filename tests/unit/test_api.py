@@ -5,6 +5,7 @@ while Redis is away; and a fuzz that finds no 5xx."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from urllib.parse import quote
@@ -34,22 +35,29 @@ def start_redis(tmp_path, port=None):
     return proc, port
 
 
-@pytest.fixture(scope="module")
-async def api(tmp_path_factory):
+@contextlib.asynccontextmanager
+async def serving(tmp_path_factory, prefix: str, rules=None):
+    """A real Redis and the API serving it on a free port: (session, redis, app, port)."""
     proc, redis_port = start_redis(tmp_path_factory.mktemp("redis"))
     port = free_port()
-    app = build_api(f"redis://127.0.0.1:{redis_port}/0", PREFIX)
+    app = build_api(f"redis://127.0.0.1:{redis_port}/0", prefix, rules)
     server = asyncio.create_task(serve(app, "127.0.0.1", port))
     await asyncio.sleep(0.2)
     redis = Redis.from_url(f"redis://127.0.0.1:{redis_port}/0")
     session = aiohttp.ClientSession(f"http://127.0.0.1:{port}")
     try:
-        yield session, MembershipWriter(redis, PREFIX), port
+        yield session, redis, app, port
     finally:
         await session.close()
         await redis.aclose()
         server.cancel()
         stop(proc)
+
+
+@pytest.fixture(scope="module")
+async def api(tmp_path_factory):
+    async with serving(tmp_path_factory, PREFIX) as (session, redis, _, port):
+        yield session, MembershipWriter(redis, PREFIX), port
 
 
 async def get(session, raw_path: str):

@@ -4,43 +4,27 @@ clear 400s; /openapi.json documents every route the app serves."""
 
 from __future__ import annotations
 
-import asyncio
-
-import aiohttp
 import orjson
 import pytest
-from redis.asyncio import Redis
 
-from api.server import build_api, serve
-from cli.embedded import free_port, stop
 from state.calendar import Calendar, parse_label
 from state.metrics_report import fold, kpi_row
 from state.metrics_store import MetricsStore
+from state.campaigns import load_campaigns
 from state.rules import STAGES, load_rules
-from tests.unit.test_api import start_redis
+from tests.unit.test_api import serving
 from tests.unit.test_event_time import feed
 from tests.unit.test_kpis import EXAMPLE
 
 PREFIX = "mtest:"
 RULES = load_rules()
+CAMPAIGNS = load_campaigns(None, RULES.tier_names)
 
 
 @pytest.fixture(scope="module")
 async def api(tmp_path_factory):
-    proc, redis_port = start_redis(tmp_path_factory.mktemp("redis"))
-    port = free_port()
-    app = build_api(f"redis://127.0.0.1:{redis_port}/0", PREFIX)
-    server = asyncio.create_task(serve(app, "127.0.0.1", port))
-    await asyncio.sleep(0.2)
-    redis = Redis.from_url(f"redis://127.0.0.1:{redis_port}/0")
-    session = aiohttp.ClientSession(f"http://127.0.0.1:{port}")
-    try:
+    async with serving(tmp_path_factory, PREFIX, RULES.with_campaigns(CAMPAIGNS)) as (session, redis, app, _):
         yield session, MetricsStore(redis, PREFIX), app
-    finally:
-        await session.close()
-        await redis.aclose()
-        server.cancel()
-        stop(proc)
 
 
 async def get(session, path):
@@ -114,3 +98,30 @@ async def test_prometheus_gauges_give_current_membership(api):
     async with session.get("/metrics") as resp:
         text = await resp.text()
     assert resp.status == 200 and "# TYPE tierstream_segment_members gauge" in text
+
+
+async def test_campaign_results_come_from_the_outcomes(api):
+    session, store, _ = api
+    from tests.factories import raw
+    from tests.unit.test_campaigns import with_campaigns
+    from tests.unit.test_pipeline import msg
+
+    p = with_campaigns()
+    for i in range(300):
+        p.on_message(msg(raw(f"c{i}", "order", 0, amount=50)))
+    for i in range(0, 300, 3):  # a third come back within the window
+        p.on_message(msg(raw(f"c{i}", "order", 40, amount=20)))
+    p.on_message(msg(raw("clock", "view", 80)))
+    await store.apply(0, -1, p.facts[0])
+    status, body = await get(session, "/v1/campaigns")
+    [win] = [c for c in body["campaigns"] if c["name"] == "win_back"]
+    assert status == 200 and win["treatment"]["assigned"] + win["control"]["assigned"] == 300
+    assert win["open"] == {"treatment": 0, "control": 0}
+    t, c = win["treatment"], win["control"]
+    assert t["converted"] + c["converted"] == 100
+    assert win["uplift"] == t["conversion_rate"] - c["conversion_rate"]
+    lo, hi = win["uplift_ci95"]
+    assert lo <= win["uplift"] <= hi and 0 <= win["p_value"] <= 1
+    assert (await get(session, "/v1/campaigns/win_back"))[1] == win
+    status, err = await get(session, "/v1/campaigns/nope")
+    assert status == 404 and "win_back" in err["error"]
