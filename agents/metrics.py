@@ -27,6 +27,10 @@ PUBLISH_ERRORS = Counter("tierstream_publish_errors_total", "Output or changelog
 # Bound children: .labels() costs a dict lookup and a lock per call on the hot path.
 CAMPAIGN_ACTIONS = Counter("tierstream_campaign_actions_total", "Campaign assignments published (both arms)")
 CAMPAIGN_OUTCOMES = Counter("tierstream_campaign_outcomes_total", "Campaign outcomes published (windows closed)")
+METRIC_STEPS_APPLIED = Counter("tierstream_metric_steps_applied_total",
+                               "Steps whose facts the aggregator handed to Redis (each counts once there)")
+METRIC_AGGREGATION_ERRORS = Counter("tierstream_metric_aggregation_errors_total",
+                                    "Aggregator rounds that failed and were retried (Redis away, rebalance)")
 ALERTS_AT_RISK = CHURN_ALERTS.labels("at_risk")
 ALERTS_CHURNED = CHURN_ALERTS.labels("churned")
 

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from agents import metrics
 from state.calendar import Calendar, parse_label
 from state.kpis import Step
 from state.model import DAY_MS
@@ -94,7 +95,8 @@ class MetricsAggregator:
                     await self._round(consumer, producer)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # Redis or Kafka away: keep the offsets, try again
+                except Exception as exc:  # Redis or Kafka away, or a rebalance: keep the offsets, try again
+                    metrics.METRIC_AGGREGATION_ERRORS.inc()
                     log.warning("metrics aggregation failed (%r); retrying", exc)
                     await asyncio.sleep(self.settings.redis_check_seconds)
         finally:
@@ -124,10 +126,14 @@ class MetricsAggregator:
                     await self.store.track_open(ends)
                     applied[tp] = record.offset + 1
                     self.applied_steps += len(steps)
+                    metrics.METRIC_STEPS_APPLIED.inc(len(steps))
         except Exception:
-            # Read again what was not applied (what was is skipped by version).
+            # Read again what was not applied (what was is skipped by version);
+            # a partition a rebalance took away is the new owner's to read.
+            still = consumer.assignment()
             for tp, records in batch.items():
-                consumer.seek(tp, applied.get(tp, records[0].offset))
+                if tp in still:
+                    consumer.seek(tp, applied.get(tp, records[0].offset))
             raise
         for tp in assigned:
             await self._publish_corrections(producer, tp.partition)

@@ -239,7 +239,9 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
                            await _metric_records(servers.broker, isolation))
 
         result = await outcome()
-        settle = time.monotonic() + 30
+        # The aggregator may trail the worker by a few rebalances (each
+        # crash makes its consumer group rebalance too): give it time.
+        settle = time.monotonic() + 90
         if reference is None:
             # The reference itself: wait until the aggregator has caught up
             # (the same cells twice in a row, two seconds apart).

@@ -140,12 +140,16 @@ def test_metrics_match_a_batch_recomputation_on_the_real_broker(runs):
             continue
         for row in answer["cohorts"]:
             c = batch["cohorts"].get((answer["by"], answer["grain"], row["cohort"]))
-            assert row["size"] == (c["size"] if c else 0)
+            if metrics_batch.period_end_ms(answer["grain"], row["cohort"]) > END - LATENESS:
+                continue  # its last events are still held (within the lateness of the end)
+            checked += 1
+            assert row["size"] == (c["size"] if c else 0), row["cohort"]
             labels = [metrics_batch.next_period(answer["grain"], row["cohort"], k) for k in range(len(row["active"]))]
             # Periods the watermark has passed (the last day's events are still held).
             done = [k for k, p in enumerate(labels) if metrics_batch.period_end_ms(answer["grain"], p) <= END - LATENESS]
             assert [row["active"][k] for k in done] == [c["active"].get(labels[k], 0) if c else 0 for k in done], \
                 row["cohort"]
+    assert checked > 1000
     # A closed period's record says what the API says (no late events here).
     by_key = {(r["grain"], r["period"]): r for r in metrics["published"] if r["kind"] == "period"}
     month = next(a for p, a in metrics["api"].items() if "kpis?grain=month" in p)
