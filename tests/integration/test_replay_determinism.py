@@ -42,7 +42,7 @@ def metric_paths() -> list[str]:
     first, last = iso(workload.START_MS)[:10], iso(END)[:10]
     paths = [f"/v1/metrics/kpis?grain={g}&from={first}&to={last}" for g in ("day", "week", "month")]
     return paths + [f"/v1/metrics/cohorts?grain={g}&by={by}&periods=104"
-                    for g in ("week", "month") for by in ("first_seen", "first_order")]
+                    for g in ("week", "month") for by in ("first_seen", "first_order")] + ["/v1/campaigns"]
 
 
 def run(tmp: Path, name: str, send, as_of: int) -> tuple[dict, list[dict], dict]:
@@ -104,7 +104,11 @@ def runs(tmp_path_factory):
 
 
 def test_metrics_are_identical_on_replay_and_live(runs):
+    """...and so are the campaigns' results (their assignments and outcomes
+    are compared with the other decisions below)."""
     first = runs["first"][2]
+    campaigns = first["api"]["/v1/campaigns"]["campaigns"]
+    assert sum(c["treatment"]["assigned"] + c["control"]["assigned"] for c in campaigns) > 1000
     assert len(first["published"]) > 800  # every closed day, week and month
     for other in ("second", "live"):
         assert runs[other][2]["api"] == first["api"], other
