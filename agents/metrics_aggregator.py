@@ -116,6 +116,7 @@ class MetricsAggregator:
                 batch.pop(tp, None)
         if rebuild:
             await self.store.mark_from_start(rebuild)
+            await self.store.set_partitions(self.settings.partitions)  # gone with the rest of Redis
         applied: dict[TopicPartition, int] = {}
         try:
             for tp, records in batch.items():

@@ -91,9 +91,8 @@ async def poll_kpis(api: str, view: ViewState, stop: asyncio.Event) -> None:
 def _kpi_table(periods: list[dict]) -> Table:
     table = Table(title="This week and last (event time; * still open)", expand=True)
     columns = (("active_users", "active"), ("new_users", "new"), ("buyers", "buyers"), ("orders", "orders"),
-               ("revenue", "revenue"), ("aov", "AOV"), ("repurchase_rate", "repurchase"),
-               ("entered_churned", "churned"), ("reactivated", "reactivated"))
-    table.add_column("week")
+               ("revenue", "revenue"), ("aov", "AOV"), ("repurchase_rate", "repeat"), ("entered_churned", "churned"))
+    table.add_column("week", no_wrap=True, min_width=10)
     for _, title in columns:
         table.add_column(title, justify="right")
     for p in reversed(periods):
@@ -101,15 +100,16 @@ def _kpi_table(periods: list[dict]) -> Table:
         for key, _ in columns:
             v = p[key]
             cells.append("–" if v is None else f"{v:.0%}" if key == "repurchase_rate" else
-                         f"{v:,.2f}" if isinstance(v, float) else f"{v:,}")
+                         f"{v:,.0f}" if isinstance(v, float) else f"{v:,}")
         table.add_row(p["period"] + ("" if p["closed"] else " *"), *cells)
     return table
 
 
 def _campaign_table(campaigns: list[dict]) -> Table:
     table = Table(title="Campaigns (closed windows; treatment vs control)", expand=True)
-    for col in ("campaign", "assigned t/c", "conversion t", "conversion c", "uplift [95% CI]", "p"):
-        table.add_column(col, justify="left" if col == "campaign" else "right")
+    for col in ("campaign", "assigned t/c", "conv. t", "conv. c", "uplift [95% CI]", "p"):
+        table.add_column(col, justify="left" if col == "campaign" else "right", no_wrap=col != "uplift [95% CI]",
+                         min_width=19 if col == "campaign" else None)
     for c in campaigns:
         t, k = c["treatment"], c["control"]
         rate = lambda a: "–" if a["conversion_rate"] is None else f"{a['conversion_rate']:.1%}"  # noqa: E731

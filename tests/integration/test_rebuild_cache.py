@@ -2,6 +2,8 @@
 
 import pytest
 
+from state.model import DAY_MS
+from stream.codecs import iso
 from tests.integration.harness import produce, wait_until
 
 pytestmark = pytest.mark.integration
@@ -21,21 +23,37 @@ async def test_rebuild_cache_restores_every_record_and_set(ready, redis, era):
 
     await wait_until(settled, what="the last user's orders")
 
-    async def snapshot():
+    async def snapshot(metrics=False):
         # The workers' "synced:<p>" markers are their own bookkeeping (a
         # worker re-sets them when it notices them gone), not membership.
-        keys = sorted([k async for k in redis.scan_iter(match="tierstream:*") if not k.startswith(b"tierstream:synced:")])
+        # The operator metrics (m:*, and each user's `mv`) are not
+        # membership either: the workers' aggregators rebuild them from
+        # their facts topic, checked apart below.
+        keys = sorted([k async for k in redis.scan_iter(match="tierstream:*")
+                       if not k.startswith(b"tierstream:synced:") and k.startswith(b"tierstream:m:") == metrics])
         out = {}
         for k in keys:
             kind = await redis.type(k)
             if kind == b"hash":
-                out[k] = await redis.hgetall(k)
+                out[k] = {f: v for f, v in (await redis.hgetall(k)).items() if f != b"mv"}
             elif kind == b"zset":
                 out[k] = await redis.zrange(k, 0, -1)
             else:
                 out[k] = sorted(await redis.smembers(k))
         return out
 
+    async def metric_cells():
+        # The period and cohort cells (the aggregator's bookkeeping aside).
+        return {k: v for k, v in (await snapshot(metrics=True)).items()
+                if k.split(b":")[2] in (b"day", b"week", b"month", b"c", b"campaign")}
+
+    days = {f"tierstream:m:day:{iso(era.base_ms + d * DAY_MS)[:10]}".encode() for d in range(1, 7)}
+
+    async def orders_counted():
+        cells = await metric_cells()
+        return cells if sum(int(cells.get(k, {}).get(b"orders", 0)) for k in days) == 75 else None
+
+    metrics_before = await wait_until(orders_counted, what="the metrics to count every order")
     before = await snapshot()
     await redis.flushdb()
     output = ready.cli("rebuild-cache")
@@ -43,3 +61,8 @@ async def test_rebuild_cache_restores_every_record_and_set(ready, redis, era):
     after = await snapshot()
     assert after.keys() == before.keys()
     assert after == before
+
+    async def metrics_rebuilt():
+        return await metric_cells() == metrics_before
+
+    await wait_until(metrics_rebuilt, timeout=60, what="the aggregator to rebuild the metrics from their facts")
