@@ -38,6 +38,10 @@ async def test_rebuild_cache_restores_every_record_and_set(ready, redis, era):
                 out[k] = {f: v for f, v in (await redis.hgetall(k)).items() if f != b"mv"}
             elif kind == b"zset":
                 out[k] = await redis.zrange(k, 0, -1)
+            elif kind == b"string":
+                out[k] = await redis.get(k)
+            elif kind == b"list":
+                out[k] = await redis.lrange(k, 0, -1)
             else:
                 out[k] = sorted(await redis.smembers(k))
         return out
