@@ -44,10 +44,13 @@ def fetch(api: str, path: str, **params: Any) -> dict[str, Any]:
         raise ReportError(f"{url}: {exc.reason}; is `tierstream api` running (TIERSTREAM_API_PORT)?") from None
 
 
-def _cell(value: Any) -> str:
+RATIOS = {"repurchase_rate", "signup_conversion", "cart_conversion", "churn_rate", "revenue_share"}
+
+
+def _cell(value: Any, key: str = "") -> str:
     if value is None:
         return "–"
-    if isinstance(value, float) and 0 < abs(value) <= 1 and value != round(value):
+    if key in RATIOS:
         return f"{value:.1%}"
     if isinstance(value, float):
         return f"{value:,.2f}"
@@ -80,7 +83,7 @@ def render(report: dict[str, Any], fmt: str, console: Console) -> None:
     for _, title in KPI_COLUMNS:
         table.add_column(title, justify="left" if title == "period" else "right")
     for row in kpis["periods"]:
-        table.add_row(*(_cell(row[k]) + ("" if row["closed"] or k != "period" else " *") for k, _ in KPI_COLUMNS))
+        table.add_row(*(_cell(row[k], k) + ("" if row["closed"] or k != "period" else " *") for k, _ in KPI_COLUMNS))
     console.print(table)
     console.print("[dim]* still open: the watermark has not passed its end[/dim]")
     if kpis["periods"]:
@@ -89,7 +92,7 @@ def render(report: dict[str, Any], fmt: str, console: Console) -> None:
         for title in ("tier", "members", "revenue", "share", "mean LTV", "AOV"):
             tiers.add_column(title, justify="left" if title == "tier" else "right")
         for name, t in last["tiers"].items():
-            tiers.add_row(name, _cell(t["members"]), _cell(t["revenue"]), _cell(t["revenue_share"]),
+            tiers.add_row(name, _cell(t["members"]), _cell(t["revenue"]), _cell(t["revenue_share"], "revenue_share"),
                           _cell(t["mean_ltv"]), _cell(t["aov"]))
         console.print(tiers)
     flows = report["flows"]
