@@ -57,7 +57,9 @@ class KpiMemory:
     first_order_ms: int | None = None
     second_order_ms: int | None = None
     order_cohort_day: int | None = None  # day of the first order as first applied: its cohort (fixed)
-    marks: list[int] = field(default_factory=lambda: [-1, 0] * 7)
+    # (anchor, mask) pairs; a mask of 0 means nothing marked yet (a set mask
+    # always has its anchor's bit), so any period index, even before 1970, works.
+    marks: list[int] = field(default_factory=lambda: [0, 0] * 7)
     open_carts: list[list[int]] = field(default_factory=list)  # [day, first cart ts] not yet converted
     recent_orders: list[int] = field(default_factory=list)
 
@@ -100,7 +102,7 @@ def _mark(marks: list[int], at: int, index: int) -> bool | None:
     """Set period `index` in the (anchor, mask) pair at `at`. True if it was
     not set, False if it was, None if it is older than the horizon."""
     anchor, mask = marks[at], marks[at + 1]
-    if anchor < 0:
+    if mask == 0:
         marks[at], marks[at + 1] = index, 1
         return True
     if index > anchor:
@@ -119,7 +121,7 @@ def _mark(marks: list[int], at: int, index: int) -> bool | None:
 
 def _marked(marks: list[int], at: int) -> list[int]:
     anchor, mask = marks[at], marks[at + 1]
-    return [anchor - b for b in range(HORIZON) if mask >> b & 1] if anchor >= 0 else []
+    return [anchor - b for b in range(HORIZON) if mask >> b & 1]
 
 
 class Ledger:

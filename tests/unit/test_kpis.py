@@ -121,3 +121,21 @@ def test_periods_follow_the_configured_time_zone():
     assert tokyo.start_ms("day", d) == ms("2024-01-07T15:00")
     led = Ledger(tokyo)
     assert led.calendar.end_ms("month", parse_label("month", "2024-01")) == ms("2024-01-31T15:00")
+
+
+def test_history_before_1970_counts_like_any_other():
+    """Period indices are negative before 1970 (TIERSTREAM_EARLIEST_EVENT
+    allows such history): distinct counts must still work."""
+    from state.engine import on_event
+    from state.model import EventType, UserEvent
+
+    ledger = Ledger(Calendar())
+    state = None
+    for i, (day, kind) in enumerate([("1969-03-01", "signup"), ("1969-03-01", "login"), ("1969-03-02", "order")]):
+        ev = UserEvent(f"x{i}", "old", EventType(kind), ms(day + "T10:00") + i, 1000 if kind == "order" else 0)
+        state = on_event(state, ev, ev.ts_ms, ev.ts_ms, RULES, ledger).state
+    cells = {}
+    for s in ledger.drain():
+        fold(cells, s)
+    assert cells["day:1969-03-01"]["active"] == 1 and cells["day:1969-03-02"]["active"] == 1
+    assert cells["week:1969-W09"]["active"] == 1 and cells["month:1969-03"]["buyers"] == 1
