@@ -15,7 +15,8 @@ Key layout (prefix P):
 Idempotence: a step is applied only if its version is above the user's `mv`,
 in the same script call that applies its cells, so redelivered facts (the
 aggregator's own restarts) and re-derived ones (the worker's) count once.
-One call applies a whole batch atomically: a reader never sees half of it.
+One call applies a whole facts record (a chunk of one partition's steps, up to
+CHUNK_ARGS arguments) atomically: a reader never sees half of it.
 """
 
 from __future__ import annotations
