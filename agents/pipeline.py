@@ -261,13 +261,19 @@ class Pipeline:
             return
         moved = [p for p, wm in self.swept_to.items() if self._facts_sent_wm.get(p) != wm]
         for partition in sorted(set(self.facts) | set(moved)):
-            steps = self.facts.pop(partition, [])
+            steps = [(s.user_id, s.version, s.facts, s.late) for s in self.facts.pop(partition, [])]
             wm = self.swept_to.get(partition, -1)
             self._facts_sent_wm[partition] = wm
-            value = orjson.dumps({"p": partition, "wm": wm,
-                                  "steps": [(s.user_id, s.version, s.facts, s.late) for s in steps]})
-            self.outputs.append(Record(topics.METRIC_FACTS, str(partition).encode(), value, partition,
-                                       source=partition))
+            # Kafka refuses records over its message size (1 MB by default):
+            # a catch-up chunk can hold thousands of steps, so they go in
+            # several records. Only the last carries the watermark, so a
+            # period is never seen closed before all of its facts are in.
+            parts = _bounded_json(steps, FACTS_RECORD_BYTES)
+            for n, part in enumerate(parts):
+                mark = wm if n == len(parts) - 1 else -1
+                value = b'{"p":%d,"wm":%d,"steps":%s}' % (partition, mark, part)
+                self.outputs.append(Record(topics.METRIC_FACTS, str(partition).encode(), value, partition,
+                                           source=partition))
 
     def tick(self) -> None:
         """Live clock: age silent users of every owned partition to now."""
@@ -465,6 +471,19 @@ class Pipeline:
         metrics.REDIS_WRITES.inc(len(batch))
         metrics.REDIS_PENDING.set(len(self.pending))
         return len(batch)
+
+
+FACTS_RECORD_BYTES = 256 * 1024  # well under Kafka's default 1 MB message size
+
+
+def _bounded_json(steps: list, limit: int) -> list[bytes]:
+    """`steps` as JSON arrays of at most `limit` bytes each (one step alone
+    may exceed it; at least one array, possibly empty)."""
+    encoded = orjson.dumps(steps)
+    if len(encoded) <= limit or len(steps) <= 1:
+        return [encoded]
+    half = len(steps) // 2
+    return _bounded_json(steps[:half], limit) + _bounded_json(steps[half:], limit)
 
 
 async def _acknowledged(deliveries: list[asyncio.Future]) -> None:

@@ -139,3 +139,28 @@ def test_history_before_1970_counts_like_any_other():
         fold(cells, s)
     assert cells["day:1969-03-01"]["active"] == 1 and cells["day:1969-03-02"]["active"] == 1
     assert cells["week:1969-W09"]["active"] == 1 and cells["month:1969-03"]["buyers"] == 1
+
+
+def test_facts_go_out_in_records_kafka_accepts_and_the_watermark_only_with_the_last(monkeypatch):
+    """Kafka refuses records over 1 MB: a big chunk's facts are split, and
+    only the last record of a partition carries its watermark."""
+    import orjson
+
+    from agents import pipeline as pipeline_module
+    from agents.metrics_aggregator import decode_facts
+    from stream import topics
+    from tests.factories import raw
+    from tests.unit.test_pipeline import make, msg
+
+    monkeypatch.setattr(pipeline_module, "FACTS_RECORD_BYTES", 4096)
+    p, _ = make()
+    for i in range(300):
+        p.on_message(msg(raw(f"s{i}", "order", i / 100, amount=10), partition=0))
+    steps = sum(len(v) for v in p.facts.values())
+    p._seal_facts()
+    records = [r for r in p.outputs if r.topic == topics.METRIC_FACTS and r.partition == 0]
+    assert len(records) > 10 and all(len(r.value) <= 4096 for r in records)
+    decoded = [decode_facts(r.value) for r in records]
+    assert sum(len(s) for _, _, s in decoded) == steps
+    assert [wm for _, wm, _ in decoded[:-1]] == [-1] * (len(decoded) - 1) and decoded[-1][1] == p.swept_to[0]
+    assert orjson.loads(records[-1].value)["p"] == 0
