@@ -22,7 +22,10 @@ from tests import metrics_batch
 from tests.integration.harness import Cluster, new_servers, read_topic, settled_metrics
 from tests.unit.test_event_time import feed
 
-pytestmark = pytest.mark.integration
+# The module fixture runs four fresh clusters through a two-year history
+# (worker, API and the metrics settling): more than the default 300 s on
+# two cores when the broker is Apache Kafka.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 USERS, EVENTS, DAYS = 5000, 50_000, 730
 LATENESS = DAY_MS
