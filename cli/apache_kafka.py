@@ -126,9 +126,11 @@ def start_kafka(workdir: Path, port: int, controller_port: int, partitions: int,
     data.mkdir(parents=True, exist_ok=True)
     props = workdir / "server.properties"
     props.write_text(server_properties(data, port, controller_port, partitions))
+    # A url-safe id may start with '-': passed as "--cluster-id=<id>" so the
+    # tool's argument parser never takes it for an option (1 start in 64 did).
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     java = ["java", f"-Xms{HEAP}", f"-Xmx{HEAP}", "-XX:+UseSerialGC", "-cp", cp]
-    fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+    fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)],
                          capture_output=True, text=True, timeout=120)
     if fmt.returncode != 0:
         raise KafkaUnavailable(f"formatting KRaft storage failed:\n{fmt.stdout[-2000:]}{fmt.stderr[-2000:]}")
