@@ -16,6 +16,8 @@ TIER_CHANGES = Counter("tierstream_tier_changes_total", "Tier or stage changes p
 CHURN_ALERTS = Counter("tierstream_churn_alerts_total", "Churn alerts published", ["level"])
 REDIS_WRITES = Counter("tierstream_redis_writes_total", "User membership records written to Redis")
 REDIS_ERRORS = Counter("tierstream_redis_errors_total", "Failed Redis flushes (retried)")
+FEED_DROPPED = Counter("tierstream_feed_dropped_total",
+                       "Published changes and alerts left out of the dashboard's live feed (Redis down too long)")
 REDIS_HEALED = Counter("tierstream_redis_healed_total", "Users rewritten in Redis because it disagreed with their state")
 REDIS_REPOPULATIONS = Counter("tierstream_redis_repopulations_total", "Times Redis was found without a partition's marker")
 REDIS_PENDING = Gauge("tierstream_redis_pending", "Membership updates waiting for Redis")

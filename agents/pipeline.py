@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,8 @@ from state.engine import CampaignAction, CampaignOutcome, ChurnAlert, Decision, 
 from state.evaluate import Assessment, evaluate
 from state.calendar import Calendar
 from state.kpis import Ledger, Step
+from state.live_feed import KINDS as FEED_KINDS
+from state.live_feed import FeedItem, FeedWriter
 from state.membership import MembershipUpdate, MembershipWriter
 from state.metrics_store import MetricsStore
 from state.model import UserState
@@ -68,11 +71,17 @@ class Pipeline:
         settings: Settings,
         rules: Rules,
         membership: MembershipWriter | None,
+        feed: FeedWriter | None = None,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.settings = settings
         self.rules = rules
         self.membership = membership
+        # Published tier changes and alerts on their way to the dashboard's
+        # live feed (state.live_feed); bounded, so a long Redis outage costs
+        # the oldest entries (counted), never the worker's memory.
+        self.feed = feed
+        self.feed_pending: deque[FeedItem] = deque(maxlen=FEED_BUFFER)
         self.wall_clock_ms = wall_clock_ms
         self.store: Any = streams.users.data  # the table's local store: a dict-like
         self.index = DueIndex()
@@ -364,6 +373,7 @@ class Pipeline:
             if outputs:
                 await _acknowledged(await self.sender.send(producer, outputs))
                 self.crash.reached("outputs_acked")
+                self._to_feed(outputs)
             if changelog:
                 await self.sender.send(producer, changelog)
                 self.crash.reached("changelog_sent")
@@ -388,7 +398,35 @@ class Pipeline:
             self.crash.reached("outputs_acked")
             await _acknowledged(deliveries)
             self.crash.reached("changelog_sent")
+            self._to_feed(records)  # uncommitted still: the feed is a view, consumers read the topics
             return {r.source for r in records}
+
+    def _to_feed(self, records: list[Record]) -> None:
+        if self.feed is None:
+            return
+        for r in records:
+            kind = FEED_KINDS.get(r.topic)
+            if kind is not None:
+                if len(self.feed_pending) == FEED_BUFFER:
+                    metrics.FEED_DROPPED.inc()
+                self.feed_pending.append(FeedItem(kind, r.key.decode(), r.value))
+
+    async def flush_feed(self) -> int:
+        """Write the published changes and alerts to the live feed; on
+        failure keep them for the next try (flush_membership logs the outage)."""
+        if not self.feed_pending or self.feed is None:
+            return 0
+        batch, self.feed_pending = self.feed_pending, deque(maxlen=FEED_BUFFER)
+        try:
+            await self.feed.write(batch)
+        except Exception:
+            metrics.REDIS_ERRORS.inc()
+            kept = deque(batch, maxlen=FEED_BUFFER)
+            kept.extend(self.feed_pending)  # what came meanwhile is newer; the oldest go if full
+            metrics.FEED_DROPPED.inc(len(batch) + len(self.feed_pending) - len(kept))
+            self.feed_pending = kept
+            return 0
+        return len(batch)
 
     async def declare_segments(self) -> None:
         if self.membership is None:
@@ -473,6 +511,7 @@ class Pipeline:
         return len(batch)
 
 
+FEED_BUFFER = 100_000  # published changes and alerts waiting for Redis, at most
 FACTS_RECORD_BYTES = 256 * 1024  # well under Kafka's default 1 MB message size
 
 
@@ -507,7 +546,8 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     """Attach the agent, the sweep timer and the Redis flusher to the app."""
     app = streams.app
     redis = Redis.from_url(settings.redis_url)
-    pipeline = Pipeline(streams, settings, rules, MembershipWriter(redis, settings.redis_prefix))
+    pipeline = Pipeline(streams, settings, rules, MembershipWriter(redis, settings.redis_prefix),
+                        FeedWriter(redis, settings.redis_prefix, settings.user_history))
     if settings.operator_metrics:
         from agents import metrics_aggregator
 
@@ -602,6 +642,7 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
                     heal_after = time.monotonic() + settings.redis_check_seconds
                     log.warning("redis healing failed (%r); retrying in %.0fs", exc, settings.redis_check_seconds)
             await pipeline.flush_membership()
+            await pipeline.flush_feed()
             if pipeline.outputs or pipeline.changelog:
                 # Decided outside a batch (the sweep after recovery) with no
                 # event or tick to publish it.
@@ -610,5 +651,6 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     @app.on_before_shutdown.connect
     async def final_flush(app_: Any, **kwargs: Any) -> None:
         await pipeline.flush_membership()
+        await pipeline.flush_feed()
 
     return pipeline

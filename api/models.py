@@ -149,6 +149,31 @@ class UserDoc(BaseModel):
     version: int
 
 
+class UserChange(BaseModel):
+    kind: Literal["tier_change", "churn_alert"]
+    id: str = Field(description="change_id or alert_id, as published")
+    at_ms: int = Field(description="Event time the change became true, epoch ms")
+    from_tier: str | None = None
+    to_tier: str | None = None
+    from_stage: str | None = None
+    to_stage: str | None = None
+    level: str | None = Field(None, description="Churn alerts: at_risk or churned")
+
+
+class UserChanges(BaseModel):
+    user_id: str
+    changes: list[UserChange] = Field(description="Newest first; TIERSTREAM_USER_HISTORY of them at most")
+
+
+class FeedEvent(BaseModel):
+    """One server-sent event of GET /v1/feed: `event:` is tier_change or
+    churn_alert, `id:` the feed entry (send it back as Last-Event-ID to
+    resume), `data:` the record exactly as published on its topic."""
+    model_config = ConfigDict(extra="allow")
+    user_id: str
+    at_ms: int
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 

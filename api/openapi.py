@@ -38,6 +38,10 @@ ROUTES = (
           m.CohortsQuery),
     Route("/v1/campaigns", "Every configured campaign's arms, uplift and interval", m.CampaignsResponse),
     Route("/v1/campaigns/{name}", "One campaign's results", m.CampaignResults, path_params=("name",)),
+    Route("/v1/changes/{user_id}", "A user's latest tier changes and churn alerts (the dashboard's user lookup)",
+          m.UserChanges, path_params=("user_id",)),
+    Route("/v1/feed", "Live feed of tier changes and churn alerts as they are published (server-sent events)",
+          m.FeedEvent, content_type="text/event-stream"),
     Route("/healthz", "Redis reachable", m.Health),
 )
 

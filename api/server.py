@@ -25,10 +25,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api import metrics
+from api import dashboard, feed, metrics
+from api.access import require_token
 from api.json_errors import JsonErrorAppRunner
 from api.metrics import BadQuery
 from api.openapi import ROUTES, openapi_document
+from state.live_feed import FeedReader
 from state.membership import MembershipReader, UnknownSegment
 from state.metrics_store import MetricsStore
 from state.rules import Rules, load_rules
@@ -138,12 +140,15 @@ HANDLERS: dict[str, tuple[str, Handler]] = {
     "/v1/metrics/cohorts": ("/v1/metrics/cohorts", metrics.get_cohorts),
     "/v1/campaigns": ("/v1/campaigns", metrics.get_campaigns),
     "/v1/campaigns/{name}": ("/v1/campaigns/{name}", metrics.get_campaign),
+    "/v1/changes/{user_id}": ("/v1/changes/{user_id:.+}", feed.get_user_changes),
+    "/v1/feed": ("/v1/feed", feed.get_feed),
     "/healthz": ("/healthz", healthz),
 }
 
 
-def build_api(redis_url: str, prefix: str, rules: Rules | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+def build_api(redis_url: str, prefix: str, rules: Rules | None = None, token: str | None = None) -> web.Application:
+    # The token check runs inside json_errors, so its 401 is JSON like any error.
+    app = web.Application(middlewares=[json_errors, *([require_token(token)] if token else [])])
     redis = Redis.from_url(
         redis_url, max_connections=64, socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0),
@@ -151,15 +156,20 @@ def build_api(redis_url: str, prefix: str, rules: Rules | None = None) -> web.Ap
     app[READER] = MembershipReader(redis, prefix)
     app[metrics.STORE] = MetricsStore(redis, prefix)
     app[metrics.RULES] = rules if rules is not None else load_rules()
+    app[feed.HUB] = feed.FeedHub(FeedReader(redis, prefix))
     for route in ROUTES:
         path, handler = HANDLERS[route.path]
         app.router.add_get(path, handler)
     app.router.add_get("/openapi.json", get_openapi)
     app.router.add_get("/metrics", get_prometheus)
+    dashboard.add_routes(app)
 
     async def close_redis(_: web.Application) -> None:
+        await app[feed.HUB].close()
         await redis.aclose()
 
+    # Open event streams would hold a graceful shutdown for its whole timeout.
+    app.on_shutdown.append(lambda a: a[feed.HUB].close())
     app.on_cleanup.append(close_redis)
     return app
 
@@ -179,7 +189,8 @@ async def serve(app: web.Application, host: str, port: int) -> None:
         await runner.cleanup()
 
 
-def run_api(redis_url: str, prefix: str, host: str, port: int, rules: Rules | None = None) -> None:
+def run_api(redis_url: str, prefix: str, host: str, port: int, rules: Rules | None = None,
+            token: str | None = None) -> None:
     # uvloop: the request path is all event-loop work (accept, parse, one
     # Redis round trip, write); libuv's loop roughly halves its cost.
-    uvloop.run(serve(build_api(redis_url, prefix, rules), host, port))
+    uvloop.run(serve(build_api(redis_url, prefix, rules, token), host, port))

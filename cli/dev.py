@@ -51,10 +51,11 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, bro
         procs.append(api)
         wait_for_port(api_port, api, what="tierstream api")
         header = (
-            f"broker  {servers.broker}   ({BROKER_NAMES[broker]})\n"
-            f"redis   {servers.redis_url}\n"
-            f"api     http://127.0.0.1:{api_port}/v1/segments   (all endpoints: /openapi.json)\n"
-            f"logs    {servers.workdir}"
+            f"broker    {servers.broker}   ({BROKER_NAMES[broker]})\n"
+            f"redis     {servers.redis_url}\n"
+            f"dashboard http://127.0.0.1:{api_port}/\n"
+            f"api       http://127.0.0.1:{api_port}/v1/segments   (all endpoints: /openapi.json)\n"
+            f"logs      {servers.workdir}"
         )
         console.print(header)
         view = ViewState(header=header)

@@ -80,8 +80,8 @@ def api() -> None:
 
     s = _settings()
     rules = _rules(s)
-    click.echo(f"tierstream API on http://{s.api_host}:{s.api_port}", err=True)
-    run_api(s.redis_url, s.redis_prefix, s.api_host, s.api_port, rules)
+    click.echo(f"tierstream API on http://{s.api_host}:{s.api_port} (dashboard at /)", err=True)
+    run_api(s.redis_url, s.redis_prefix, s.api_host, s.api_port, rules, s.api_token)
 
 
 @cli.command()

@@ -8,6 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# The dashboard's browser tests drive Debian's Chromium through its
+# chromedriver (never a downloaded browser).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "== installing Debian's chromium and chromium-driver for the dashboard's browser tests"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
 BROKERS="${TIERSTREAM_TEST_BROKER:-both}"
 PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider)
 case "$BROKERS" in

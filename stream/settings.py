@@ -24,8 +24,14 @@ class Settings(BaseSettings):
     campaigns: str | None = Field(
         None, description="Campaigns TOML file (state/example_campaigns.toml shows the format); 'example' = that "
         "shipped file; unset = no campaigns (tierstream dev uses the example)")
-    api_host: str = "127.0.0.1"
+    api_host: str = Field("127.0.0.1", description="Address the read API and dashboard listen on")
     api_port: int = Field(8080, description="Port of the read API")
+    api_token: str | None = Field(
+        None, description="If set, the read API and the dashboard answer only requests bearing this token "
+        "(Authorization: Bearer <token>, or ?access_token=<token>)")
+    user_history: int = Field(
+        3, ge=0, le=50, description="Latest tier changes and alerts kept per user in Redis for the dashboard's "
+        "user lookup (0: none)")
 
     app_id: str = Field("tierstream", description="Kafka consumer group and changelog prefix")
     partitions: int = Field(4, ge=1, description="Partitions of the events topic and the users table")

@@ -30,7 +30,8 @@ def test_dev_shows_changes_and_alerts_and_cleans_up():
     )
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout
-    assert "broker  127.0.0.1:" in out and "redis   redis://127.0.0.1:" in out and "api     http://" in out
+    assert "broker    127.0.0.1:" in out and "redis     redis://127.0.0.1:" in out and "api       http://" in out
+    assert "dashboard http://127.0.0.1:" in out
     summary = next(line for line in out.splitlines() if "stopped:" in line)
     numbers = dict(
         (label.strip(), int(n)) for n, label in

@@ -87,7 +87,7 @@ async def test_openapi_documents_every_route_the_app_serves(api):
     status, doc = await get(session, "/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     served = {r.resource.canonical.replace(":.+", "") for r in app.router.routes() if r.method == "GET"}
-    assert served - {"/openapi.json", "/metrics"} == set(doc["paths"])
+    assert served - {"/openapi.json", "/metrics", "/", "/static/{name}"} == set(doc["paths"])
     kpis = doc["paths"]["/v1/metrics/kpis"]["get"]
     assert {p["name"] for p in kpis["parameters"]} == {"grain", "from", "to", "tier", "stage"}
     assert "KpiRow" in doc["components"]["schemas"] and "SegmentFigures" in doc["components"]["schemas"]
