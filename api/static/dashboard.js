@@ -68,11 +68,19 @@
     ["churned", "entered_churned", fmt], ["churn rate", "churn_rate", pct], ["reactivated", "reactivated", fmt],
   ];
 
+  // The period the tables show: the last one the stream has moved past
+  // (the current one has only just begun), or the only one there is.
+  function shownPeriod(rows) {
+    if (rows.length > 1 && !rows[rows.length - 1].closed) return rows[rows.length - 2];
+    return rows[rows.length - 1];
+  }
+
   function renderKpis(kpis, kind) {
     const rows = kpis.periods;
-    const latest = rows[rows.length - 1];
+    const latest = shownPeriod(rows);
     const caption = $("kpi-overall").querySelector("caption");
-    caption.textContent = latest ? `All users, ${latest.period}${latest.closed ? "" : " (still open)"}` : "All users";
+    caption.textContent = latest ? `All users, ${latest.period}` +
+      (latest.closed ? " (closed)" : " (open: late events and conversions may still change it)") : "All users";
     $("kpi-overall").tBodies[0].replaceChildren(...OVERALL.map(([name, key, show]) => {
       const tr = cell("tr", null, { "data-kpi": key });
       tr.append(cell("th", name, { scope: "row" }), cell("td", latest ? show(latest[key]) : "–", { "data-value": latest ? latest[key] ?? "" : "" }),
@@ -105,6 +113,7 @@
     const chosen = select.value;
     select.replaceChildren(...labels.map(l => cell("option", l, { value: l })));
     if (flowPicked && labels.includes(chosen)) select.value = chosen;
+    else if (labels.length) select.value = shownPeriod(kpis.periods).period;
   }
 
   async function renderFlows(grain, tiers) {
@@ -142,7 +151,8 @@
     head.append(cell("th", "cohort", { scope: "col" }), cell("th", "users", { scope: "col" }),
       ...Array.from({ length: width }, (_, k) => cell("th", `${grain[0]}${k}`, { scope: "col" })));
     table.tHead.replaceChildren(head);
-    table.tBodies[0].replaceChildren(...doc.cohorts.map(c => {
+    // Cohorts nobody joined (before the first event, or a quiet week) are left out.
+    table.tBodies[0].replaceChildren(...doc.cohorts.filter(c => c.size > 0).map(c => {
       const tr = cell("tr", null, { "data-cohort": c.cohort });
       tr.append(cell("th", c.cohort, { scope: "row" }), cell("td", fmt(c.size)));
       c.retention.forEach((r, k) => {
@@ -280,7 +290,10 @@
       await Promise.all([renderFlows(grain, tiers), renderCohorts()]);
       $("status").textContent = `updated ${new Date().toLocaleTimeString()} · periods in ${tz}`;
       $("status").classList.remove("error");
-      document.body.dataset.loaded = "true";
+      if (!document.body.dataset.loaded) {
+        document.body.dataset.loaded = "true";
+        document.body.dataset.firstRenderMs = Math.round(performance.now()); // bench/dashboard_render.py reads it
+      }
     } catch (err) {
       $("status").textContent = `could not refresh: ${err.message}`;
     }

@@ -60,20 +60,21 @@ def expected(port: int) -> dict:
     """What the page should show, from the API."""
     segments = api(port, "/v1/segments")[1]
     kpis = api(port, "/v1/metrics/kpis?grain=day")[1]["periods"]
-    latest = kpis[-1]
+    # The tables show the last period the stream has moved past (the page's shownPeriod).
+    latest = kpis[-2] if len(kpis) > 1 and not kpis[-1]["closed"] else kpis[-1]
     flows = api(port, f"/v1/metrics/flows?grain=day&period={latest['period']}")[1]
     tiers = list(latest["tiers"])
     cohorts = api(port, "/v1/metrics/cohorts?grain=week&by=first_seen&periods=12")[1]["cohorts"]
     campaigns = api(port, "/v1/campaigns")[1]["campaigns"]
     return {
         "counts": {f"{k}:{n}": v for k in ("tiers", "stages") for n, v in segments[k].items()},
-        "area": {t: ",".join(str(r["tiers"][t]["members"]) for r in kpis) for t in tiers},
+        "area": {t: ",".join(str(r["tiers"][t]["members"]) for r in kpis) for t in tiers},  # every period
         "kpis": {k: latest[k] for k in ("active_users", "new_users", "buyers", "orders", "revenue", "aov",
                                         "repurchase_rate", "churn_rate", "reactivated")},
         "members": {t: latest["tiers"][t]["members"] for t in tiers},
         "flowPeriod": latest["period"],
         "flows": sorted([f, t, (flows["matrix"].get(f) or {}).get(t, 0)] for f in ["-", *tiers] for t in tiers),
-        "cohorts": [[c["cohort"], c["retention"]] for c in cohorts],
+        "cohorts": [[c["cohort"], c["retention"]] for c in cohorts if c["size"]],
         "campaigns": {c["name"]: {"rates": [c["treatment"]["conversion_rate"], c["control"]["conversion_rate"]],
                                   "interval": c["uplift_ci95"]} for c in campaigns},
     }
