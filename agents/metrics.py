@@ -16,6 +16,8 @@ TIER_CHANGES = Counter("tierstream_tier_changes_total", "Tier or stage changes p
 CHURN_ALERTS = Counter("tierstream_churn_alerts_total", "Churn alerts published", ["level"])
 REDIS_WRITES = Counter("tierstream_redis_writes_total", "User membership records written to Redis")
 REDIS_ERRORS = Counter("tierstream_redis_errors_total", "Failed Redis flushes (retried)")
+CUTS_SETTLED = Counter("tierstream_quantile_cuts_settled_total",
+                       "Cadence boundaries whose population cut points this worker settled (quantile scores)")
 FEED_DROPPED = Counter("tierstream_feed_dropped_total",
                        "Published changes and alerts left out of the dashboard's live feed (Redis down too long)")
 REDIS_HEALED = Counter("tierstream_redis_healed_total", "Users rewritten in Redis because it disagreed with their state")

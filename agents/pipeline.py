@@ -40,15 +40,19 @@ from agents import metrics
 from agents.faults import CrashPoints
 from agents.gc_tuning import HeapFreezer
 from agents.outbox import BatchSender, Record
-from state.engine import CampaignAction, CampaignOutcome, ChurnAlert, Decision, advance, on_event, wake_at
-from state.evaluate import Assessment, evaluate
+from state.engine import CampaignAction, CampaignOutcome, ChurnAlert, Decision, advance, on_event, reassess, wake_at
+from state.evaluate import Assessment, evaluate, window_figures
+from state.quantiles import (
+    Cuts, PopulationIndex, PopulationReports, ThresholdBook, boundary_at_or_before, empty_doc, f_bin, m_bin, r_day,
+    snapshot_doc,
+)
 from state.calendar import Calendar
 from state.kpis import Ledger, Step
 from state.live_feed import KINDS as FEED_KINDS
 from state.live_feed import FeedItem, FeedWriter
 from state.membership import MembershipUpdate, MembershipWriter
 from state.metrics_store import MetricsStore
-from state.model import UserState
+from state.model import DAY_MS, UserState
 from state.rules import STAGES, Rules
 from state.due_index import DueIndex
 from stream import topics
@@ -75,7 +79,18 @@ class Pipeline:
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.settings = settings
+        # Quantile scores (state.quantiles): the cut points every worker
+        # agrees on, fed by the population topic (or, with `loopback`, by
+        # this pipeline's own reports: one process owning every partition).
+        self.book = ThresholdBook(rules.cadence_ms) if rules.scores.quantiles else None
+        if self.book is not None:
+            rules = rules.with_thresholds(self.book)
         self.rules = rules
+        self.population: dict[int, PopulationIndex] = {}
+        self.reported: dict[int, int] = {}  # partition -> the latest boundary it reported on
+        self.entered: dict[int, int] = {}  # partition -> the latest boundary whose period it evaluates in
+        self.waiting: dict[int, int] = {}  # partition -> the boundary it waits to enter (cuts not settled)
+        self.loopback: PopulationReports | None = None
         self.membership = membership
         # Published tier changes and alerts on their way to the dashboard's
         # live feed (state.live_feed); bounded, so a long Redis outage costs
@@ -133,6 +148,8 @@ class Pipeline:
                 seen = max(state.last_seen_ms, state.held[-1][0] if state.held else 0)
                 p = state.src_partition
                 self.max_event_ms[p] = max(self.max_event_ms.get(p, 0), seen)
+        if self.book is not None:
+            self._rebuild_population(partitions)
         metrics.DUE_INDEX_SIZE.set(len(self.index))
         metrics.RECOVERED_USERS.set(owned)
         self.freezer.maybe_freeze(len(self.store))
@@ -145,7 +162,7 @@ class Pipeline:
         # decisions again (same ids), without waiting for the next event.
         wall = self.wall_clock_ms()
         for partition in partitions:
-            self.sweep(partition, self.watermark(partition, wall))
+            self.catch_up(partition, wall)
         # Redis may disagree with what was recovered (updates lost with the
         # old process, or written ahead of the changelog): heal it.
         self.to_heal |= partitions
@@ -204,30 +221,178 @@ class Pipeline:
             self.tally.add(metrics.EVENTS_REDELIVERED)  # replayed after a restart: already applied
             return
         watermark_before = self.watermark(partition, wall)
+        raw_before = self.raw_watermark(partition, wall)
         self.max_event_ms[partition] = max(self.max_event_ms.get(partition, 0), parsed.ts_ms)
+        if self.book is not None and partition not in self.reported:
+            self._first_report(partition, wall)
         watermark = self.watermark(partition, wall)
         previous_due = wake_at(state) if state is not None else None
         result = on_event(state, parsed, watermark_before, watermark, self.rules, self.ledger)
         self._book(partition)
+        if self.book is not None and result.assessment is not None:
+            self._track(partition, user_id, result.state, result.assessment)
         if not result.accepted:
             self.tally.add(metrics.EVENTS_DUPLICATE)
             return
         self.tally.add(metrics.EVENTS_ACCEPTED)
         result.state.src_partition, result.state.src_offset = partition, message.offset
         self._commit(user_id, partition, result.state, result.decisions, result.assessment, previous_due)
-        if watermark > watermark_before:
-            self.sweep(partition, watermark)
+        if watermark > watermark_before or (self.book is not None and self.raw_watermark(partition, wall) > raw_before):
+            self.catch_up(partition, wall)
 
     def _count_unknown_fields(self, names: list[str]) -> None:
         self.tally.add(metrics.UNKNOWN_FIELDS_DROPPED, len(names))
 
-    def watermark(self, partition: int, wall_ms: int) -> int:
+    def raw_watermark(self, partition: int, wall_ms: int) -> int:
         """Latest event time seen on the partition (and, live, the wall
-        clock), minus the allowed lateness. Decisions are final up to here."""
+        clock), minus the allowed lateness."""
         latest = self.max_event_ms.get(partition, 0)
         if self.settings.clock == "live":
             latest = max(latest, wall_ms)
         return latest - self.settings.allowed_lateness_ms
+
+    def watermark(self, partition: int, wall_ms: int) -> int:
+        """Decisions are final up to here: the raw watermark, held back at
+        the end of the current cadence period until the cuts of the next
+        are settled (quantile scores only). Events past it wait in their
+        users' states, as events within the allowed lateness do."""
+        raw = self.raw_watermark(partition, wall_ms)
+        if self.book is None:
+            return raw
+        entered = self.entered.get(partition)
+        if entered is not None:
+            return min(raw, entered + self.book.cadence_ms - 1)
+        reported = self.reported.get(partition)
+        return min(raw, reported - 1) if reported is not None else raw
+
+    # -- quantile scores: the population, period by period ----------------
+
+    def catch_up(self, partition: int, wall_ms: int) -> int:
+        """Sweep the partition to its watermark, entering each cadence
+        period on the way (state.quantiles: report, wait for the cuts,
+        re-assess whom they move)."""
+        if self.book is not None and self.index.owns(partition):
+            self._enter_periods(partition, self.raw_watermark(partition, wall_ms))
+        return self.sweep(partition, self.watermark(partition, wall_ms))
+
+    def _first_report(self, partition: int, wall_ms: int) -> None:
+        """The partition's first watermark: it had no customer before."""
+        raw = self.raw_watermark(partition, wall_ms)
+        self.reported[partition] = boundary_at_or_before(raw, self.rules.cadence_ms)
+        self._report(partition, empty_doc(partition, raw))
+
+    def _enter_periods(self, partition: int, raw: int) -> None:
+        cadence = self.rules.cadence_ms
+        if partition not in self.reported:
+            if partition not in self.max_event_ms and self.settings.clock != "live":
+                return  # replay clock and no event yet: no watermark to report
+            self._first_report(partition, self.wall_clock_ms())
+        while True:
+            entered = self.entered.get(partition)
+            boundary = self.reported[partition] if entered is None else entered + cadence
+            if boundary > raw:
+                self.waiting.pop(partition, None)
+                return
+            self.sweep(partition, boundary - 1)
+            if self.reported[partition] < boundary:
+                self._report(partition, snapshot_doc(partition, boundary, self.population_of(partition)))
+                self.reported[partition] = boundary
+            assert self.book is not None
+            if not self.book.settled(boundary - cadence):
+                self.waiting[partition] = boundary
+                return
+            self._enter(partition, boundary)
+            self.entered[partition] = boundary
+
+    def _report(self, partition: int, doc: dict) -> None:
+        self.outputs.append(Record(topics.POPULATION, str(partition).encode(), orjson.dumps(doc), source=partition))
+        if self.loopback is not None:
+            self.settle(self.loopback.add(doc))
+
+    def settle(self, settled: list[tuple[int, Cuts | None]]) -> None:
+        """Cut points every worker computed alike (from the population topic)."""
+        assert self.book is not None
+        for boundary, cuts in settled:
+            self.book.settle(boundary, cuts)
+
+    def resume(self, wall_ms: int | None = None) -> None:
+        """Let the partitions that waited for cuts go on."""
+        wall = self.wall_clock_ms() if wall_ms is None else wall_ms
+        moved = True
+        while moved:  # a partition going on may report what settles another's wait
+            moved = False
+            for partition, boundary in list(self.waiting.items()):
+                if self.book is not None and self.book.settled(boundary - self.book.cadence_ms):
+                    self.catch_up(partition, wall)
+                    moved = self.waiting.get(partition) != boundary or moved
+
+    def population_of(self, partition: int) -> PopulationIndex:
+        return self.population.setdefault(partition, PopulationIndex())
+
+    def _track(self, partition: int, user_id: str, state: UserState, a: Assessment) -> None:
+        self.population_of(partition).update(
+            user_id, (r_day(state.last_order_ms), f_bin(a.frequency), m_bin(a.monetary_cents)))
+
+    def _rebuild_population(self, partitions: set[int]) -> None:
+        """After recovery: the index from the recovered states, and each
+        partition restarting at the period of its latest evaluation (its
+        reports and re-assessments there are repeated; the first report on
+        a boundary is the one that counts, and a re-assessment that finds
+        nothing changes nothing)."""
+        cadence = self.rules.cadence_ms
+        latest: dict[int, int] = {}
+        for p in partitions:
+            self.population[p] = PopulationIndex()
+            self.entered.pop(p, None)
+            self.reported.pop(p, None)
+            self.waiting.pop(p, None)
+        for user_id, state in self.store.items():
+            p = state.src_partition
+            if p in partitions and state.evaluated_ms is not None:
+                frequency, cents = window_figures(state, state.evaluated_ms, self.rules)
+                self.population[p].update(user_id, (r_day(state.last_order_ms), f_bin(frequency), m_bin(cents)))
+                latest[p] = max(latest.get(p, state.evaluated_ms), state.evaluated_ms)
+        for p, t in latest.items():
+            restart = boundary_at_or_before(t, cadence) - cadence
+            self.entered[p] = self.reported[p] = restart
+
+    def _enter(self, partition: int, boundary: int) -> None:
+        """Switch to the cuts in force from `boundary`: re-assess the
+        customers whose score they may move, and wake those whose recency
+        crosses a cut during the period."""
+        assert self.book is not None
+        before, after = self.book.at(boundary - 1), self.book.at(boundary)
+        index = self.population_of(partition)
+        if after is not before:
+            for user_id in _moved(index, before, after, boundary, self.rules):
+                self._reassess_at(partition, user_id, boundary)
+        if after is not None and after.r is not None:
+            day = boundary // DAY_MS
+            span = self.rules.cadence_ms // DAY_MS
+            for limit in after.r:
+                for user_id in index.users("r", day - limit - 1, day + span - limit):
+                    state = self.store[user_id]
+                    crossing = state.last_order_ms + (limit + 1) * DAY_MS
+                    if boundary <= crossing < boundary + self.rules.cadence_ms and (
+                            state.due_ms is None or crossing < state.due_ms):
+                        state.due_ms = crossing
+                        self.index.schedule(partition, wake_at(state), user_id)
+
+    def _reassess_at(self, partition: int, user_id: str, boundary: int) -> None:
+        state = self.store.get(user_id)
+        if state is None or not state.has_applied:
+            return
+        at = max(boundary, state.evaluated_ms or boundary)
+        before = self.ledger.before(state) if self.ledger is not None else None
+        assessment, found = reassess(user_id, state, at, self.rules)
+        if self.ledger is not None and found:
+            self.ledger.record(user_id, state, before, None, at, decisions=found)
+            self._book(partition)
+        self._track(partition, user_id, state, assessment)
+        if found:
+            self._commit(user_id, partition, state, found, assessment, previous_due=None)
+        else:
+            self.index.schedule(partition, wake_at(state), user_id)
 
     # -- time ------------------------------------------------------------
 
@@ -241,6 +406,8 @@ class Pipeline:
             held_before = len(state.held)
             assessment, decisions = advance(user_id, state, watermark, self.rules, self.ledger)
             self._book(partition)
+            if self.book is not None and assessment is not None:
+                self._track(partition, user_id, state, assessment)
             if decisions:
                 self.crash.reached("sweep_decided")
             if decisions or len(state.held) != held_before:
@@ -288,7 +455,7 @@ class Pipeline:
         """Live clock: age silent users of every owned partition to now."""
         wall = self.wall_clock_ms()
         for partition in self.index.partitions():
-            self.sweep(partition, self.watermark(partition, wall))
+            self.catch_up(partition, wall)
         metrics.DUE_INDEX_SIZE.set(len(self.index))
 
     def _wake_of(self, user_id: str) -> int | None:
@@ -467,7 +634,7 @@ class Pipeline:
             state = self.store.get(user_id)
             if state is None or state.evaluated_ms is None:
                 continue
-            assessment = self.pending.pop(user_id, None) or self._assessment_of(state)
+            assessment = self.pending.pop(user_id, None) or self._assessment_of(user_id, state)
             updates.append(self._membership_update(user_id, assessment))
         await self.membership.write(updates, force=True)
         await self.membership.mark_synced(parts)
@@ -477,11 +644,11 @@ class Pipeline:
                  len(versions), time.perf_counter() - started)
         return len(updates)
 
-    def _assessment_of(self, state: UserState) -> Assessment:
+    def _assessment_of(self, user_id: str, state: UserState) -> Assessment:
         """The assessment the state was last given (its tier and stage are
         the state's own: those are what was published)."""
         assert state.evaluated_ms is not None
-        a = evaluate(state, state.evaluated_ms, self.rules)
+        a = evaluate(state, state.evaluated_ms, self.rules, user_id)
         a.tier, a.stage = state.tier or a.tier, state.stage or a.stage
         return a
 
@@ -509,6 +676,33 @@ class Pipeline:
         metrics.REDIS_WRITES.inc(len(batch))
         metrics.REDIS_PENDING.set(len(self.pending))
         return len(batch)
+
+
+def _moved(index: PopulationIndex, before: Cuts | None, after: Cuts | None, boundary: int, rules: Rules) -> list[str]:
+    """The customers whose score may differ between two sets of cuts at
+    `boundary`: those in the bins between an old cut and its new place
+    (both included: a tie's share may have moved), or everyone scored on a
+    dimension that switches between fixed thresholds and cuts."""
+    found: set[str] = set()
+    everyone = -(1 << 62), 1 << 62
+    for dim in ("f", "m"):
+        old, new = getattr(before, dim, None), getattr(after, dim, None)
+        if old is None and new is None:
+            continue
+        if old is None or new is None:
+            found.update(index.users(dim, *everyone))
+            continue
+        for a, b in zip(old, new, strict=True):
+            if a != b:
+                found.update(index.users(dim, min(a.bin, b.bin), max(a.bin, b.bin)))
+    old_r = getattr(before, "r", None)
+    new_r = getattr(after, "r", None)
+    if old_r != new_r:
+        day = boundary // DAY_MS
+        fixed = tuple(int(x) for x in rules.scores.recency_days)
+        limits = [*(old_r or fixed), *(new_r or fixed)]
+        found.update(index.users("r", day - max(limits) - 1, day - min(limits) + 1))
+    return sorted(found)
 
 
 FEED_BUFFER = 100_000  # published changes and alerts waiting for Redis, at most
@@ -548,6 +742,15 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     redis = Redis.from_url(settings.redis_url)
     pipeline = Pipeline(streams, settings, rules, MembershipWriter(redis, settings.redis_prefix),
                         FeedWriter(redis, settings.redis_prefix, settings.user_history))
+    if pipeline.book is not None:
+        from agents.population import PopulationReader
+
+        reader = PopulationReader(settings, pipeline, redis, lambda: send_out(outside_a_batch=True))
+
+        @app.task
+        async def read_population() -> None:
+            await reader.run(lambda: app.should_stop)
+
     if settings.operator_metrics:
         from agents import metrics_aggregator
 

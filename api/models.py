@@ -174,6 +174,16 @@ class FeedEvent(BaseModel):
     at_ms: int
 
 
+class ThresholdsDoc(BaseModel):
+    quantiles: list[str] = Field(description="Dimensions scored by the population's quantiles (r, f, m)")
+    cut_points: list[float] = Field(description="Population shares below the cuts for scores 2, 3, 4, 5")
+    cadence_days: int = Field(description="Cut points are recomputed every this many days of event time")
+    fixed: dict[str, list[float]] = Field(description="The rules' fixed thresholds (used until cut points exist)")
+    latest: dict | None = Field(description="The latest cut points: as_of_ms (the population's boundary), "
+                                "in_force_ms, customers per dimension, recency_days limits, frequency_orders "
+                                "and monetary cuts as [bin or amount, share of that bin below the cut]")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 

@@ -42,6 +42,8 @@ ROUTES = (
           m.UserChanges, path_params=("user_id",)),
     Route("/v1/feed", "Live feed of tier changes and churn alerts as they are published (server-sent events)",
           m.FeedEvent, content_type="text/event-stream"),
+    Route("/v1/scores/thresholds", "The score thresholds in force: fixed, or the population's latest quantile "
+          "cut points", m.ThresholdsDoc),
     Route("/healthz", "Redis reachable", m.Health),
 )
 

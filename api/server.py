@@ -32,6 +32,7 @@ from api.metrics import BadQuery
 from api.openapi import ROUTES, openapi_document
 from state.live_feed import FeedReader
 from state.membership import MembershipReader, UnknownSegment
+from state.quantiles import thresholds_doc
 from state.metrics_store import MetricsStore
 from state.rules import Rules, load_rules
 
@@ -58,6 +59,13 @@ async def get_user(request: web.Request) -> web.Response:
     doc = await request.app[READER].user(user_id)
     if doc is None:
         return _error(404, f"unknown user {user_id!r}: no event of theirs has been processed yet")
+    return web.Response(body=doc, content_type="application/json")
+
+
+async def get_thresholds(request: web.Request) -> web.Response:
+    doc = await request.app[READER].thresholds()
+    if doc is None:  # no worker has settled cut points yet (or the rules use fixed thresholds only)
+        return _json(thresholds_doc(request.app[metrics.RULES], None))
     return web.Response(body=doc, content_type="application/json")
 
 
@@ -142,6 +150,7 @@ HANDLERS: dict[str, tuple[str, Handler]] = {
     "/v1/campaigns/{name}": ("/v1/campaigns/{name}", metrics.get_campaign),
     "/v1/changes/{user_id}": ("/v1/changes/{user_id:.+}", feed.get_user_changes),
     "/v1/feed": ("/v1/feed", feed.get_feed),
+    "/v1/scores/thresholds": ("/v1/scores/thresholds", get_thresholds),
     "/healthz": ("/healthz", healthz),
 }
 

@@ -122,7 +122,7 @@ async def rebuild_membership(settings: Settings, rules: Rules) -> tuple[int, int
             if not state.has_applied:
                 continue  # only held events so far: not in any segment yet (as in the worker)
             # Evaluating again at the time of the last evaluation reproduces it.
-            a = evaluate(state, state.evaluated_ms or state.last_seen_ms, rules)
+            a = evaluate(state, state.evaluated_ms or state.last_seen_ms, rules, user_id)
             doc = orjson.dumps(user_record(user_id, state, a))
             updates.append(MembershipUpdate(user_id, state.version, a.tier, a.stage, doc))
         written = 0

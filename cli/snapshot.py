@@ -43,7 +43,7 @@ def membership_as_of(user_id: str, state: UserState, as_of_ms: int, rules: Rules
     advance(user_id, state, as_of_ms, rules)
     if not state.has_applied:
         return None
-    a = evaluate(state, as_of_ms, rules)
+    a = evaluate(state, as_of_ms, rules, user_id)
     return {
         "user_id": user_id, "tier": a.tier, "stage": a.stage, "recency_days": a.recency_days,
         "days_inactive": a.days_inactive, "frequency": a.frequency, "monetary": money(a.monetary_cents),

@@ -95,7 +95,7 @@ def reassess(
     user_id: str, state: UserState, now_ms: int, rules: Rules, correction: bool = False
 ) -> tuple[Assessment, list[Decision]]:
     """Evaluate at `now_ms`, record what changed and say what to publish."""
-    a = evaluate(state, now_ms, rules)
+    a = evaluate(state, now_ms, rules, user_id)
     decisions: list[Decision] = []
     if a.tier != state.tier or a.stage != state.stage:
         decisions.append(

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from state.model import DAY_MS, UserState
+from state.quantiles import Cuts, tiebreak
 from state.rules import Rules
 
 
@@ -34,6 +35,7 @@ class Assessment:
     aov_cents: int
     actions: int = 0  # logins, views and carts in the window
     e: int | None = None  # engagement score 1-5; None when the rules define none
+    cuts: Cuts | None = None  # the population's cut points used, with quantile scores
 
     @property
     def rfm_sum(self) -> int:
@@ -64,6 +66,11 @@ def _window_figures(state: UserState, now_ms: int, plan: _Plan) -> tuple[int, in
             orders += n
             cents += c
     return orders, cents
+
+
+def window_figures(state: UserState, now_ms: int, rules: Rules) -> tuple[int, int]:
+    """(orders, net cents) in the rolling window ending at `now_ms`."""
+    return _window_figures(state, now_ms, _plan(rules))
 
 
 def _days(since_ms: int, now_ms: int) -> int:
@@ -98,6 +105,7 @@ class _Plan:
     monetary: tuple[float, ...]
     engagement: tuple[float, ...] | None  # None: no E score
     wake_for_activity: bool  # a rule tests E, so activity leaving the window matters
+    quantiles: tuple[str, ...]  # dimensions scored by the population's cut points
     # per tier: (name, groups); a group is ((figure index, limit, is_min), ...),
     # only the conditions it sets; the tier holds if any group does
     tiers: tuple[tuple[str, tuple[tuple[tuple[int, float, bool], ...], ...]], ...]
@@ -130,6 +138,7 @@ def _plan(rules: Rules) -> _Plan:
             monetary=tuple(rules.scores.monetary),
             engagement=tuple(rules.scores.engagement_actions) if rules.scores.engagement_actions else None,
             wake_for_activity=rules.uses_engagement,
+            quantiles=tuple(rules.scores.quantiles),
             tiers=tiers,
             new_days=s.new_days, at_risk_days=s.at_risk_days,
             churned_days=s.churned_days, reactivated_days=s.reactivated_days,
@@ -167,7 +176,9 @@ def _stage(state: UserState, now_ms: int, days_inactive: int, plan: _Plan) -> st
     return "active"
 
 
-def evaluate(state: UserState, now_ms: int, rules: Rules) -> Assessment:
+def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> Assessment:
+    """`user_id` breaks ties between customers in the bin a quantile cut
+    falls in (state.quantiles); it matters only with quantile scores."""
     plan = _plan(rules)
     first_seen = state.first_seen_ms
     last_order = state.last_order_ms
@@ -178,6 +189,15 @@ def evaluate(state: UserState, now_ms: int, rules: Rules) -> Assessment:
     r = _score_at_most(recency_days, plan.recency_days) if last_order is not None else 1
     f = _score_at_least(frequency, plan.frequency_orders) if frequency > 0 else 1
     m = _score_at_least(monetary_cents / 100, plan.monetary) if monetary_cents > 0 else 1
+    cuts = rules.thresholds.at(now_ms) if plan.quantiles and rules.thresholds is not None else None
+    if cuts is not None:
+        tb = tiebreak(user_id)
+        if cuts.r is not None and last_order is not None:
+            r = cuts.score_r(recency_days)
+        if cuts.f is not None:
+            f = cuts.score_f(frequency, tb)
+        if cuts.m is not None:
+            m = cuts.score_m(monetary_cents, tb)
     revenue, orders = state.lifetime_revenue_cents, state.lifetime_orders
     ltv_cents = max(0, revenue - state.lifetime_refunds_cents)
     aov_cents = revenue // orders if orders else 0
@@ -190,7 +210,7 @@ def evaluate(state: UserState, now_ms: int, rules: Rules) -> Assessment:
     tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0))
     stage = _stage(state, now_ms, days_inactive, plan)
     return Assessment(tier, stage, now_ms, recency_days, days_inactive, frequency, monetary_cents,
-                      r, f, m, orders, ltv_cents, aov_cents, actions, e)
+                      r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts)
 
 
 def _due_offsets(rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:

@@ -166,6 +166,10 @@ class MembershipReader:
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
 
+    async def thresholds(self) -> bytes | None:
+        """The latest quantile cut points, as the workers wrote them (agents.population)."""
+        return await self._redis.get(self._prefix + "scores:thresholds")
+
     async def user(self, user_id: str) -> bytes | None:
         return await self._redis.hget(self._prefix + "user:" + user_id, "doc")
 

@@ -11,7 +11,7 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -76,9 +76,23 @@ class Scores(_Strict):
     # Optional fourth score, E: logins, views and carts in the window, at
     # least these many for 5 / 4 / 3 / 2. Unset: no E score (rules may not use it).
     engagement_actions: Thresholds | None = None
+    # Score these dimensions by the population's quantiles instead of the
+    # fixed thresholds above (which then serve only until the first cut
+    # points are known): any of "r", "f", "m" (state.quantiles, docs/scores.md).
+    quantiles: list[Literal["r", "f", "m"]] = []
+    # Population shares below the cuts for scores 2, 3, 4 and 5: quintiles.
+    cut_points: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=4, max_length=4)] = [
+        0.2, 0.4, 0.6, 0.8]
+    # Cut points are recomputed from the whole population every this many
+    # days of event time (at UTC midnights) and apply from the next period on.
+    cadence_days: int = Field(1, ge=1, le=31)
 
     @model_validator(mode="after")
     def _monotonic(self) -> Scores:
+        if self.cut_points != sorted(set(self.cut_points)):
+            raise ValueError("cut_points must increase (shares below the cuts for scores 2, 3, 4, 5)")
+        if len(set(self.quantiles)) != len(self.quantiles):
+            raise ValueError("quantiles lists each of r, f, m at most once")
         if self.recency_days != sorted(self.recency_days):
             raise ValueError("recency_days must increase (score 5 is the most recent)")
         for name in ("frequency_orders", "monetary", "engagement_actions"):
@@ -171,9 +185,20 @@ class Rules(_Strict):
     # Campaigns come from their own file (state.campaigns, TIERSTREAM_CAMPAIGNS)
     # and are attached with `with_campaigns`; a rules file cannot set them.
     campaigns: tuple[Any, ...] = Field((), exclude=True)
+    # With quantile scores: the cut points all workers agree on
+    # (state.quantiles.ThresholdBook), attached by the worker with
+    # `with_thresholds`; None scores with the fixed thresholds only.
+    thresholds: Any = Field(None, exclude=True)
 
     def with_campaigns(self, campaigns: list[Any]) -> Rules:
         return self.model_copy(update={"campaigns": tuple(campaigns)})
+
+    def with_thresholds(self, book: Any) -> Rules:
+        return self.model_copy(update={"thresholds": book})
+
+    @property
+    def cadence_ms(self) -> int:
+        return self.scores.cadence_days * DAY_MS
 
     @property
     def campaigns_by_name(self) -> dict[str, Any]:

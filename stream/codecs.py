@@ -150,6 +150,8 @@ def tier_change_record(c: TierChange) -> dict[str, Any]:
         "at_ms": a.at_ms,
         "correction": c.correction,
         **figures(a),
+        # Quantile scores: the population's cut points this decision used.
+        "thresholds": a.cuts.summary() if a.cuts is not None else None,
     }
 
 

@@ -14,7 +14,12 @@ METRIC_FACTS = "tierstream.metric-facts"
 ACTIONS = "tierstream.actions"
 CAMPAIGN_OUTCOMES = "tierstream.campaign-outcomes"
 
-OUTPUTS = (TIER_CHANGES, CHURN_ALERTS, DEAD_LETTERS, METRICS, METRIC_FACTS, ACTIONS, CAMPAIGN_OUTCOMES)
+# Internal, with quantile scores: each partition's population histograms
+# at every cadence boundary, from which every worker computes the same cut
+# points (state.quantiles); keyed by partition.
+POPULATION = "tierstream.population"
+
+OUTPUTS = (TIER_CHANGES, CHURN_ALERTS, DEAD_LETTERS, METRICS, METRIC_FACTS, ACTIONS, CAMPAIGN_OUTCOMES, POPULATION)
 
 # The users table's changelog is internal: Faust names it
 # "<app_id>-users-changelog".

@@ -1,0 +1,103 @@
+"""The population reader: tierstream.population in, the cut points every
+worker applies out (quantile scores, state.quantiles).
+
+Each worker reads the whole topic from its start, with no consumer group:
+every partition's reports, whoever owns it. `PopulationReports` (pure)
+settles a boundary once every partition has reported on it; the same
+records give the same cuts in every worker, at the same event time. The
+pipeline's partitions that waited at a period's end for those cuts then
+go on. The latest cuts are also written to Redis for the read API
+(`GET /v1/scores/thresholds`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
+
+from agents import metrics
+from state.quantiles import PopulationReports, thresholds_doc
+from stream import topics
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+WAIT_WARNING_SECONDS = 30.0
+
+
+class PopulationReader:
+    def __init__(self, settings: Settings, pipeline: Any, redis: Redis | None,
+                 send_out: Callable[[], Awaitable[None]]) -> None:
+        rules = pipeline.rules
+        self.settings = settings
+        self.pipeline = pipeline
+        self.redis = redis
+        self.send_out = send_out
+        self.reports = PopulationReports(settings.partitions, rules.cadence_ms, tuple(rules.scores.cut_points),
+                                         rules.scores.quantiles)
+        self._waiting_since: float | None = None
+
+    async def run(self, should_stop: Callable[[], bool]) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.broker, enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed" if self.settings.processing_guarantee == "exactly_once"
+            else "read_uncommitted",
+        )
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topics.POPULATION) or set()
+            while not partitions and not should_stop():
+                await consumer.topics()  # refreshes metadata
+                partitions = consumer.partitions_for_topic(topics.POPULATION) or set()
+                await asyncio.sleep(0.5)
+            consumer.assign([TopicPartition(topics.POPULATION, p) for p in sorted(partitions)])
+            while not should_stop():
+                try:
+                    await self._round(consumer)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Kafka or Redis away: keep the position, try again
+                    log.warning("population reader failed (%r); retrying", exc)
+                    await asyncio.sleep(1.0)
+        finally:
+            await consumer.stop()
+
+    async def _round(self, consumer: AIOKafkaConsumer) -> None:
+        batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+        settled = []
+        for records in batch.values():
+            for record in records:
+                settled += self.reports.add(orjson.loads(record.value))
+        if settled:
+            self.pipeline.settle(settled)
+            metrics.CUTS_SETTLED.inc(len(settled))
+            self.pipeline.resume()
+            await self.send_out()
+            if self.redis is not None:
+                await self.redis.set(self.settings.redis_prefix + "scores:thresholds",
+                                     orjson.dumps(thresholds_doc(self.pipeline.rules, self.pipeline.book)))
+        self._warn_if_stuck()
+
+    def _warn_if_stuck(self) -> None:
+        """A partition that never reports (no event at all, replay clock)
+        holds every other back: say which, once in a while."""
+        if not self.pipeline.waiting:
+            self._waiting_since = None
+            return
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        elif now - self._waiting_since > WAIT_WARNING_SECONDS:
+            behind = sorted(set(range(self.settings.partitions)) - {
+                p for p, b in self.reports.through.items() if b >= min(self.pipeline.waiting.values())
+                - self.pipeline.rules.cadence_ms})
+            log.warning("quantile scores: partitions %s wait for the cut points of %s; partitions %s have not "
+                        "reported that far (no events? with TIERSTREAM_CLOCK=replay only events move time)",
+                        sorted(self.pipeline.waiting), sorted(set(self.pipeline.waiting.values())), behind)
+            self._waiting_since = now

@@ -1,0 +1,362 @@
+"""Scores from the population's own distribution (pure): recency,
+frequency and monetary scored by the population's quantiles, not by fixed
+amounts, so a shop selling $15 items gets as meaningful tiers as one
+selling $2,000 ones.
+
+How the cut points are kept (docs/scores.md has the whole story):
+- Each partition keeps a `PopulationIndex`: every customer's bins, with the
+  users in each bin. Frequency bins are order counts; monetary bins are
+  fixed and log-spaced (MONEY_BINS_PER_DECADE per power of ten, so ~6%
+  wide); recency is kept as the day of the last order. Memory is bounded
+  by the bins, plus one entry per customer for the re-assessment.
+- At every cadence boundary B of event time (daily by default) each
+  partition publishes its histograms as they stand after every step
+  before B. Merged over all partitions they are the whole population's
+  distribution at B; `compute_cuts` turns it into `Cuts`, which are in
+  force for event times [B + cadence, B + 2 cadence). Every worker merges
+  the same records, so every worker applies the same cuts at the same
+  event time, in a replay as live.
+- Ties: a cut may fall inside a bin (many customers with exactly one
+  order). Such a cut is (bin, share): of that bin's customers, those whose
+  `tiebreak` (a stable hash of the user id) is below `share` fall below the
+  cut. So each score gets its configured share of the population however
+  the values tie, and the same customer always falls on the same side.
+  Recency is in whole days and is not split.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from state.model import DAY_MS
+
+DIMENSIONS = ("r", "f", "m")
+MONEY_BINS_PER_DECADE = 40
+MAX_ORDERS_BIN = 100_000
+
+Histogram = dict[int, int]  # bin -> customers
+
+
+def tiebreak(user_id: str) -> float:
+    """A fraction in [0, 1) fixed for the user: the same in every process
+    and replay (Python's hash() is salted per process)."""
+    digest = hashlib.blake2b(user_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def f_bin(orders: int) -> int | None:
+    return min(orders, MAX_ORDERS_BIN) if orders > 0 else None
+
+
+def m_bin(cents: int) -> int | None:
+    return math.floor(MONEY_BINS_PER_DECADE * math.log10(cents)) if cents > 0 else None
+
+
+def m_bin_floor(b: int) -> float:
+    """The smallest amount (currency units) in monetary bin `b`."""
+    return 10 ** (b / MONEY_BINS_PER_DECADE) / 100
+
+
+def r_day(last_order_ms: int | None) -> int | None:
+    """The last order's day, rounded up: recency in whole days at a
+    midnight B is then exactly B's day minus this."""
+    return None if last_order_ms is None else -(-last_order_ms // DAY_MS)
+
+
+Key = tuple[int | None, int | None, int | None]  # (r_day, f_bin, m_bin)
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    bin: int
+    share: float  # of `bin`'s customers, those with tiebreak < share are below the cut
+
+    def below(self, b: int, tb: float) -> bool:
+        return b < self.bin or (b == self.bin and tb < self.share)
+
+
+@dataclass(frozen=True)
+class Cuts:
+    """The cut points in force for event times [in_force_ms, in_force_ms + cadence)."""
+
+    as_of_ms: int  # the boundary whose population they come from
+    in_force_ms: int
+    customers: dict[str, int]  # per dimension: how many were scored against
+    r: tuple[int, ...] | None  # recency days: score 5 at most r[0], 4 at most r[1], ...
+    f: tuple[Cut, ...] | None  # ascending: at or above f[j] (and not below) scores 2 + j or more
+    m: tuple[Cut, ...] | None
+
+    def score_r(self, recency_days: int) -> int:
+        assert self.r is not None
+        for i, limit in enumerate(self.r):
+            if recency_days <= limit:
+                return 5 - i
+        return 1
+
+    @staticmethod
+    def _score(cuts: tuple[Cut, ...], b: int, tb: float) -> int:
+        score = 1
+        for cut in cuts:
+            if cut.below(b, tb):
+                break
+            score += 1
+        return score
+
+    def score_f(self, orders: int, tb: float) -> int:
+        assert self.f is not None
+        b = f_bin(orders)
+        return 1 if b is None else self._score(self.f, b, tb)
+
+    def score_m(self, cents: int, tb: float) -> int:
+        assert self.m is not None
+        b = m_bin(cents)
+        return 1 if b is None else self._score(self.m, b, tb)
+
+    def summary(self) -> dict:
+        """What a tier change record and the API show."""
+        out: dict = {"as_of_ms": self.as_of_ms, "in_force_ms": self.in_force_ms, "customers": self.customers}
+        if self.r is not None:
+            out["recency_days"] = list(self.r)
+        if self.f is not None:
+            out["frequency_orders"] = [[c.bin, round(c.share, 4)] for c in self.f]
+        if self.m is not None:
+            out["monetary"] = [[round(m_bin_floor(c.bin), 2), round(c.share, 4)] for c in self.m]
+        return out
+
+
+def split_cuts(hist: Mapping[int, int], points: Iterable[float]) -> tuple[Cut, ...] | None:
+    """Ascending cuts at the given population shares (0 < p < 1), e.g.
+    quintiles 0.2, 0.4, 0.6, 0.8: the share p of customers falls below the
+    p-th cut, ties split by `tiebreak`. None for an empty population."""
+    total = sum(hist.values())
+    if total == 0:
+        return None
+    bins = sorted(b for b, n in hist.items() if n > 0)
+    out = []
+    for p in points:
+        target = p * total
+        below = 0
+        for b in bins:
+            n = hist[b]
+            if below + n >= target:
+                out.append(Cut(b, (target - below) / n))
+                break
+            below += n
+        else:  # p == 1 within rounding: everyone below
+            out.append(Cut(bins[-1], 1.0))
+    return tuple(out)
+
+
+def recency_limits(days_hist: Mapping[int, int], points: Iterable[float]) -> tuple[int, ...] | None:
+    """Recency limits (days) for scores 5, 4, 3, 2: the most recent share
+    1 - p_top of customers scores 5, and so on. Whole days: the limit is the
+    day whose cumulative share is nearest the target (a day's customers are
+    not split)."""
+    total = sum(days_hist.values())
+    if total == 0:
+        return None
+    days = sorted(days_hist)
+    out = []
+    for p in sorted(points, reverse=True):  # score 5 is the most recent 1 - p_max
+        target = (1 - p) * total
+        cum, best, best_gap = 0, days[0], math.inf
+        for d in days:
+            cum += days_hist[d]
+            gap = abs(cum - target)
+            if gap < best_gap:
+                best, best_gap = d, gap
+        out.append(best)
+    # A limit never goes below the previous one (scores are ordered).
+    for i in range(1, len(out)):
+        out[i] = max(out[i], out[i - 1])
+    return tuple(out)
+
+
+def compute_cuts(merged: Mapping[str, Mapping[int, int]], boundary_ms: int, cadence_ms: int,
+                 points: tuple[float, ...], dims: Iterable[str]) -> Cuts:
+    """The population's cuts at `boundary_ms`, from every partition's
+    histograms merged. Deterministic: the same histograms give the same cuts."""
+    dims = set(dims)
+    day = boundary_ms // DAY_MS
+    recency = {day - d: n for d, n in merged.get("r", {}).items() if n > 0}
+    return Cuts(
+        as_of_ms=boundary_ms,
+        in_force_ms=boundary_ms + cadence_ms,
+        customers={d: sum(merged.get(d, {}).values()) for d in sorted(dims)},
+        r=recency_limits(recency, points) if "r" in dims else None,
+        f=split_cuts(merged.get("f", {}), points) if "f" in dims else None,
+        m=split_cuts(merged.get("m", {}), points) if "m" in dims else None,
+    )
+
+
+def merge(histograms: Iterable[Mapping[str, Mapping[int, int]]]) -> dict[str, Histogram]:
+    out: dict[str, Histogram] = {d: {} for d in DIMENSIONS}
+    for h in histograms:
+        for dim, bins in h.items():
+            target = out.setdefault(dim, {})
+            for b, n in bins.items():
+                target[b] = target.get(b, 0) + n
+    return out
+
+
+@dataclass
+class PopulationIndex:
+    """One partition's customers by bin: the histograms, and who is in
+    each bin (to find the customers a changed cut moves, without a scan)."""
+
+    key_of: dict[str, Key] = field(default_factory=dict)
+    bins: dict[str, dict[int, set[str]]] = field(default_factory=lambda: {d: {} for d in DIMENSIONS})
+
+    def update(self, user_id: str, key: Key) -> None:
+        old = self.key_of.get(user_id)
+        if old == key:
+            return
+        for dim, before, after in zip(DIMENSIONS, old or (None, None, None), key, strict=True):
+            if before == after:
+                continue
+            table = self.bins[dim]
+            if before is not None:
+                members = table[before]
+                members.discard(user_id)
+                if not members:
+                    del table[before]
+            if after is not None:
+                table.setdefault(after, set()).add(user_id)
+        if key == (None, None, None):
+            self.key_of.pop(user_id, None)
+        else:
+            self.key_of[user_id] = key
+
+    def histograms(self) -> dict[str, Histogram]:
+        return {dim: {b: len(users) for b, users in sorted(table.items())} for dim, table in self.bins.items()}
+
+    def users(self, dim: str, lo: int, hi: int) -> list[str]:
+        """The customers with a `dim` bin in [lo, hi], in a stable order."""
+        table = self.bins[dim]
+        if hi - lo > len(table):
+            found = [u for b, users in table.items() if lo <= b <= hi for u in users]
+        else:
+            found = [u for b in range(lo, hi + 1) for u in table.get(b, ())]
+        return sorted(found)
+
+
+class ThresholdBook:
+    """The cuts every worker agrees on, by the boundary they come from.
+    `settled(B)` once every partition has reported on B (cuts computed, or
+    no customers anywhere yet); evaluations at t use the cuts of the latest
+    settled boundary at or before t - cadence, or the rules' fixed
+    thresholds when there is none yet."""
+
+    def __init__(self, cadence_ms: int) -> None:
+        self.cadence_ms = cadence_ms
+        self._by_boundary: dict[int, Cuts | None] = {}
+        self._latest: int | None = None  # the latest settled boundary (they settle in order)
+        self._boundaries: list[int] = []  # of the settled boundaries that have cuts, ascending
+        self._cuts: list[Cuts] = []
+
+    def settle(self, boundary_ms: int, cuts: Cuts | None) -> None:
+        if boundary_ms in self._by_boundary:
+            return
+        self._by_boundary[boundary_ms] = cuts
+        if self._latest is None or boundary_ms > self._latest:
+            self._latest = boundary_ms
+        if cuts is not None:
+            i = bisect.bisect(self._boundaries, boundary_ms)
+            self._boundaries.insert(i, boundary_ms)
+            self._cuts.insert(i, cuts)
+
+    def settled(self, boundary_ms: int) -> bool:
+        return self._latest is not None and boundary_ms <= self._latest
+
+    @property
+    def latest_settled(self) -> int | None:
+        return self._latest
+
+    def at(self, t_ms: int) -> Cuts | None:
+        """The cuts in force at event time t."""
+        i = bisect.bisect_right(self._boundaries, t_ms - self.cadence_ms)
+        return self._cuts[i - 1] if i else None
+
+    def latest(self) -> Cuts | None:
+        return self._cuts[-1] if self._cuts else None
+
+
+def boundary_at_or_before(t_ms: int, cadence_ms: int) -> int:
+    return t_ms // cadence_ms * cadence_ms
+
+
+def snapshot_doc(partition: int, boundary_ms: int, index: PopulationIndex) -> dict:
+    """A partition's report at a boundary: its histograms after every step before it."""
+    return {"p": partition, "b": boundary_ms,
+            "h": {dim: [[b, n] for b, n in bins.items()] for dim, bins in index.histograms().items()}}
+
+
+def empty_doc(partition: int, through_ms: int) -> dict:
+    """A partition's first report: it had no customer at any boundary up to
+    `through_ms` (its first watermark: anything older arriving later is a
+    correction, applied after that)."""
+    return {"p": partition, "empty_through": through_ms}
+
+
+class PopulationReports:
+    """Every partition's reports in; the boundaries they settle out, with
+    their cuts. Pure: the worker's consumer only moves bytes, and a replay
+    of the same reports settles the same cuts. A partition's later report
+    on a boundary it already reported (after a crash) is ignored: the first
+    is the one made before any step past the boundary."""
+
+    def __init__(self, partitions: int, cadence_ms: int, points: tuple[float, ...], dims: Iterable[str]) -> None:
+        self.partitions = partitions
+        self.cadence_ms = cadence_ms
+        self.points = points
+        self.dims = tuple(dims)
+        self.through: dict[int, int] = {}  # partition -> latest boundary it reported on
+        self.pending: dict[int, dict[int, dict[str, Histogram]]] = {}  # boundary -> partition -> histograms
+        self.next_boundary: int | None = None  # the earliest boundary not settled yet
+
+    def add(self, doc: Mapping) -> list[tuple[int, Cuts | None]]:
+        p = int(doc["p"])
+        if "empty_through" in doc:
+            reported = boundary_at_or_before(int(doc["empty_through"]), self.cadence_ms)
+        else:
+            reported = int(doc["b"])
+            if self.next_boundary is None or reported >= self.next_boundary:
+                self.pending.setdefault(reported, {}).setdefault(
+                    p, {dim: {int(b): int(n) for b, n in pairs} for dim, pairs in doc["h"].items()})
+        if reported > self.through.get(p, reported - 1):
+            self.through[p] = reported
+        return self._settle()
+
+    def _settle(self) -> list[tuple[int, Cuts | None]]:
+        if len(self.through) < self.partitions:
+            return []
+        low = min(self.through.values())
+        if self.next_boundary is None:
+            self.next_boundary = min([*self.through.values(), *self.pending])
+        out = []
+        while self.next_boundary <= low:
+            b = self.next_boundary
+            merged = merge(self.pending.pop(b, {}).values())
+            cuts = compute_cuts(merged, b, self.cadence_ms, self.points, self.dims)
+            out.append((b, cuts if any(cuts.customers.values()) else None))
+            self.next_boundary = b + self.cadence_ms
+        return out
+
+
+def thresholds_doc(rules: Any, book: ThresholdBook | None) -> dict:
+    """What GET /v1/scores/thresholds serves: the configuration and the
+    latest settled cut points (in force from their `in_force_ms`)."""
+    latest = book.latest() if book is not None else None
+    s = rules.scores
+    return {
+        "quantiles": list(s.quantiles),
+        "cut_points": list(s.cut_points),
+        "cadence_days": s.cadence_days,
+        "fixed": {"recency_days": s.recency_days, "frequency_orders": s.frequency_orders, "monetary": s.monetary},
+        "latest": latest.summary() if latest is not None else None,
+    }

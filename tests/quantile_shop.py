@@ -1,0 +1,85 @@
+"""A shop whose orders are 100x smaller than the fixed thresholds expect,
+and the pipeline run over it with quantile scores, owning every partition
+with its own population reports looped back: the reference the quantile
+tests compare live runs with."""
+
+from __future__ import annotations
+
+import random
+import zlib
+from types import SimpleNamespace
+
+import orjson
+
+from agents.pipeline import Pipeline
+from bench.workload import history
+from state.model import DAY_MS
+from state.quantiles import PopulationReports
+from state.rules import default_rules_text, parse_rules
+from stream import topics
+from stream.settings import Settings
+from tests.unit.test_pipeline import FakeTable
+
+QUANTILE_RULES = default_rules_text().replace("[scores]\n", '[scores]\nquantiles = ["r", "f", "m"]\n', 1)
+
+
+def quantile_rules():
+    return parse_rules(QUANTILE_RULES, "quantile rules")
+
+
+def small_ticket_shop(users: int = 3000, events: int = 30_000, days: int = 150, seed: int = 7,
+                      start_ms: int | None = None) -> list[dict]:
+    """The workload's spend levels are 25-400 currency units per order; this
+    shop's are 100x smaller (0.25-4), far under the fixed monetary
+    thresholds (100-2,000), which would score nearly everyone M = 1."""
+    bodies = history(users=users, events=events, days=days, seed=seed,
+                     **({"start_ms": start_ms} if start_ms is not None else {}))
+    # The workload piles events that would run past its end onto its last
+    # moments; keep the steady part.
+    end = min(b["ts"] for b in bodies) + (days - 10) * DAY_MS
+    bodies = [b for b in bodies if b["ts"] < end]
+    for b in bodies:
+        if "amount" in b:
+            b["amount"] = round(b["amount"] / 100, 2) or 0.01
+    return sorted(bodies, key=lambda b: (b["ts"], b["event_id"]))
+
+
+def tier_changes(outputs) -> dict[str, dict]:
+    return {d["change_id"]: d for r in outputs if r.topic == topics.TIER_CHANGES for d in [orjson.loads(r.value)]}
+
+
+def run_shop(bodies, chunk=None, partitions=4, seed=0):
+    """The pipeline over `bodies`, owning every partition, its own reports
+    looped back. `chunk`: messages are taken partition by partition, `chunk`
+    at a time in random order, so partitions drift apart in event time (as
+    with two workers at different speeds); None: in event-time order."""
+    rules = quantile_rules()
+    settings = Settings(clock="replay", max_future_seconds=10**9, partitions=partitions)
+    p = Pipeline(SimpleNamespace(users=FakeTable()), settings, rules, None)
+    p.loopback = PopulationReports(partitions, rules.cadence_ms, tuple(rules.scores.cut_points), rules.scores.quantiles)
+    p.on_active_partitions(set(range(partitions)))
+    per_partition = [[] for _ in range(partitions)]
+    for body in bodies:
+        per_partition[zlib.crc32(body["user_id"].encode()) % partitions].append(body)
+    queues = [list(enumerate(q)) for q in per_partition]
+    rnd = random.Random(seed)
+    outputs = []
+    p.waited = False
+    while any(queues):
+        live = [i for i, q in enumerate(queues) if q]
+        part = live[0] if chunk is None else rnd.choice(live)
+        if chunk is None:
+            part = min(live, key=lambda i: queues[i][0][1]["ts"])
+        take = 1 if chunk is None else chunk
+        for offset, body in queues[part][:take]:
+            p.on_message(SimpleNamespace(topic=topics.EVENTS, partition=part, offset=offset,
+                                         key=body["user_id"].encode(), value=orjson.dumps(body)))
+        del queues[part][:take]
+        p.waited = p.waited or bool(p.waiting)
+        p.resume()
+        outputs += p.outputs
+        p.outputs.clear()
+        p.changelog.clear()
+    p.resume()
+    outputs += p.outputs
+    return p, outputs

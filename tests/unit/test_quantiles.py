@@ -1,0 +1,103 @@
+"""Quantile scores: cut points from the population's histograms give each
+score its share however values tie; every partition's reports settle the
+same cuts in any order; and the pipeline, run on a shop whose orders are
+100x smaller than the fixed thresholds expect, gives quintile shares,
+keeps every customer's tier current as the cuts move, and decides the same
+things however its partitions' work interleaves (one worker or two)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+import pytest
+
+from state.evaluate import evaluate
+from state.model import DAY_MS
+from state.quantiles import (
+    PopulationIndex, PopulationReports, empty_doc, recency_limits, snapshot_doc, split_cuts, tiebreak,
+)
+from stream import topics
+from tests.quantile_shop import run_shop, small_ticket_shop, tier_changes
+
+POINTS = (0.2, 0.4, 0.6, 0.8)
+
+
+@pytest.fixture(scope="module")
+def shop():
+    return small_ticket_shop()
+
+
+def test_cuts_give_each_score_its_share_even_when_most_values_tie():
+    # Most customers ordered once: a cut on bins alone could not split them.
+    hist = {1: 6000, 2: 2000, 3: 1200, 7: 800}
+    cuts = split_cuts(hist, POINTS)
+    users = [(f"{b}-{i}", b) for b, n in hist.items() for i in range(n)]
+    scores = Counter(1 + sum(not c.below(b, tiebreak(u)) for c in cuts) for u, b in users)
+    total = sum(hist.values())
+    for score in range(1, 6):
+        assert abs(scores[score] / total - 0.2) < 0.02, (score, scores)
+
+
+def test_recency_limits_take_the_most_recent_fifth_for_score_five():
+    days = {d: 10 for d in range(100)}  # 1,000 customers, 10 per day of recency
+    assert recency_limits(days, POINTS) == (19, 39, 59, 79)
+
+
+def test_reports_settle_in_order_once_every_partition_reported_and_the_first_report_wins():
+    index = PopulationIndex()
+    index.update("a", (100, 1, 50))
+    index.update("b", (101, 3, 80))
+    reports = PopulationReports(2, DAY_MS, POINTS, ("r", "f", "m"))
+    b1, b2 = 101 * DAY_MS, 102 * DAY_MS
+    assert reports.add(snapshot_doc(0, b1, index)) == []  # partition 1 has not spoken
+    assert reports.add(empty_doc(1, b1 + 5)) != []  # it had nobody through b1: b1 settles
+    assert reports.next_boundary == b2
+    late = PopulationIndex()
+    late.update("c", (101, 9, 99))
+    assert reports.add(snapshot_doc(0, b1, late)) == []  # a repeat of b1 after a crash: ignored
+    [(boundary, cuts)] = reports.add(snapshot_doc(0, b2, index)) + reports.add(snapshot_doc(1, b2, PopulationIndex()))
+    assert boundary == b2 and cuts.customers == {"f": 2, "m": 2, "r": 2}
+
+
+def test_a_small_ticket_shop_gets_quintiles_and_current_tiers(shop):
+    p, outputs = run_shop(shop)
+    assert not p.waiting
+    end = max(p.swept_to.values())
+    cuts = p.book.at(end)
+    assert cuts is not None and cuts.in_force_ms <= end
+    scores = {d: Counter() for d in "rfm"}
+    stale = []
+    for user_id, state in p.store.items():
+        fresh = evaluate(state, state.evaluated_ms, p.rules, user_id)
+        if fresh.tier != state.tier or fresh.stage != state.stage:
+            stale.append(user_id)
+        if state.lifetime_orders and fresh.frequency > 0:
+            for d in "fm":
+                scores[d][getattr(fresh, d)] += 1
+    assert stale == []  # the cuts moved nobody's tier without a published change
+    for d in "fm":
+        total = sum(scores[d].values())
+        assert total > 1000
+        shares = {s: round(n / total, 3) for s, n in sorted(scores[d].items())}
+        # Evaluated when each customer last changed, against the cuts then
+        # in force: within 2 points of a fifth each.
+        assert all(abs(share - 0.2) <= 0.02 for share in shares.values()), (d, shares)
+    # With the fixed thresholds, this shop's customers would all score M = 1.
+    assert max(s for s in scores["m"]) == 5
+    published = Counter(c["to_tier"] for c in tier_changes(outputs).values())
+    assert published["high_value"] > 0 and published["mid_value"] > 0
+    assert [r for r in outputs if r.topic == topics.DEAD_LETTERS] == []
+
+
+def test_the_same_decisions_however_the_partitions_interleave(shop):
+    bodies = shop[:12_000]
+    _, in_order = run_shop(bodies)
+    p, drifting = run_shop(bodies, chunk=700, seed=3)
+    assert p.waited  # partitions ran ahead and waited for the others' reports
+    assert tier_changes(drifting) == tier_changes(in_order)
+    alerts = lambda out: sorted(r.value for r in out if r.topic == topics.CHURN_ALERTS)  # noqa: E731
+    assert alerts(drifting) == alerts(in_order)
+    reports = lambda out: {(d["p"], d.get("b")): d for r in out if r.topic == topics.POPULATION  # noqa: E731
+                           for d in [orjson.loads(r.value)] if "b" in d}
+    assert reports(drifting) == reports(in_order)
