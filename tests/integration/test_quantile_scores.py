@@ -1,0 +1,72 @@
+"""Quantile scores on the real broker: two workers sharing the partitions
+decide exactly what one process replaying the same history decides (the
+same tier changes, ids and payloads, the cut points included); the history
+starts in 1995 and carries a field the contract does not know, and nothing
+is dead-lettered; the API serves the cut points in force."""
+
+import asyncio
+import re
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from cli.embedded import spawn, stop
+from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, wait_until
+from tests.quantile_shop import QUANTILE_RULES, run_shop, small_ticket_shop, tier_changes
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+START_1995 = int(datetime(1995, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+async def test_two_workers_decide_what_a_replay_decides(tmp_path):
+    bodies = small_ticket_shop(users=1000, events=10_000, days=100, seed=11, start_ms=START_1995)
+    for b in bodies:
+        if b["type"] == "order":
+            b["quantity"] = 2  # a field the contract does not know: dropped and counted, never dead-lettered
+    reference, reference_outputs = run_shop(bodies)
+    expected = tier_changes(reference_outputs)
+    assert expected and not reference.waiting
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(QUANTILE_RULES)
+    servers = new_servers()
+    cluster = Cluster(servers, extra_env={"TIERSTREAM_RULES": str(rules), "TIERSTREAM_APP_ID": "quantiles"})
+    workers = []
+    try:
+        cluster.start_api()
+        for n in (1, 2):
+            workers.append(spawn([sys.executable, "-m", "cli.main", "worker"], env=cluster.env,
+                                 log=servers.workdir / f"quantile-worker-{n}.log"))
+
+        async def both_own_partitions():
+            logs = [(servers.workdir / f"quantile-worker-{n}.log").read_text() for n in (1, 2)]
+            return all(re.search(r"owning partitions \[\d", text) for text in logs) or None
+
+        await wait_until(both_own_partitions, timeout=120, what="both workers to own partitions")
+        await produce(servers.broker, bodies)
+
+        async def all_decided():
+            found = tier_changes_on_topic(await read_topic(servers.broker, "tierstream.tier-changes"))
+            return found if set(found) >= set(expected) else None
+
+        found = await wait_until(all_decided, timeout=240, what="every tier change the replay made")
+        assert found == expected  # ids and payloads, the cut points each decision used included
+        assert await read_topic(servers.broker, "tierstream.events.dlq") == []
+        assert any(c["thresholds"] is not None for c in found.values())
+
+        async def thresholds():
+            status, doc = await asyncio.to_thread(api_get, cluster.api_port, "/v1/scores/thresholds")
+            return doc if status == 200 and doc["latest"] == reference.book.latest().summary() else None
+
+        doc = await wait_until(thresholds, timeout=60, what="the API to serve the latest cut points")
+        assert doc["quantiles"] == ["r", "f", "m"] and doc["latest"]["customers"]["m"] > 500
+    finally:
+        for w in workers:
+            stop(w, timeout=30)
+        stop(cluster.api)
+        servers.stop()
+
+
+def tier_changes_on_topic(records):
+    return {r["change_id"]: r for r in records}
