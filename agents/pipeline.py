@@ -680,9 +680,9 @@ class Pipeline:
 
 def _moved(index: PopulationIndex, before: Cuts | None, after: Cuts | None, boundary: int, rules: Rules) -> list[str]:
     """The customers whose score may differ between two sets of cuts at
-    `boundary`: those in the bins between an old cut and its new place
-    (both included: a tie's share may have moved), or everyone scored on a
-    dimension that switches between fixed thresholds and cuts."""
+    `boundary`: those on different sides of a cut's old and new place, or
+    everyone scored on a dimension that switches between fixed thresholds
+    and cuts (once, when the first cuts come)."""
     found: set[str] = set()
     everyone = -(1 << 62), 1 << 62
     for dim in ("f", "m"):
@@ -694,14 +694,15 @@ def _moved(index: PopulationIndex, before: Cuts | None, after: Cuts | None, boun
             continue
         for a, b in zip(old, new, strict=True):
             if a != b:
-                found.update(index.users(dim, min(a.bin, b.bin), max(a.bin, b.bin)))
+                found.update(index.moved(dim, a, b))
     old_r = getattr(before, "r", None)
     new_r = getattr(after, "r", None)
     if old_r != new_r:
         day = boundary // DAY_MS
         fixed = tuple(int(x) for x in rules.scores.recency_days)
-        limits = [*(old_r or fixed), *(new_r or fixed)]
-        found.update(index.users("r", day - max(limits) - 1, day - min(limits) + 1))
+        for a, b in zip(old_r or fixed, new_r or fixed, strict=True):
+            if a != b:  # recency between the two limits (a day's margin each side)
+                found.update(index.users("r", day - max(a, b) - 1, day - min(a, b) + 1))
     return sorted(found)
 
 

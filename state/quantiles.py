@@ -31,6 +31,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from state.model import DAY_MS
@@ -42,6 +43,7 @@ MAX_ORDERS_BIN = 100_000
 Histogram = dict[int, int]  # bin -> customers
 
 
+@lru_cache(maxsize=1 << 18)  # every evaluation of a customer asks again
 def tiebreak(user_id: str) -> float:
     """A fraction in [0, 1) fixed for the user: the same in every process
     and replay (Python's hash() is salted per process)."""
@@ -211,6 +213,7 @@ class PopulationIndex:
 
     key_of: dict[str, Key] = field(default_factory=dict)
     bins: dict[str, dict[int, set[str]]] = field(default_factory=lambda: {d: {} for d in DIMENSIONS})
+    tiebreaks: dict[str, float] = field(default_factory=dict)  # cached: a moved cut compares many
 
     def update(self, user_id: str, key: Key) -> None:
         old = self.key_of.get(user_id)
@@ -229,11 +232,32 @@ class PopulationIndex:
                 table.setdefault(after, set()).add(user_id)
         if key == (None, None, None):
             self.key_of.pop(user_id, None)
+            self.tiebreaks.pop(user_id, None)
         else:
             self.key_of[user_id] = key
+            if user_id not in self.tiebreaks:
+                self.tiebreaks[user_id] = tiebreak(user_id)
 
     def histograms(self) -> dict[str, Histogram]:
         return {dim: {b: len(users) for b, users in sorted(table.items())} for dim, table in self.bins.items()}
+
+    def moved(self, dim: str, old: Cut, new: Cut) -> list[str]:
+        """The customers on different sides of two cuts: those in the bins
+        between them, and in a tie bin only those whose tiebreak lies
+        between the two shares."""
+        found: list[str] = []
+        table = self.bins[dim]
+        lo, hi = min(old.bin, new.bin), max(old.bin, new.bin)
+        for b in range(lo, hi + 1):
+            members = table.get(b)
+            if not members:
+                continue
+            if lo < b < hi:  # wholly between the two: every one of them moved
+                found.extend(members)
+                continue
+            tbs = self.tiebreaks
+            found.extend(u for u in members if old.below(b, tbs[u]) != new.below(b, tbs[u]))
+        return found
 
     def users(self, dim: str, lo: int, hi: int) -> list[str]:
         """The customers with a `dim` bin in [lo, hi], in a stable order."""

@@ -1,0 +1,69 @@
+"""What quantile scores cost the pipeline, without I/O: the same history
+through `Pipeline.on_message` with the rules' fixed thresholds and with
+quantile R, F and M (cut points recomputed daily; the pipeline's own
+population reports looped back, as one process owning every partition).
+
+    python -m bench.quantile_cost --users 20000 --events 200000
+
+Prints both rates and their ratio, from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import zlib
+from types import SimpleNamespace
+
+import orjson
+
+from agents.pipeline import Pipeline
+from bench.offline_pipeline import PARTITIONS, _Table
+from bench.workload import history
+from state.quantiles import PopulationReports
+from state.rules import default_rules_text, parse_rules
+from stream import topics
+from stream.settings import Settings
+
+QUANTILES = default_rules_text().replace("[scores]\n", '[scores]\nquantiles = ["r", "f", "m"]\n', 1)
+
+
+def rate(bodies: list[dict], rules_text: str) -> tuple[float, int]:
+    rules = parse_rules(rules_text)
+    settings = Settings(clock="replay", max_future_seconds=10**9, partitions=PARTITIONS)
+    p = Pipeline(SimpleNamespace(users=_Table()), settings, rules, None)
+    if rules.scores.quantiles:
+        p.loopback = PopulationReports(PARTITIONS, rules.cadence_ms, tuple(rules.scores.cut_points),
+                                       rules.scores.quantiles)
+    p.on_active_partitions(set(range(PARTITIONS)))
+    messages = [SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(b["user_id"].encode()) % PARTITIONS,
+                                offset=i, key=b["user_id"].encode(), value=orjson.dumps(b))
+                for i, b in enumerate(bodies)]
+    changes = 0
+    started = time.perf_counter()
+    for start in range(0, len(messages), settings.batch_max):
+        for m in messages[start:start + settings.batch_max]:
+            p.on_message(m)
+        p.resume()
+        changes += sum(r.topic == topics.TIER_CHANGES for r in p.outputs)
+        p.outputs.clear()
+        p.changelog.clear()
+        p.pending.clear()
+    return len(messages) / (time.perf_counter() - started), changes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    bodies = sorted(history(users=args.users, events=args.events, days=730, seed=5), key=lambda b: b["ts"])
+    fixed, fixed_changes = rate(bodies, default_rules_text())
+    quantile, quantile_changes = rate(bodies, QUANTILES)
+    print(f"fixed thresholds:  {fixed:,.0f} events/s ({fixed_changes:,} tier changes)")
+    print(f"quantile R, F, M:  {quantile:,.0f} events/s ({quantile_changes:,} tier changes)")
+    print(f"ratio quantile / fixed: {quantile / fixed:.2f}")
+
+
+if __name__ == "__main__":
+    main()
