@@ -101,3 +101,15 @@ def test_the_same_decisions_however_the_partitions_interleave(shop):
     reports = lambda out: {(d["p"], d.get("b")): d for r in out if r.topic == topics.POPULATION  # noqa: E731
                            for d in [orjson.loads(r.value)] if "b" in d}
     assert reports(drifting) == reports(in_order)
+
+
+def test_the_worked_example_in_docs_scores_md():
+    cuts = split_cuts({1: 6, 2: 3, 3: 1}, POINTS)
+    assert [(c.bin, round(c.share, 3)) for c in cuts] == [(1, 0.333), (1, 0.667), (1, 1.0), (2, 0.667)]
+
+    def f_score(bin_, tb):
+        return 1 + next((i for i, c in enumerate(cuts) if c.below(bin_, tb)), len(cuts))
+
+    assert (f_score(1, 0.5), f_score(2, 0.9), f_score(2, 0.3), f_score(3, 0.0)) == (2, 5, 4, 5)
+    days = Counter([0, 0, 1, 2, 3, 5, 8, 13, 21, 34])
+    assert recency_limits(days, POINTS) == (0, 2, 5, 13)
