@@ -73,4 +73,5 @@ async def test_rebuild_cache_restores_every_record_and_set(ready, redis, era):
     async def metrics_rebuilt():
         return await metric_cells() == metrics_before
 
-    await wait_until(metrics_rebuilt, timeout=60, what="the aggregator to rebuild the metrics from their facts")
+    # It reads the facts topic from its start: on a loaded 2-core machine that can take a minute or more.
+    await wait_until(metrics_rebuilt, timeout=180, what="the aggregator to rebuild the metrics from their facts")
