@@ -741,8 +741,12 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     """Attach the agent, the sweep timer and the Redis flusher to the app."""
     app = streams.app
     redis = Redis.from_url(settings.redis_url)
-    pipeline = Pipeline(streams, settings, rules, MembershipWriter(redis, settings.redis_prefix),
-                        FeedWriter(redis, settings.redis_prefix, settings.user_history))
+    # With exactly-once the feed would show records before their transaction
+    # commits, and its Redis writes would add a wait inside the publishing
+    # path Faust's transactions depend on: it is off there.
+    feed = None if settings.processing_guarantee == "exactly_once" else FeedWriter(
+        redis, settings.redis_prefix, settings.user_history)
+    pipeline = Pipeline(streams, settings, rules, MembershipWriter(redis, settings.redis_prefix), feed)
     if pipeline.book is not None:
         from agents.population import PopulationReader
 

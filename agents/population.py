@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from agents import metrics
@@ -44,19 +44,16 @@ class PopulationReader:
         self._waiting_since: float | None = None
 
     async def run(self, should_stop: Callable[[], bool]) -> None:
+        # No group: a consumer subscribed without one is given every
+        # partition of the topic (each worker must read all the reports).
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.broker, enable_auto_commit=False, auto_offset_reset="earliest",
+            topics.POPULATION, bootstrap_servers=self.settings.broker, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest",
             isolation_level="read_committed" if self.settings.processing_guarantee == "exactly_once"
             else "read_uncommitted",
         )
         await consumer.start()
         try:
-            partitions = consumer.partitions_for_topic(topics.POPULATION) or set()
-            while not partitions and not should_stop():
-                await consumer.topics()  # refreshes metadata
-                partitions = consumer.partitions_for_topic(topics.POPULATION) or set()
-                await asyncio.sleep(0.5)
-            consumer.assign([TopicPartition(topics.POPULATION, p) for p in sorted(partitions)])
             while not should_stop():
                 try:
                     await self._round(consumer)

@@ -36,7 +36,9 @@ async def test_two_workers_decide_what_a_replay_decides(tmp_path):
     try:
         cluster.start_api()
         for n in (1, 2):
-            workers.append(spawn([sys.executable, "-m", "cli.main", "worker"], env=cluster.env,
+            # Each its own recovery dump: two workers renaming one file race.
+            env = {**cluster.env, "TIERSTREAM_RECOVERY_DUMP": str(servers.workdir / f"recovered-{n}.jsonl")}
+            workers.append(spawn([sys.executable, "-m", "cli.main", "worker"], env=env,
                                  log=servers.workdir / f"quantile-worker-{n}.log"))
 
         async def both_own_partitions():
@@ -50,7 +52,14 @@ async def test_two_workers_decide_what_a_replay_decides(tmp_path):
             found = tier_changes_on_topic(await read_topic(servers.broker, "tierstream.tier-changes"))
             return found if set(found) >= set(expected) else None
 
-        found = await wait_until(all_decided, timeout=240, what="every tier change the replay made")
+        try:
+            found = await wait_until(all_decided, timeout=240, what="every tier change the replay made")
+        except AssertionError:
+            got = tier_changes_on_topic(await read_topic(servers.broker, "tierstream.tier-changes"))
+            missing = sorted((c["at_ms"], c["user_id"]) for k, c in expected.items() if k not in got)
+            print("missing", len(missing), missing[:5], "extra", len(set(got) - set(expected)),
+                  "last expected", max(c["at_ms"] for c in expected.values()))
+            raise
         assert found == expected  # ids and payloads, the cut points each decision used included
         assert await read_topic(servers.broker, "tierstream.events.dlq") == []
         assert any(c["thresholds"] is not None for c in found.values())
