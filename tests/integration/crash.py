@@ -60,6 +60,8 @@ class Outcome:
     seconds: float = 0.0
     metric_cells: dict[str, dict[str, int]] = field(default_factory=dict)  # period/cohort hash -> cells
     metric_records: dict[str, dict] = field(default_factory=dict)  # tierstream.metrics id -> record
+    records: dict[str, dict] = field(default_factory=dict)  # decision id -> its record (the last delivery)
+    workdir: str = ""  # the run's broker, Redis and worker logs (kept after the run)
 
     def compare(self, reference: Outcome) -> dict[str, int]:
         lost = set(reference.ids) - set(self.ids)
@@ -73,6 +75,20 @@ class Outcome:
         return {"lost": len(lost), "unexpected": len(extra), "duplicates": sum(self.ids.values()) - len(self.ids),
                 "redis_disagreements": len(disagree), "metric_cells_differing": len(cells),
                 "metric_records_differing": len(records)}
+
+    def explain(self, reference: Outcome, limit: int = 5) -> str:
+        """Evidence for a failed comparison: a few decisions this run made
+        that the run without faults did not, next to what that run decided
+        for the same users, and where the logs are."""
+        extra = sorted(set(self.ids) - set(reference.ids))[:limit]
+        lines = [f"logs: {self.workdir}"]
+        for decision_id in extra:
+            record = self.records[decision_id]
+            user = record.get("user_id")
+            lines.append(f"unexpected {decision_id}: {orjson.dumps(record).decode()}")
+            lines += [f"  reference {i}: {orjson.dumps(r).decode()}"
+                      for i, r in reference.records.items() if r.get("user_id") == user][:12]
+        return "\n".join(lines)
 
     def settled_like(self, reference: Outcome) -> bool:
         return (set(self.ids) >= set(reference.ids) and self.membership == reference.membership
@@ -141,17 +157,19 @@ async def _metric_records(broker: str, isolation_level: str = "read_uncommitted"
     return {r["id"]: r for r in await read_topic(broker, topics.METRICS, isolation_level)}
 
 
-async def _output_ids(broker: str, isolation_level: str = "read_uncommitted") -> Counter:
+DECISION_IDS = {topics.TIER_CHANGES: "change_id", topics.CHURN_ALERTS: "alert_id", topics.ACTIONS: "action_id",
+                topics.CAMPAIGN_OUTCOMES: "outcome_id"}
+
+
+async def _decisions(broker: str, isolation_level: str = "read_uncommitted") -> tuple[Counter, dict[str, dict]]:
+    """Deliveries per decision id, and each id's record."""
     ids: Counter = Counter()
-    for record in await read_topic(broker, topics.TIER_CHANGES, isolation_level):
-        ids[record["change_id"]] += 1
-    for record in await read_topic(broker, topics.CHURN_ALERTS, isolation_level):
-        ids[record["alert_id"]] += 1
-    for record in await read_topic(broker, topics.ACTIONS, isolation_level):
-        ids[record["action_id"]] += 1
-    for record in await read_topic(broker, topics.CAMPAIGN_OUTCOMES, isolation_level):
-        ids[record["outcome_id"]] += 1
-    return ids
+    records: dict[str, dict] = {}
+    for topic, id_field in DECISION_IDS.items():
+        for record in await read_topic(broker, topic, isolation_level):
+            ids[record[id_field]] += 1
+            records[record[id_field]] = record
+    return ids, records
 
 
 class Workers:
@@ -234,9 +252,10 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
             await asyncio.sleep(0.5)
 
         async def outcome() -> Outcome:
-            return Outcome(await _output_ids(servers.broker, isolation), await _membership(servers.redis_url), done_kills,
+            ids, records = await _decisions(servers.broker, isolation)
+            return Outcome(ids, await _membership(servers.redis_url), done_kills,
                            time.monotonic() - started, await _metric_cells(servers.redis_url),
-                           await _metric_records(servers.broker, isolation))
+                           await _metric_records(servers.broker, isolation), records, str(servers.workdir))
 
         result = await outcome()
         # The aggregator may trail the worker by a few rebalances (each

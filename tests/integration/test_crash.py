@@ -30,8 +30,8 @@ def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int) -> None:
     assert len(outcome.kills) == kills
     assert len(reference.ids) > 40_000 and len(reference.membership) == 3000
     assert result["lost"] == 0, result
-    assert result["unexpected"] == 0, result
-    assert result["redis_disagreements"] == 0, result
+    assert result["unexpected"] == 0, f"{result}\n{outcome.explain(reference)}"
+    assert result["redis_disagreements"] == 0, f"{result}\n{outcome.explain(reference)}"
     # The operator metrics: every cell, and every closed period's record,
     # as in the run without a fault.
     assert len(reference.metric_cells) > 800 and len(reference.metric_records) > 800
