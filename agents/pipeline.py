@@ -108,7 +108,9 @@ class Pipeline:
         # records, which may reach Kafka only after those (see module doc).
         self.outputs: list[Record] = []
         self.changelog: list[Record] = []
-        self._publishing = asyncio.Lock()
+        # Held while records are on their way to Kafka; with exactly-once,
+        # transactions commit only under it (see install).
+        self.publishing = asyncio.Lock()
         self.crash = CrashPoints(settings.crash_at)
         self.earliest_ms = settings.earliest_event_ms
         # Owned partitions whose Redis membership must be checked against
@@ -533,7 +535,7 @@ class Pipeline:
         handler and the sweep timer; the lock keeps one order for both."""
         self.tally.flush()
         self.freezer.maybe_freeze(len(self.store))
-        async with self._publishing:
+        async with self.publishing:
             self._seal_facts()
             outputs, self.outputs = self.outputs, []
             changelog, self.changelog = self.changelog, []
@@ -554,7 +556,7 @@ class Pipeline:
         whole or not at all. Returns the partitions that got records."""
         self.tally.flush()
         self.freezer.maybe_freeze(len(self.store))
-        async with self._publishing:
+        async with self.publishing:
             self._seal_facts()
             records = self.outputs + self.changelog
             self.outputs, self.changelog = [], []
@@ -770,44 +772,51 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
         # the producer Faust opened for the partition when it was assigned.
         return f"{app.conf.id}-{app.assignor.group_for_topic(events_topic)}-{partition}"
 
-    batches_in_hand: set[int] = set()
+    # Exactly-once: partitions whose open transaction holds records that
+    # are not committed yet.
+    uncommitted: set[int] = set()
 
     async def send_out(outside_a_batch: bool = False) -> None:
         if not exactly_once:
             await pipeline.publish(kafka_producer(app))
             return
-        touched = await pipeline.publish_in_transactions(app.producer, transactional_id)
-        # A batch in hand has put part of its records in the transaction
-        # already: committing now would commit them without their input
-        # offset. Its own commit will carry the sweep's records too.
-        touched -= batches_in_hand
-        if outside_a_batch and touched:
-            # A sweep moves no input offset, so Faust's commit timer would
-            # never close the transaction holding its decisions (a silent
-            # user's alert would stay invisible): close it now, at the
-            # partition's last commit point.
-            offsets = {}
-            for partition in touched:
-                tp = TP(events_topic, partition)
-                at = app.consumer.commit_point(tp)
-                if at is not None:
-                    offsets[tp] = at
-            if offsets:
-                await app.consumer.transactions.commit(offsets)
+        uncommitted.update(await pipeline.publish_in_transactions(app.producer, transactional_id))
+        if outside_a_batch and uncommitted:
+            # A sweep moves no input offset: close the transactions holding
+            # its decisions now rather than at the next commit (a silent
+            # user's alert would wait for it).
+            await commit_transactions()
+
+    async def commit_transactions() -> None:
+        """Commit every open transaction at its partition's commit point,
+        while no record is on its way into one: a transaction then holds
+        whole chunks, each chunk's decisions with the changelog records of
+        the states that made them. A chunk of a batch still in hand commits
+        with the offset before that batch; that is safe, because the state
+        committed with it drops those inputs as applied when they come
+        again after a crash."""
+        async with pipeline.publishing:
+            done = await app.consumer.commit_transactions({TP(events_topic, p) for p in uncommitted})
+            uncommitted.difference_update(tp.partition for tp in done)
+            # Partitions no longer assigned: their transactions went with them.
+            uncommitted.intersection_update(tp.partition for tp in app.consumer.assignment()
+                                            if tp.topic == events_topic)
+
+    if exactly_once:
+
+        @app.timer(interval=app.conf.broker_commit_interval)
+        async def commit_open_transactions() -> None:
+            await commit_transactions()
 
     async def on_batch(tp: Any, records: list[Any]) -> None:
         # Chunks of batch_max, yielding between them, so that one large
         # fetch does not hold the Redis flusher and the timers back.
         step = settings.batch_max
-        batches_in_hand.add(tp.partition)
-        try:
-            for start in range(0, len(records), step):
-                for record in records[start : start + step]:
-                    pipeline.on_message(record)
-                await send_out()
-                await asyncio.sleep(0)
-        finally:
-            batches_in_hand.discard(tp.partition)
+        for start in range(0, len(records), step):
+            for record in records[start : start + step]:
+                pipeline.on_message(record)
+            await send_out()
+            await asyncio.sleep(0)
         pipeline.crash.reached("batch_done")
 
     # The consumer hands the events topic's fetches over whole
@@ -824,9 +833,14 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
                 pipeline.on_message(event.message)
             await send_out()
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app_: Any, revoked: set, **kwargs: Any) -> None:
+    async def before_revoke(revoked: set[TP]) -> None:
+        # Stop sweeping the partitions, then hand over what is queued (after
+        # a publish in progress, which holds the lock) while Faust's flush
+        # that follows still covers it: nothing of theirs is sent later.
         pipeline.on_partitions_revoked({tp.partition for tp in revoked if tp.topic == events_topic})
+        await send_out()
+
+    streams.revoke_hooks.append(before_revoke)
 
     if settings.clock == "live":
 
@@ -860,5 +874,10 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     async def final_flush(app_: Any, **kwargs: Any) -> None:
         await pipeline.flush_membership()
         await pipeline.flush_feed()
+        if exactly_once:
+            try:
+                await commit_transactions()
+            except Exception:  # what stays uncommitted is redone after the restart
+                log.exception("final commit of the open transactions failed")
 
     return pipeline

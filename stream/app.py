@@ -17,7 +17,7 @@ from faust.types import TP
 import stream.codecs  # noqa: F401  (registers the 'tierstate' and 'utf8' codecs)
 from stream.codecs import decode_state
 from stream import topics
-from stream.batching import BatchHandler, batching_consumer_class
+from stream.batching import BatchHandler, RevokeHook, batching_consumer_class
 from stream.recovery import TierstreamTableManager
 from stream.settings import Settings
 from stream.tuning import set_fetch_max_wait
@@ -59,6 +59,8 @@ class StreamApp:
     users: UsersTable
     # topic name -> handler of whole fetched batches (stream.batching)
     batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
+    # awaited when partitions are revoked, before Faust flushes the producer
+    revoke_hooks: list[RevokeHook] = field(default_factory=list)
 
 
 def build_app(settings: Settings) -> StreamApp:
@@ -87,8 +89,9 @@ def build_app(settings: Settings) -> StreamApp:
         processing_guarantee=settings.processing_guarantee,
     )
     batch_handlers: dict[str, BatchHandler] = {}
+    revoke_hooks: list[RevokeHook] = []
     # Faust instantiates the transport's consumer class itself.
-    app.transport.Consumer = batching_consumer_class(batch_handlers)
+    app.transport.Consumer = batching_consumer_class(batch_handlers, revoke_hooks)
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     # Values stay bytes: the agent parses them itself so that a bad message
     # becomes a dead letter instead of a deserialisation crash. Outputs are
@@ -103,4 +106,4 @@ def build_app(settings: Settings) -> StreamApp:
             help="Per-user state (RFM figures, tier, stage) keyed by user_id",
         )
     )
-    return StreamApp(app, events, users, batch_handlers)
+    return StreamApp(app, events, users, batch_handlers, revoke_hooks)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
@@ -34,11 +35,15 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[TP, list[Any]], Awaitable[None]]
+RevokeHook = Callable[[set[TP]], Awaitable[None]]
 
 
 class BatchingConsumer(Consumer):
     #: topic name -> handler; set per app by `batching_consumer_class`.
     batch_handlers: dict[str, BatchHandler] = {}
+    #: awaited first when partitions are revoked, before Faust waits for
+    #: the streams and flushes the producer (see on_partitions_revoked).
+    revoke_hooks: list[RevokeHook] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,8 +137,36 @@ class BatchingConsumer(Consumer):
 
     def _new_offset(self, tp: TP) -> int | None:
         if tp.topic in self.batch_handlers:
+            if self.in_transaction:
+                # Exactly-once: the handler's side commits these partitions'
+                # transactions itself (commit_transactions), at moments when
+                # no record is on its way into them. Faust's commit timer
+                # would commit whenever it fires: it takes the transaction's
+                # lock between two of our sends, and a chunk's decisions would
+                # commit without the changelog records that mark them made.
+                return None
             return self._batch_done.get(tp)  # Faust skips it once committed
         return super()._new_offset(tp)
+
+    async def commit_transactions(self, with_records: set[TP]) -> set[TP]:
+        """Exactly-once: commit the open transaction of each assigned
+        partition of a batch-handled topic that holds records
+        (`with_records`) or a finished batch not yet committed, at its
+        commit point, through Faust's own commit path. Returns the
+        partitions committed."""
+        offsets: dict[TP, int] = {}
+        for tp in self.assignment():
+            at = self.commit_point(tp) if tp.topic in self.batch_handlers else None
+            if at is None:
+                continue
+            committed = self._committed_offset.get(tp)
+            if tp in with_records or committed is None or at > committed:
+                # aiokafka's transactional offset commit takes its own
+                # TopicPartition only (equal to Faust's TP as a tuple).
+                offsets[TopicPartition(tp.topic, tp.partition)] = at
+        if offsets:
+            await self._commit_offsets(offsets)
+        return set(offsets)
 
     def commit_point(self, tp: TP) -> int | None:
         """The offset a commit of `tp` would record now: after the last
@@ -142,6 +175,13 @@ class BatchingConsumer(Consumer):
         return done if done is not None else self._committed_offset.get(tp)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        # Records the handler's side made outside a batch (sweeps) must
+        # reach the producer before Faust flushes it below: sent after the
+        # flush, they could land behind the new owner's records for the
+        # same users, and a later recovery would take them for the latest.
+        if not self.transport.app.should_stop:
+            for hook in self.revoke_hooks:
+                await hook(revoked)
         # As Faust drops the acks of revoked partitions: their new owner
         # starts from the last commit (and drops redeliveries itself).
         for tp in revoked:
@@ -155,7 +195,9 @@ class BatchingConsumer(Consumer):
         await super().wait_empty()
 
 
-def batching_consumer_class(handlers: dict[str, BatchHandler]) -> type[BatchingConsumer]:
+def batching_consumer_class(handlers: dict[str, BatchHandler],
+                            revoke_hooks: list[RevokeHook] | None = None) -> type[BatchingConsumer]:
     """A consumer class bound to one app's handlers (Faust instantiates the
     transport's Consumer class itself)."""
-    return type("TierstreamConsumer", (BatchingConsumer,), {"batch_handlers": handlers})
+    return type("TierstreamConsumer", (BatchingConsumer,),
+                {"batch_handlers": handlers, "revoke_hooks": revoke_hooks if revoke_hooks is not None else []})

@@ -110,16 +110,13 @@ async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanw
 
 
 @pytest.mark.skipif(BROKER != "kafka", reason="transactions: Apache Kafka only")
-# Known failure, still run and reported: on 2026-11-30 it failed (thousands of
-# duplicate decisions under read_committed) at the last landed commit 0ed26c6
-# as well as at this one, so it is not from this session's changes; it passed
-# in the sessions before. To be investigated (see the closing note).
-@pytest.mark.xfail(strict=False, reason="exactly-once delivered duplicates across kills on 2026-11-30, also at "
-                   "0ed26c6; under investigation")
 def test_exactly_once_on_kafka_delivers_every_decision_once_across_kills(reference):
     """Kafka transactions: a read_committed consumer sees each id exactly
     once, although the worker is killed mid-chunk and after a sweep."""
     outcome = asyncio.run(crash.run(BODIES, ("outputs_acked:4", "sweep_decided:300"), reference=reference,
                                     exactly_once=True))
     check(outcome, reference, kills=2)
+    # Faust's commit timer once committed transactions between two of a
+    # chunk's sends (it takes the transaction's lock while our sends wait
+    # on it): thousands of duplicates. The worker now commits them itself.
     assert outcome.compare(reference)["duplicates"] == 0
