@@ -1,6 +1,6 @@
-"""Replaying a two-year history: the same tiers and alerts every time, the
-same as feeding it live out of order (within the allowed lateness), and the
-same as the pure model computes; and a replay cut at TS snapshots exactly
+"""Replaying a two-year history gives the same tiers, alerts and metrics as
+feeding it live out of order (within the allowed lateness), and the same as
+the pure model computes; and a replay cut at TS snapshots exactly
 the membership at TS. Each run gets fresh state: its own broker and Redis."""
 
 import csv
@@ -22,7 +22,7 @@ from tests import metrics_batch
 from tests.integration.harness import Cluster, new_servers, read_topic, settled_metrics
 from tests.unit.test_event_time import feed
 
-# The module fixture runs four fresh clusters through a two-year history
+# The module fixture runs three fresh clusters through a two-year history
 # (worker, API and the metrics settling): more than the default 300 s on
 # two cores when the broker is Apache Kafka.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -100,7 +100,6 @@ def runs(tmp_path_factory):
 
     return {
         "first": run(tmp, "first", replay(), END),
-        "second": run(tmp, "second", replay(), END),
         "live": run(tmp, "live", lambda c: c.cli("produce", str(live), timeout=600), END),
         "until": run(tmp, "until", replay(until=MID), MID),
     }
@@ -113,7 +112,7 @@ def test_metrics_are_identical_on_replay_and_live(runs):
     campaigns = first["api"]["/v1/campaigns"]["campaigns"]
     assert sum(c["treatment"]["assigned"] + c["control"]["assigned"] for c in campaigns) > 1000
     assert len(first["published"]) > 800  # every closed day, week and month
-    for other in ("second", "live"):
+    for other in ("live",):
         assert runs[other][2]["api"] == first["api"], other
         theirs = {r["id"]: r for r in runs[other][2]["published"]}
         ours = {r["id"]: r for r in first["published"]}
@@ -172,20 +171,19 @@ def test_history_is_big_enough():
     assert END - min(b["ts"] for b in HISTORY) >= 700 * DAY_MS
 
 
-def test_replaying_twice_gives_identical_streams_and_snapshots(runs):
-    first, second = runs["first"], runs["second"]
+def test_live_out_of_order_feed_gives_the_replay_s_streams_and_snapshot(runs):
+    # A second replay of the same file used to run here too (four minutes
+    # of the suite on both brokers); a live feed, in another order and
+    # through another command, giving identical streams is the stronger
+    # check, and the pure model below is a third, independent computation.
+    first = runs["first"]
     assert sum(len(v) for v in first[0].values()) > 10_000  # plenty of decisions to compare
     assert any(t == "tierstream.churn-alerts" for v in first[0].values() for t, _ in v)
     # Campaign assignments and outcomes are decisions too: the same in every run.
     assert sum(t == "tierstream.campaign-outcomes" for v in first[0].values() for t, _ in v) > 100
-    assert first[0] == second[0]  # same ids, same payloads, per user in order
-    assert first[1] == second[1]
-
-
-def test_live_out_of_order_feed_matches_the_replay(runs):
     decisions, rows, _ = runs["live"]
-    assert decisions == runs["first"][0]
-    assert rows == runs["first"][1]
+    assert decisions == first[0]  # same ids, same payloads, per user in order
+    assert rows == first[1]
 
 
 def test_the_replay_matches_the_pure_model(runs):
