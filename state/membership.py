@@ -66,6 +66,10 @@ return out
 CHUNK = 500  # users per script call: bounds how long Redis is busy with one call
 
 
+# The fields of a user's hash that membership writes (see the module doc).
+MEMBERSHIP_FIELDS = ("v", "tier", "stage", "doc")
+
+
 @dataclass(slots=True, frozen=True)
 class MembershipUpdate:
     user_id: str
@@ -136,11 +140,26 @@ class MembershipWriter:
         await self._redis.sadd(self._prefix + "segments", *names)
 
     async def clear(self) -> int:
-        """Delete every key under the prefix (used before a rebuild)."""
-        deleted = 0
+        """Delete the membership under the prefix (before a rebuild): every
+        key but the operator metrics' (`m:*`), and of each user's hash only
+        its membership fields. The metrics and each user's `mv` belong to
+        the workers' aggregators, which may be applying facts right now
+        (rebuilding a Redis that came back empty, say): deleting part of
+        them under their feet would count steps twice or not at all.
+        Returns how many keys were deleted or trimmed."""
+        metrics, users = (self._prefix + "m:").encode(), (self._prefix + "user:").encode()
+        touched = 0
         async for keys in _batched(self._redis.scan_iter(match=self._prefix + "*", count=1000), 1000):
-            deleted += await self._redis.unlink(*keys)
-        return deleted
+            drop = [k for k in keys if not k.startswith((metrics, users))]
+            trim = [k for k in keys if k.startswith(users)]
+            if drop:
+                touched += await self._redis.unlink(*drop)
+            if trim:
+                pipe = self._redis.pipeline(transaction=False)
+                for k in trim:
+                    pipe.hdel(k, *MEMBERSHIP_FIELDS)
+                touched += sum(1 for n in await pipe.execute() if n)
+        return touched
 
 
 async def _batched(aiter, size):  # type: ignore[no-untyped-def]
