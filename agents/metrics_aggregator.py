@@ -36,7 +36,7 @@ from state.calendar import Calendar, parse_label
 from state.kpis import Step
 from state.model import DAY_MS
 from state.metrics_report import cell_targets
-from state.metrics_store import MetricsStore
+from state.metrics_store import MetricsReset, MetricsStore
 from state.rules import STAGES, Rules
 from stream import topics
 from stream.settings import Settings
@@ -95,6 +95,8 @@ class MetricsAggregator:
                     await self._round(consumer, producer)
                 except asyncio.CancelledError:
                     raise
+                except MetricsReset as exc:  # the next round reads the partition from offset 0
+                    log.warning("%s: rebuilding them from the facts topic", exc)
                 except Exception as exc:  # Redis or Kafka away, or a rebalance: keep the offsets, try again
                     metrics.METRIC_AGGREGATION_ERRORS.inc()
                     log.warning("metrics aggregation failed (%r); retrying", exc)

@@ -49,6 +49,7 @@ async def fill_metrics(redis: Redis, events: int, users: int) -> None:
         pipeline.sweep(p, pipeline.watermark(p, 0))
     store = MetricsStore(redis, PREFIX)
     await store.set_partitions(PARTITIONS)
+    await store.mark_from_start(range(PARTITIONS))
     for p in range(PARTITIONS):
         await store.apply(p, pipeline.swept_to.get(p, 0), pipeline.facts.get(p, []))
 

@@ -77,6 +77,7 @@ async def measure(users: int, per_user: int, servers: EmbeddedServers) -> dict:
     redis = Redis.from_url(servers.redis_url)
     await redis.flushall()
     store = MetricsStore(redis, PREFIX)
+    await store.mark_from_start(range(PARTITIONS))
     settings = Settings(clock="replay", max_future_seconds=10**9)
     pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, load_rules(), None)
     pipeline.index.reset(set(range(PARTITIONS)))

@@ -36,25 +36,31 @@ from state.metrics_report import cohort_table, kpi_row, period_key, prefix_keys
 # late cells applied go to the partition's correction outbox.
 _APPLY = """
 local p, part, wm = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- A Redis emptied since the aggregator last looked has no `from0` marker:
+-- apply nothing (a step applied now would set the user's `mv` and hide
+-- that user's earlier steps from the rebuild that reads from offset 0).
+if redis.call('EXISTS', p .. 'm:from0:' .. part) == 0 then return false end
 -- Increments are summed here first and written once per (hash, field):
 -- the steps of a batch share their periods, so this is far fewer writes.
-local acc, months = {}, {}
-local function bump(cell, value, is_late)
+local acc, months, touched = {}, {}, {}
+local function targets(cell)
   local bar = string.find(cell, '|', 1, true)
   local key, name = string.sub(cell, 1, bar - 1), string.sub(cell, bar + 1)
-  local keys
   if string.sub(key, 1, 2) == 'a:' then
     local d, w, m = string.match(key, '^a:([^,]+),([^,]+),([^,]+)$')
-    keys = {'day:' .. d, 'week:' .. w, 'month:' .. m}
-    months[m] = true
-  else
-    keys = {key}
+    return {'day:' .. d, 'week:' .. w, 'month:' .. m}, name, m
   end
+  return {key}, name, nil
+end
+local function bump(cell, value, is_late)
+  local keys, name, m = targets(cell)
+  if m then months[m] = true end
   for _, k in ipairs(keys) do
     local h = acc[k]
     if not h then h = {}; acc[k] = h end
     h[name] = (h[name] or 0) + value
     if is_late then h['late:' .. name] = (h['late:' .. name] or 0) + value end
+    touched[k] = true
   end
 end
 local i = 4
@@ -73,22 +79,38 @@ while i <= #ARGV do
                  user .. '\t' .. v .. '\t' .. ARGV[i + 2 * j] .. '\t' .. ARGV[i + 2 * j + 1])
     end
     redis.call('HSET', ukey, 'mv', v)
+  else
+    -- Applied before, by an aggregator that may have died before it
+    -- tracked the periods touched: they are returned again, so a period
+    -- first touched by that step still gets its closed record.
+    for j = 0, n + nl - 1 do
+      for _, k in ipairs((targets(ARGV[i + 2 * j]))) do touched[k] = true end
+    end
   end
   i = i + 2 * (n + nl)
 end
-local keys = {}
 for k, h in pairs(acc) do
   for name, value in pairs(h) do
     if value ~= 0 then redis.call('HINCRBY', p .. 'm:' .. k, name, value) end
   end
-  keys[#keys + 1] = k
 end
+local keys = {}
+for k, _ in pairs(touched) do keys[#keys + 1] = k end
 for m, _ in pairs(months) do redis.call('SADD', p .. 'm:months', m) end
 local old = tonumber(redis.call('HGET', p .. 'm:wm', part) or '-1')
 if wm > old then redis.call('HSET', p .. 'm:wm', part, wm) end
 return keys
 """
 CHUNK_ARGS = 20_000  # script arguments per call: bounds how long Redis is busy with one call
+
+
+class MetricsReset(Exception):
+    """Redis lost a partition's metrics (no `from0` marker): nothing of the
+    call was applied; its facts must be read again from offset 0."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__(f"the metrics of partition {partition} are gone from redis")
+        self.partition = partition
 
 
 class MetricsStore:
@@ -102,7 +124,9 @@ class MetricsStore:
 
     async def apply(self, partition: int, watermark: int, steps: Sequence[Step]) -> set[str]:
         """Apply the facts of `steps` (each once) and advance the partition's
-        watermark. Returns the period and cohort keys touched."""
+        watermark. Returns the period and cohort keys touched. Raises
+        MetricsReset, applying nothing more, once the partition's `from0`
+        marker is gone (mark_from_start first)."""
         touched: set[str] = set()
         args: list[Any] = []
         calls = []
@@ -121,6 +145,8 @@ class MetricsStore:
         for n, chunk in enumerate(calls):
             wm = watermark if n == len(calls) - 1 else -1
             keys = await self._apply(args=[self._p, partition, wm, *chunk])
+            if keys is None:
+                raise MetricsReset(partition)
             touched.update(k.decode() for k in keys)
         return touched
 

@@ -88,6 +88,27 @@ class Outcome:
             lines.append(f"unexpected {decision_id}: {orjson.dumps(record).decode()}")
             lines += [f"  reference {i}: {orjson.dumps(r).decode()}"
                       for i, r in reference.records.items() if r.get("user_id") == user][:12]
+        # Operator metrics: which period records are missing, extra or
+        # different, and in which figures (the cells they come from beside).
+        for i in sorted(reference.metric_records.keys() | self.metric_records.keys()):
+            ours, theirs = self.metric_records.get(i), reference.metric_records.get(i)
+            if ours == theirs:
+                continue
+            if limit <= 0:
+                lines.append("(more metric records differ)")
+                break
+            limit -= 1
+            if ours is None or theirs is None:
+                where = {k: v for k, v in (ours or theirs).items() if k in ("kind", "grain", "period", "cohort")}
+                lines.append(f"metric record {i} {'missing' if ours is None else 'extra'}: {where}")
+                continue
+            diff = {k: (ours.get(k), theirs.get(k)) for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)}
+            lines.append(f"metric record {i} ({ours.get('grain')} {ours.get('period')}) differs, "
+                         f"(this run, reference): {str(diff)[:1500]}")
+        cells = sorted(k for k in reference.metric_cells.keys() | self.metric_cells.keys()
+                       if reference.metric_cells.get(k) != self.metric_cells.get(k))
+        lines += [f"cell {k}: this run {self.metric_cells.get(k)}, reference {reference.metric_cells.get(k)}"
+                  for k in cells[:5]]
         return "\n".join(lines)
 
     def settled_like(self, reference: Outcome) -> bool:

@@ -37,8 +37,8 @@ def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int) -> None:
     assert len(reference.metric_cells) > 800 and len(reference.metric_records) > 800
     # Campaign assignments and outcomes are among the ids, their results among the cells.
     assert sum(k.endswith(":campaign:win_back") for k in reference.metric_cells) == 1
-    assert result["metric_cells_differing"] == 0, result
-    assert result["metric_records_differing"] == 0, result
+    assert result["metric_cells_differing"] == 0, f"{result}\n{outcome.explain(reference)}"
+    assert result["metric_records_differing"] == 0, f"{result}\n{outcome.explain(reference)}"
 
 
 def test_three_kills_of_one_worker_lose_no_decision_and_leave_redis_right(reference):

@@ -93,8 +93,17 @@ async def test_rebuild_cache_restores_every_record_and_set(ready, redis, era):
     assert after.keys() == before.keys()
     assert after == before
 
+    differing = {}
+
     async def metrics_rebuilt():
-        return await metric_cells() == metrics_before
+        cells = await metric_cells()
+        differing.clear()
+        differing.update({k: (cells.get(k), metrics_before.get(k)) for k in cells.keys() | metrics_before.keys()
+                          if cells.get(k) != metrics_before.get(k)})
+        return not differing
 
     # It reads the facts topic from its start.
-    await wait_until(metrics_rebuilt, timeout=120, what="the aggregator to rebuild the metrics from their facts")
+    try:
+        await wait_until(metrics_rebuilt, timeout=120, what="the aggregator to rebuild the metrics from their facts")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; cells (now, before): {dict(list(differing.items())[:5])}") from None

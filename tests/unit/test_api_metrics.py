@@ -24,7 +24,9 @@ CAMPAIGNS = load_campaigns(None, RULES.tier_names)
 @pytest.fixture(scope="module")
 async def api(tmp_path_factory):
     async with serving(tmp_path_factory, PREFIX, RULES.with_campaigns(CAMPAIGNS)) as (session, redis, app, _):
-        yield session, MetricsStore(redis, PREFIX), app
+        store = MetricsStore(redis, PREFIX)
+        await store.mark_from_start([0])  # as the aggregator does before applying a partition's facts
+        yield session, store, app
 
 
 async def get(session, path):
