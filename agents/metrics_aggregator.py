@@ -43,6 +43,7 @@ from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 PERIOD_GRAINS = ("day", "week", "month")
+CLOSE_CHUNK = 200  # closed periods read from Redis and sent together
 
 
 def record_id(*parts: object) -> str:
@@ -148,17 +149,27 @@ class MetricsAggregator:
         until = await self.store.closed_until()
         if until is None:
             return
+        # Many periods close at once when the aggregator catches up (a
+        # replay, a restart): their figures are read and sent in chunks,
+        # not one Redis read and one acknowledgement per period.
+        by_grain: dict[str, list[tuple[str, int]]] = defaultdict(list)
         for key in await self.store.closable(until):
             grain, _, text = key.partition(":")
-            index = parse_label(grain, text)
-            [row] = await self.store.kpis(grain, [index], self.rules.tier_names, list(STAGES), self.calendar,
-                                          corrected=False, settle_ms=self.settle_ms)
-            row.pop("closed", None)
-            doc = {"kind": "period", "id": record_id("period", key), "grain": grain,
-                   "timezone": self.calendar.timezone, **row}
-            await (await producer.send(topics.METRICS, orjson.dumps(doc), key=key.encode()))
-            await self.store.mark_published(key)
-            self.published += 1
+            by_grain[grain].append((key, parse_label(grain, text)))
+        for grain, periods in by_grain.items():
+            for start in range(0, len(periods), CLOSE_CHUNK):
+                chunk = periods[start:start + CLOSE_CHUNK]
+                rows = await self.store.kpis(grain, [index for _, index in chunk], self.rules.tier_names,
+                                             list(STAGES), self.calendar, corrected=False, settle_ms=self.settle_ms)
+                sends = []
+                for (key, _), row in zip(chunk, rows, strict=True):
+                    row.pop("closed", None)
+                    doc = {"kind": "period", "id": record_id("period", key), "grain": grain,
+                           "timezone": self.calendar.timezone, **row}
+                    sends.append(await producer.send(topics.METRICS, orjson.dumps(doc), key=key.encode()))
+                await asyncio.gather(*sends)
+                await self.store.mark_published([key for key, _ in chunk])
+                self.published += len(chunk)
 
     async def _publish_corrections(self, producer: AIOKafkaProducer, partition: int) -> None:
         while entries := await self.store.corrections(partition):
@@ -173,7 +184,7 @@ class MetricsAggregator:
                        "timezone": self.calendar.timezone, "cells": cells}
                 sends.append(await producer.send(topics.METRICS, orjson.dumps(doc), key=key.encode()))
             await asyncio.gather(*sends)
-            await self.store.corrections_published(partition, len(entries))
+            await self.store.corrections_published(partition, entries)
             self.published += len(sends)
 
 

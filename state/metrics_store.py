@@ -101,6 +101,16 @@ local old = tonumber(redis.call('HGET', p .. 'm:wm', part) or '-1')
 if wm > old then redis.call('HSET', p .. 'm:wm', part, wm) end
 return keys
 """
+# Trim the outbox's oldest ARGV[1] entries if they still start with ARGV[2]
+# and end with ARGV[3] (another aggregator may have trimmed them already).
+_TRIM = """
+local n = tonumber(ARGV[1])
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[2] and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[3] then
+  redis.call('LTRIM', KEYS[1], n, -1)
+  return 1
+end
+return 0
+"""
 CHUNK_ARGS = 20_000  # script arguments per call: bounds how long Redis is busy with one call
 
 
@@ -118,6 +128,7 @@ class MetricsStore:
         self._redis = redis
         self._p = prefix
         self._apply = redis.register_script(_APPLY)
+        self._trim = redis.register_script(_TRIM)
 
     def key(self, suffix: str) -> str:
         return f"{self._p}m:{suffix}"
@@ -151,16 +162,36 @@ class MetricsStore:
         return touched
 
     async def corrections(self, partition: int, limit: int = 1000) -> list[tuple[str, int, str, int]]:
-        """The oldest late cells of the partition not yet published."""
-        raw = await self._redis.lrange(self.key(f"outbox:{partition}"), 0, limit - 1)
+        """The oldest late cells of the partition not yet published, whole
+        steps only: a step's cells are one record per period, with one id,
+        so a step cut in two would publish two different records under the
+        same id (a reader deduplicating by id would drop half)."""
+        raw = await self._redis.lrange(self.key(f"outbox:{partition}"), 0, limit)
         out = []
         for entry in raw:
             user, version, cell, value = entry.decode().split("\t")
             out.append((user, int(version), cell, int(value)))
+        if len(out) > limit:  # more than asked for: end at a step's last cell
+            last = out[limit][:2]
+            end = limit
+            while end > 0 and out[end - 1][:2] == last:
+                end -= 1
+            if end == 0:  # one step longer than the limit: read it whole
+                raw = await self._redis.lrange(self.key(f"outbox:{partition}"), 0, -1)
+                whole = [e.decode().split("\t") for e in raw]
+                end = next((i for i, e in enumerate(whole) if (e[0], int(e[1])) != last), len(whole))
+                out = [(u, int(v), c, int(x)) for u, v, c, x in whole[:end]]
+            out = out[:end]
         return out
 
-    async def corrections_published(self, partition: int, count: int) -> None:
-        await self._redis.ltrim(self.key(f"outbox:{partition}"), count, -1)
+    async def corrections_published(self, partition: int, entries: Sequence[tuple[str, int, str, int]]) -> None:
+        """Drop the published entries, if they are still the oldest: during
+        a rebalance two aggregators may publish the same entries (the same
+        ids: a duplicate), but trimming twice would drop entries that
+        neither published."""
+        if entries:
+            first, last = ("\t".join(map(str, e)) for e in (entries[0], entries[-1]))
+            await self._trim(keys=[self.key(f"outbox:{partition}")], args=[len(entries), first, last])
 
     async def set_partitions(self, partitions: int) -> None:
         await self._redis.set(self.key("partitions"), partitions)
@@ -208,10 +239,12 @@ class MetricsStore:
     async def closable(self, until_ms: int) -> list[str]:
         return [k.decode() for k in await self._redis.zrangebyscore(self.key("open"), "-inf", until_ms)]
 
-    async def mark_published(self, key: str) -> None:
+    async def mark_published(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
         pipe = self._redis.pipeline(transaction=True)
-        pipe.sadd(self.key("published"), key)
-        pipe.zrem(self.key("open"), key)
+        pipe.sadd(self.key("published"), *keys)
+        pipe.zrem(self.key("open"), *keys)
         await pipe.execute()
 
     async def is_published(self, key: str) -> bool:

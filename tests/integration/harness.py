@@ -146,22 +146,50 @@ def api_get(port: int, path: str) -> tuple[int, Any]:
         return exc.code, orjson.loads(exc.read())
 
 
-async def settled_metrics(cluster: Cluster, paths: list[str], timeout: float = 300) -> dict[str, Any]:
-    """The API's metric answers once the aggregator has caught up: the same
-    answers (and the same number of records on tierstream.metrics) three
-    polls in a row, a second apart."""
-    last, same = None, 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answers = {p: api_get(cluster.api_port, p)[1] for p in paths}
-        published = len(await read_topic(cluster.servers.broker, "tierstream.metrics"))
-        now = (orjson.dumps(answers), published)
-        same = same + 1 if now == last else 0
-        if same >= 2 and published:
-            return answers
-        last = now
-        await asyncio.sleep(1)
-    raise AssertionError("metrics did not settle")
+async def settled_metrics(cluster: Cluster, paths: list[str], timeout: float = 300,
+                          prefix: str = "tierstream:") -> dict[str, Any]:
+    """The API's metric answers once the aggregator has caught up: its
+    progress in Redis (each partition's watermark, the periods published
+    and still open, the corrections waiting) unchanged three reads in a
+    row, half a second apart; then the same answers (and the same number
+    of records on tierstream.metrics) twice in a row, a second apart. The
+    full answers (years of days) are costly, hence the cheap check first."""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(cluster.servers.redis_url)
+
+    async def progress() -> tuple:
+        pipe = redis.pipeline(transaction=False)
+        pipe.hgetall(prefix + "m:wm")
+        pipe.scard(prefix + "m:published")
+        pipe.zcard(prefix + "m:open")
+        for p in range(PARTITIONS):
+            pipe.llen(f"{prefix}m:outbox:{p}")
+        return tuple(repr(v) for v in await pipe.execute())
+
+    try:
+        last, same, quiet = None, 0, 0
+        previous = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now_progress = await progress()
+            quiet = quiet + 1 if now_progress == previous else 0
+            previous = now_progress
+            if quiet < 2:
+                await asyncio.sleep(0.5)
+                continue
+            answers = {p: api_get(cluster.api_port, p)[1] for p in paths}
+            published = len(await read_topic(cluster.servers.broker, "tierstream.metrics"))
+            now = (orjson.dumps(answers), published)
+            same = same + 1 if now == last else 0
+            if same >= 1 and published:
+                return answers
+            last = now
+            await asyncio.sleep(1)
+            quiet = 0  # the answers moved: wait for the aggregator again
+        raise AssertionError("metrics did not settle")
+    finally:
+        await redis.aclose()
 
 
 ERA_START_MS = 1_104_537_600_000  # 2005-01-01T00:00:00Z

@@ -73,3 +73,32 @@ async def test_facts_applied_before_still_name_the_periods_they_touch(tmp_path):
     finally:
         await redis.aclose()
         stop(proc)
+
+
+async def test_corrections_are_read_in_whole_steps(tmp_path):
+    """A step's late cells become one record per period with one id: read
+    in two parts, they would become two different records under that id."""
+    proc, port = start_redis(tmp_path)
+    redis = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    try:
+        store = MetricsStore(redis, PREFIX)
+        await store.mark_from_start([0])
+
+        def late(user: str, version: int, cells: int) -> Step:
+            return Step(user, version, {}, {f"day:2020-01-0{d}|orders": 1 for d in range(1, cells + 1)})
+
+        await store.apply(0, -1, [late("ann", 1, 2), late("bob", 1, 3), late("cid", 1, 6)])
+        first = await store.corrections(0, limit=4)
+        assert [(u, v) for u, v, _, _ in first] == [("ann", 1)] * 2  # bob's three would not all fit
+        await store.corrections_published(0, first)
+        await store.corrections_published(0, first)  # a second aggregator's: trims nothing more
+        second = await store.corrections(0, limit=4)
+        assert [(u, v) for u, v, _, _ in second] == [("bob", 1)] * 3
+        await store.corrections_published(0, second)
+        third = await store.corrections(0, limit=4)  # one step longer than the limit: read whole
+        assert [(u, v) for u, v, _, _ in third] == [("cid", 1)] * 6
+        await store.corrections_published(0, third)
+        assert await store.corrections(0, limit=4) == []
+    finally:
+        await redis.aclose()
+        stop(proc)
