@@ -40,6 +40,7 @@ from agents import metrics
 from agents.faults import CrashPoints
 from agents.gc_tuning import HeapFreezer
 from agents.outbox import BatchSender, Record
+from state.churn_model import buyer_summary
 from state.engine import CampaignAction, CampaignOutcome, ChurnAlert, Decision, advance, on_event, reassess, wake_at
 from state.evaluate import Assessment, evaluate, window_figures
 from state.quantiles import (
@@ -82,7 +83,7 @@ class Pipeline:
         # Quantile scores (state.quantiles): the cut points every worker
         # agrees on, fed by the population topic (or, with `loopback`, by
         # this pipeline's own reports: one process owning every partition).
-        self.book = ThresholdBook(rules.cadence_ms) if rules.scores.quantiles else None
+        self.book = ThresholdBook(rules.cadence_ms) if rules.scores.from_population else None
         if self.book is not None:
             rules = rules.with_thresholds(self.book)
         self.rules = rules
@@ -91,6 +92,7 @@ class Pipeline:
         self.entered: dict[int, int] = {}  # partition -> the latest boundary whose period it evaluates in
         self.waiting: dict[int, int] = {}  # partition -> the boundary it waits to enter (cuts not settled)
         self.loopback: PopulationReports | None = None
+        self.churn_fit_ms = rules.scores.churn_fit_days * DAY_MS if rules.scores.churn_model else None
         self.membership = membership
         # Published tier changes and alerts on their way to the dashboard's
         # live feed (state.live_feed); bounded, so a long Redis outage costs
@@ -297,7 +299,8 @@ class Pipeline:
                 return
             self.sweep(partition, boundary - 1)
             if self.reported[partition] < boundary:
-                self._report(partition, snapshot_doc(partition, boundary, self.population_of(partition)))
+                self._report(partition, snapshot_doc(partition, boundary, self.population_of(partition),
+                                                     self.churn_fit_ms))
                 self.reported[partition] = boundary
             assert self.book is not None
             if not self.book.settled(boundary - cadence):
@@ -332,8 +335,10 @@ class Pipeline:
         return self.population.setdefault(partition, PopulationIndex())
 
     def _track(self, partition: int, user_id: str, state: UserState, a: Assessment) -> None:
-        self.population_of(partition).update(
-            user_id, (r_day(state.last_order_ms), f_bin(a.frequency), m_bin(a.monetary_cents)))
+        index = self.population_of(partition)
+        index.update(user_id, (r_day(state.last_order_ms), f_bin(a.frequency), m_bin(a.monetary_cents)))
+        if self.rules.scores.churn_model:
+            index.update_summary(user_id, buyer_summary(state))
 
     def _rebuild_population(self, partitions: set[int]) -> None:
         """After recovery: the index from the recovered states, and each
@@ -353,6 +358,8 @@ class Pipeline:
             if p in partitions and state.evaluated_ms is not None:
                 frequency, cents = window_figures(state, state.evaluated_ms, self.rules)
                 self.population[p].update(user_id, (r_day(state.last_order_ms), f_bin(frequency), m_bin(cents)))
+                if self.rules.scores.churn_model:
+                    self.population[p].update_summary(user_id, buyer_summary(state))
                 latest[p] = max(latest.get(p, state.evaluated_ms), state.evaluated_ms)
         for p, t in latest.items():
             restart = boundary_at_or_before(t, cadence) - cadence

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from agents import metrics
-from state.quantiles import PopulationReports, thresholds_doc
+from state.quantiles import population_reports, thresholds_doc
 from stream import topics
 from stream.settings import Settings
 
@@ -39,8 +39,7 @@ class PopulationReader:
         self.pipeline = pipeline
         self.redis = redis
         self.send_out = send_out
-        self.reports = PopulationReports(settings.partitions, rules.cadence_ms, tuple(rules.scores.cut_points),
-                                         rules.scores.quantiles)
+        self.reports = population_reports(settings.partitions, rules)
         self._waiting_since: float | None = None
 
     async def run(self, should_stop: Callable[[], bool]) -> None:

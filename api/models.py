@@ -147,6 +147,9 @@ class UserDoc(BaseModel):
     tier: str
     stage: str
     version: int
+    churn: dict | None = Field(None, description="With the churn model, once fitted: p_alive (the probability "
+                               "the customer is still active), expected_orders in the next horizon_days; "
+                               "null figures for a user who never ordered")
 
 
 class UserChange(BaseModel):
@@ -178,10 +181,15 @@ class ThresholdsDoc(BaseModel):
     quantiles: list[str] = Field(description="Dimensions scored by the population's quantiles (r, f, m)")
     cut_points: list[float] = Field(description="Population shares below the cuts for scores 2, 3, 4, 5")
     cadence_days: int = Field(description="Cut points are recomputed every this many days of event time")
+    churn_model: bool = Field(description="Whether the churn model (MBG/NBD) gives each buyer P(alive)")
+    churn_fit_days: int = Field(description="The churn model is fitted every this many days of event time")
+    churn_horizon_days: int = Field(description="The window of the expected orders, in days")
     fixed: dict[str, list[float]] = Field(description="The rules' fixed thresholds (used until cut points exist)")
     latest: dict | None = Field(description="The latest cut points: as_of_ms (the population's boundary), "
                                 "in_force_ms, customers per dimension, recency_days limits, frequency_orders "
-                                "and monetary cuts as [bin or amount, share of that bin below the cut]")
+                                "and monetary cuts as [bin or amount, share of that bin below the cut]; "
+                                "with the churn model, churn_model: its latest fit (as_of_ms, customers, "
+                                "r, alpha, a, b; time unit: day)")
 
 
 class Health(BaseModel):

@@ -1,11 +1,13 @@
-"""What quantile scores cost the pipeline, without I/O: the same history
-through `Pipeline.on_message` with the rules' fixed thresholds and with
-quantile R, F and M (cut points recomputed daily; the pipeline's own
-population reports looped back, as one process owning every partition).
+"""What quantile scores and the churn model cost the pipeline, without
+I/O: the same history through `Pipeline.on_message` with the rules' fixed
+thresholds, with quantile R, F and M (cut points recomputed daily), and
+with the churn model on top (fitted weekly; P(alive) and expected orders
+at every evaluation). The pipeline's own population reports are looped
+back, as one process owning every partition.
 
     python -m bench.quantile_cost --users 20000 --events 200000
 
-Prints both rates and their ratio, from one run.
+Prints the rates and their ratios, from one run.
 """
 
 from __future__ import annotations
@@ -20,21 +22,21 @@ import orjson
 from agents.pipeline import Pipeline
 from bench.offline_pipeline import PARTITIONS, _Table
 from bench.workload import history
-from state.quantiles import PopulationReports
+from state.quantiles import population_reports
 from state.rules import default_rules_text, parse_rules
 from stream import topics
 from stream.settings import Settings
 
 QUANTILES = default_rules_text().replace("[scores]\n", '[scores]\nquantiles = ["r", "f", "m"]\n', 1)
+CHURN = QUANTILES.replace("[scores]\n", "[scores]\nchurn_model = true\n", 1)
 
 
 def rate(bodies: list[dict], rules_text: str) -> tuple[float, int]:
     rules = parse_rules(rules_text)
     settings = Settings(clock="replay", max_future_seconds=10**9, partitions=PARTITIONS)
     p = Pipeline(SimpleNamespace(users=_Table()), settings, rules, None)
-    if rules.scores.quantiles:
-        p.loopback = PopulationReports(PARTITIONS, rules.cadence_ms, tuple(rules.scores.cut_points),
-                                       rules.scores.quantiles)
+    if rules.scores.from_population:
+        p.loopback = population_reports(PARTITIONS, rules)
     p.on_active_partitions(set(range(PARTITIONS)))
     messages = [SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(b["user_id"].encode()) % PARTITIONS,
                                 offset=i, key=b["user_id"].encode(), value=orjson.dumps(b))
@@ -60,9 +62,13 @@ def main() -> None:
     bodies = sorted(history(users=args.users, events=args.events, days=730, seed=5), key=lambda b: b["ts"])
     fixed, fixed_changes = rate(bodies, default_rules_text())
     quantile, quantile_changes = rate(bodies, QUANTILES)
+    churn, churn_changes = rate(bodies, CHURN)
     print(f"fixed thresholds:  {fixed:,.0f} events/s ({fixed_changes:,} tier changes)")
     print(f"quantile R, F, M:  {quantile:,.0f} events/s ({quantile_changes:,} tier changes)")
+    print(f"and churn model:   {churn:,.0f} events/s ({churn_changes:,} tier changes)")
     print(f"ratio quantile / fixed: {quantile / fixed:.2f}")
+    print(f"ratio quantile and churn model / quantile: {churn / quantile:.2f}")
+    print(f"ratio quantile and churn model / fixed: {churn / fixed:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -13,6 +15,7 @@ from redis.asyncio import Redis
 
 from state.evaluate import evaluate
 from state.membership import MembershipUpdate, MembershipWriter
+from state.quantiles import ThresholdBook, population_reports
 from state.rules import STAGES, Rules
 from stream import topics
 from stream.admin import ensure_topics
@@ -79,18 +82,17 @@ async def tail_topic(
         await consumer.stop()
 
 
-async def read_users_changelog(settings: Settings) -> dict[str, bytes]:
-    """The latest state bytes per user, read to the true end of the changelog."""
-    name = f"{settings.app_id}-{topics.USERS_TABLE}-changelog"
+async def read_to_end(settings: Settings, name: str) -> AsyncIterator[Any]:
+    """Every record of the topic's partitions, each partition in order, up
+    to the true end it had when the read began."""
     tps = {TP(name, p) for p in range(settings.partitions)}
     ends = await true_end_offsets(settings.broker, tps)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None, enable_auto_commit=False)
     await consumer.start()
-    latest: dict[str, bytes] = {}
     try:
         parts = [TopicPartition(name, p) for p in range(settings.partitions) if ends[TP(name, p)] > 0]
         if not parts:
-            return latest
+            return
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         remaining = set(parts)
@@ -98,19 +100,42 @@ async def read_users_changelog(settings: Settings) -> dict[str, bytes]:
             batch = await consumer.getmany(*remaining, timeout_ms=2000, max_records=10_000)
             for tp, records in batch.items():
                 for r in records:
-                    if r.value is None:
-                        latest.pop(r.key.decode(), None)
-                    else:
-                        latest[r.key.decode()] = r.value
+                    yield r
                 if records and records[-1].offset + 1 >= ends[TP(tp.topic, tp.partition)]:
                     remaining.discard(tp)
     finally:
         await consumer.stop()
+
+
+async def read_users_changelog(settings: Settings) -> dict[str, bytes]:
+    """The latest state bytes per user, read to the true end of the changelog."""
+    latest: dict[str, bytes] = {}
+    async for r in read_to_end(settings, f"{settings.app_id}-{topics.USERS_TABLE}-changelog"):
+        if r.value is None:
+            latest.pop(r.key.decode(), None)
+        else:
+            latest[r.key.decode()] = r.value
     return latest
+
+
+async def with_population(settings: Settings, rules: Rules) -> Rules:
+    """With quantile scores or the churn model: the rules with the cut
+    points and fits the workers settled, from their reports on
+    tierstream.population, so an evaluation here (a snapshot, a cache
+    rebuild) scores as the workers did."""
+    if not rules.scores.from_population:
+        return rules
+    reports = population_reports(settings.partitions, rules)
+    book = ThresholdBook(rules.cadence_ms)
+    async for r in read_to_end(settings, topics.POPULATION):
+        for boundary, cuts in reports.add(orjson.loads(r.value)):
+            book.settle(boundary, cuts)
+    return rules.with_thresholds(book)
 
 
 async def rebuild_membership(settings: Settings, rules: Rules) -> tuple[int, int]:
     latest = await read_users_changelog(settings)
+    rules = await with_population(settings, rules)
     redis = Redis.from_url(settings.redis_url)
     writer = MembershipWriter(redis, settings.redis_prefix)
     try:

@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
-from cli.io import read_users_changelog
+from cli.io import read_users_changelog, with_population
 from state.engine import advance
 from state.evaluate import evaluate
 from state.model import UserState
@@ -30,6 +30,7 @@ from stream.settings import Settings
 
 COLUMNS = ("user_id", "tier", "stage", "recency_days", "days_inactive", "frequency", "monetary",
            "r", "f", "m", "lifetime_orders", "ltv", "aov", "as_of")
+CHURN_COLUMNS = ("p_alive", "expected_orders")  # with the churn model (empty before its first fit)
 
 
 class SnapshotError(ValueError):
@@ -49,6 +50,7 @@ def membership_as_of(user_id: str, state: UserState, as_of_ms: int, rules: Rules
         "days_inactive": a.days_inactive, "frequency": a.frequency, "monetary": money(a.monetary_cents),
         "r": a.r, "f": a.f, "m": a.m, "lifetime_orders": a.lifetime_orders, "ltv": money(a.ltv_cents),
         "aov": money(a.aov_cents), "as_of": iso(as_of_ms),
+        **({"p_alive": a.p_alive, "expected_orders": a.expected_orders} if rules.scores.churn_model else {}),
     }
 
 
@@ -73,7 +75,8 @@ def snapshot_rows(states: dict[str, UserState], as_of_ms: int, rules: Rules) -> 
 def write_rows(rows: list[dict[str, Any]], out: Path) -> None:
     if out.suffix.lower() == ".csv":
         with out.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            churn = bool(rows) and "p_alive" in rows[0]
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS + CHURN_COLUMNS if churn else COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
     else:
@@ -111,6 +114,7 @@ async def take_snapshot(settings: Settings, rules: Rules, as_of_ms: int, out: Pa
     if wait:
         await wait_caught_up(settings, wait)
     latest = await read_users_changelog(settings)
+    rules = await with_population(settings, rules)
     rows = snapshot_rows({u: decode_state(b) for u, b in latest.items()}, as_of_ms, rules)
     write_rows(rows, out)
     return len(rows)

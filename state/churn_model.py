@@ -19,11 +19,15 @@ purchase and the time now, both measured from the first purchase (in days).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import gammaln, hyp2f1
+
+from state.model import DAY_MS, UserState
 
 
 @dataclass(frozen=True)
@@ -109,3 +113,119 @@ def simulate(params: Params, customers: int, observe_days: float, horizon_days: 
                 future[i] += 1
             alive = rng.random() > p[i]
     return {"x": x, "t_x": t_x, "T": np.full(customers, float(observe_days)), "future": future}
+
+
+# -- live: the population's summaries, a fit per cadence, each customer's figures
+
+MAX_REPEATS = 999  # repeat purchases above this count as this many in the population's summaries (bins bound)
+BINS_PER_DECADE = 20  # of (1 + days): bins about 12% wide, a day wide for the first weeks
+MIN_CUSTOMERS = 100  # fewer buyers than this: no fit (the figures wait for more history)
+
+SummaryKey = tuple[int, int, int]  # (repeat purchases, first order's day, last order's day)
+
+
+def summary_key(orders: int, first_order_ms: int | None, last_order_ms: int | None) -> SummaryKey | None:
+    """A customer's entry in their partition's summaries; None before
+    their first order."""
+    if orders <= 0 or first_order_ms is None or last_order_ms is None:
+        return None
+    return min(orders - 1, MAX_REPEATS), first_order_ms // DAY_MS, last_order_ms // DAY_MS
+
+
+def _log_bin(days: int) -> int:
+    return min(999, math.floor(BINS_PER_DECADE * math.log10(1 + days)))
+
+
+def _bin_middle(b: int) -> float:
+    return 10 ** ((b + 0.5) / BINS_PER_DECADE) - 1
+
+
+def summary_bins(counts: Mapping[SummaryKey, int], boundary_ms: int) -> dict[int, int]:
+    """The customers' (x, t_x, T) at a boundary as histogram bins: t_x and
+    T in days, log-spaced (the model depends on their ratios), so the bins
+    are bounded (about 70 × 70 × MAX_REPEATS for a century) however many
+    customers, and mergeable across partitions by adding counts."""
+    day = boundary_ms // DAY_MS
+    out: dict[int, int] = {}
+    for (x, first, last), n in counts.items():
+        if n <= 0 or first >= day:
+            continue
+        b = (x * 1000 + _log_bin(last - first)) * 1000 + _log_bin(day - first)
+        out[b] = out.get(b, 0) + n
+    return out
+
+
+def unbin(b: int) -> tuple[int, float, float]:
+    """(x, t_x, T) in days at the middle of the bin; t_x is 0 for a
+    customer without a repeat purchase, as the model defines it."""
+    x, rest = divmod(b, 1_000_000)
+    t_b, T_b = divmod(rest, 1000)
+    T = _bin_middle(T_b)
+    return x, (0.0 if x == 0 else min(_bin_middle(t_b), T)), T
+
+
+def fit_bins(bins: Mapping[int, int], start: Params | None = None) -> Params | None:
+    """Fit from the merged summaries (time unit: days). Deterministic:
+    the bins are taken in sorted order, and every worker starts from the
+    same previous parameters. None with too few customers or a failed fit."""
+    keys = sorted(b for b, n in bins.items() if n > 0)
+    weights = np.array([bins[b] for b in keys], dtype=float)
+    if weights.sum() < MIN_CUSTOMERS:
+        return None
+    rows = np.array([unbin(b) for b in keys], dtype=float)
+    if not (rows[:, 0] > 0).any():  # no repeat purchase yet: nothing to tell the rates by
+        return None
+    with np.errstate(all="ignore"):
+        params = fit(rows[:, 0], rows[:, 1], rows[:, 2], weights, start or Params(1.0, 1.0, 1.0, 1.0))
+    values = (params.r, params.alpha, params.a, params.b)
+    if not all(math.isfinite(v) and 1e-6 < v < 1e6 for v in values):
+        return None
+    return params
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Parameters fitted at a boundary (days as the time unit)."""
+
+    as_of_ms: int
+    customers: int
+    params: Params
+    horizon_days: int = 90  # of the expected orders (the rules' churn_horizon_days)
+
+    def summary(self) -> dict:
+        return {"as_of_ms": self.as_of_ms, "customers": self.customers, "time_unit": "day",
+                "horizon_days": self.horizon_days, **{k: round(v, 6) for k, v in self.params.as_dict().items()}}
+
+
+def customer_figures(fitted: Fitted, orders: int, first_order_ms: int, last_order_ms: int,
+                     now_ms: int) -> tuple[float, float | None]:
+    """(P(alive), expected orders in the fit's `horizon_days`) at `now_ms`,
+    rounded to 4 places (the same in every worker). Scalar maths: this runs
+    at every evaluation of a customer. The expectation is None where the
+    closed form has no value (a = 1 exactly)."""
+    p = fitted.params
+    x = orders - 1
+    t_x = max(0, last_order_ms - first_order_ms) / DAY_MS if x > 0 else 0.0
+    T = max(0, now_ms - first_order_ms) / DAY_MS
+    odds = (p.a / (p.b + x)) * ((p.alpha + T) / (p.alpha + t_x)) ** (p.r + x)
+    alive = 1.0 / (1.0 + odds)
+    h = fitted.horizon_days
+    expected: float | None = None
+    if p.a != 1:  # the closed form's one singular point
+        hyp = float(hyp2f1(p.r + x, p.b + x + 1, p.a + p.b + x, h / (p.alpha + T + h)))
+        value = (p.a + p.b + x) / (p.a - 1) * (1 - hyp * ((p.alpha + T) / (p.alpha + T + h)) ** (p.r + x)) \
+            / (1 + odds)
+        expected = round(value, 4) if math.isfinite(value) else None
+    return round(alive, 4), expected
+
+
+def first_order_of(state: UserState) -> int | None:
+    """The first order's time; for a state written before it was kept,
+    the first time seen stands in (at or before it)."""
+    if state.lifetime_orders <= 0:
+        return None
+    return state.first_order_ms if state.first_order_ms is not None else state.first_seen_ms
+
+
+def buyer_summary(state: UserState) -> SummaryKey | None:
+    return summary_key(state.lifetime_orders, first_order_of(state), state.last_order_ms)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from state.churn_model import customer_figures, first_order_of
 from state.model import DAY_MS, UserState
 from state.quantiles import Cuts, tiebreak
 from state.rules import Rules
@@ -36,6 +37,10 @@ class Assessment:
     actions: int = 0  # logins, views and carts in the window
     e: int | None = None  # engagement score 1-5; None when the rules define none
     cuts: Cuts | None = None  # the population's cut points used, with quantile scores
+    # The churn model (state.churn_model), once fitted, for buyers: P(alive)
+    # and the orders expected in the rules' churn_horizon_days.
+    p_alive: float | None = None
+    expected_orders: float | None = None
 
     @property
     def rfm_sum(self) -> int:
@@ -106,6 +111,7 @@ class _Plan:
     engagement: tuple[float, ...] | None  # None: no E score
     wake_for_activity: bool  # a rule tests E, so activity leaving the window matters
     quantiles: tuple[str, ...]  # dimensions scored by the population's cut points
+    churn_model: bool
     # per tier: (name, groups); a group is ((figure index, limit, is_min), ...),
     # only the conditions it sets; the tier holds if any group does
     tiers: tuple[tuple[str, tuple[tuple[tuple[int, float, bool], ...], ...]], ...]
@@ -139,6 +145,7 @@ def _plan(rules: Rules) -> _Plan:
             engagement=tuple(rules.scores.engagement_actions) if rules.scores.engagement_actions else None,
             wake_for_activity=rules.uses_engagement,
             quantiles=tuple(rules.scores.quantiles),
+            churn_model=rules.scores.churn_model,
             tiers=tiers,
             new_days=s.new_days, at_risk_days=s.at_risk_days,
             churned_days=s.churned_days, reactivated_days=s.reactivated_days,
@@ -189,8 +196,15 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
     r = _score_at_most(recency_days, plan.recency_days) if last_order is not None else 1
     f = _score_at_least(frequency, plan.frequency_orders) if frequency > 0 else 1
     m = _score_at_least(monetary_cents / 100, plan.monetary) if monetary_cents > 0 else 1
-    cuts = rules.thresholds.at(now_ms) if plan.quantiles and rules.thresholds is not None else None
-    if cuts is not None:
+    from_population = plan.quantiles or plan.churn_model
+    cuts = rules.thresholds.at(now_ms) if from_population and rules.thresholds is not None else None
+    p_alive = expected_orders = None
+    if cuts is not None and cuts.churn is not None and last_order is not None:
+        first_order = first_order_of(state)
+        assert first_order is not None
+        p_alive, expected_orders = customer_figures(cuts.churn, state.lifetime_orders, first_order, last_order,
+                                                    now_ms)
+    if cuts is not None and plan.quantiles:
         tb = tiebreak(user_id)
         if cuts.r is not None and last_order is not None:
             r = cuts.score_r(recency_days)
@@ -210,7 +224,7 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
     tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0))
     stage = _stage(state, now_ms, days_inactive, plan)
     return Assessment(tier, stage, now_ms, recency_days, days_inactive, frequency, monetary_cents,
-                      r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts)
+                      r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts, p_alive, expected_orders)
 
 
 def _due_offsets(rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:

@@ -95,6 +95,10 @@ class UserState:
     # Campaign assignments (state.campaigns): last contact, last assignment
     # per campaign, open conversion windows. None until a campaign triggers.
     camp: list | None = None
+    # The first order's event time: the churn model's clock starts there
+    # (state.churn_model). None before the first order, and in states
+    # written before this field existed (the first time seen stands in).
+    first_order_ms: int | None = None
 
     @property
     def has_applied(self) -> bool:
@@ -155,6 +159,7 @@ def apply(
         state.lifetime_orders += 1
         state.lifetime_revenue_cents += event.amount_cents
         state.last_order_ms = ts if state.last_order_ms is None else max(state.last_order_ms, ts)
+        state.first_order_ms = ts if state.first_order_ms is None else min(state.first_order_ms, ts)
         _add_to_bucket(state, ts, 1, event.amount_cents, bucket_days)
     elif event.type is EventType.REFUND:
         state.lifetime_refunds_cents += event.amount_cents

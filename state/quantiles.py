@@ -30,10 +30,11 @@ import bisect
 import hashlib
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
+from state.churn_model import Fitted, SummaryKey, fit_bins, summary_bins
 from state.model import DAY_MS
 
 DIMENSIONS = ("r", "f", "m")
@@ -92,6 +93,7 @@ class Cuts:
     r: tuple[int, ...] | None  # recency days: score 5 at most r[0], 4 at most r[1], ...
     f: tuple[Cut, ...] | None  # ascending: at or above f[j] (and not below) scores 2 + j or more
     m: tuple[Cut, ...] | None
+    churn: Fitted | None = None  # the churn model's latest fit (state.churn_model), when the rules ask for it
 
     def score_r(self, recency_days: int) -> int:
         assert self.r is not None
@@ -128,6 +130,8 @@ class Cuts:
             out["frequency_orders"] = [[c.bin, round(c.share, 4)] for c in self.f]
         if self.m is not None:
             out["monetary"] = [[round(m_bin_floor(c.bin), 2), round(c.share, 4)] for c in self.m]
+        if self.churn is not None:
+            out["churn_model"] = self.churn.summary()
         return out
 
 
@@ -214,6 +218,25 @@ class PopulationIndex:
     key_of: dict[str, Key] = field(default_factory=dict)
     bins: dict[str, dict[int, set[str]]] = field(default_factory=lambda: {d: {} for d in DIMENSIONS})
     tiebreaks: dict[str, float] = field(default_factory=dict)  # cached: a moved cut compares many
+    # The churn model's summaries: each buyer's (repeats, first and last
+    # order's day), and how many buyers share each.
+    summary_of: dict[str, SummaryKey] = field(default_factory=dict)
+    summary_counts: dict[SummaryKey, int] = field(default_factory=dict)
+
+    def update_summary(self, user_id: str, key: SummaryKey | None) -> None:
+        old = self.summary_of.get(user_id)
+        if old == key:
+            return
+        counts = self.summary_counts
+        if old is not None:
+            counts[old] -= 1
+            if not counts[old]:
+                del counts[old]
+        if key is None:
+            del self.summary_of[user_id]
+        else:
+            self.summary_of[user_id] = key
+            counts[key] = counts.get(key, 0) + 1
 
     def update(self, user_id: str, key: Key) -> None:
         old = self.key_of.get(user_id)
@@ -314,10 +337,14 @@ def boundary_at_or_before(t_ms: int, cadence_ms: int) -> int:
     return t_ms // cadence_ms * cadence_ms
 
 
-def snapshot_doc(partition: int, boundary_ms: int, index: PopulationIndex) -> dict:
-    """A partition's report at a boundary: its histograms after every step before it."""
-    return {"p": partition, "b": boundary_ms,
-            "h": {dim: [[b, n] for b, n in bins.items()] for dim, bins in index.histograms().items()}}
+def snapshot_doc(partition: int, boundary_ms: int, index: PopulationIndex, churn_fit_ms: int | None = None) -> dict:
+    """A partition's report at a boundary: its histograms after every step
+    before it; on the churn model's fit boundaries, also the buyers'
+    (x, t_x, T) summaries (`s`)."""
+    h = {dim: [[b, n] for b, n in bins.items()] for dim, bins in index.histograms().items()}
+    if churn_fit_ms and boundary_ms % churn_fit_ms == 0:
+        h["s"] = sorted([b, n] for b, n in summary_bins(index.summary_counts, boundary_ms).items())
+    return {"p": partition, "b": boundary_ms, "h": h}
 
 
 def empty_doc(partition: int, through_ms: int) -> dict:
@@ -334,11 +361,15 @@ class PopulationReports:
     on a boundary it already reported (after a crash) is ignored: the first
     is the one made before any step past the boundary."""
 
-    def __init__(self, partitions: int, cadence_ms: int, points: tuple[float, ...], dims: Iterable[str]) -> None:
+    def __init__(self, partitions: int, cadence_ms: int, points: tuple[float, ...], dims: Iterable[str],
+                 churn_fit_ms: int | None = None, churn_horizon_days: int = 90) -> None:
         self.partitions = partitions
         self.cadence_ms = cadence_ms
         self.points = points
         self.dims = tuple(dims)
+        self.churn_fit_ms = churn_fit_ms
+        self.churn_horizon_days = churn_horizon_days
+        self.fitted: Fitted | None = None  # the churn model's latest fit; each fit starts from the last
         self.through: dict[int, int] = {}  # partition -> latest boundary it reported on
         self.pending: dict[int, dict[int, dict[str, Histogram]]] = {}  # boundary -> partition -> histograms
         self.next_boundary: int | None = None  # the earliest boundary not settled yet
@@ -367,7 +398,15 @@ class PopulationReports:
             b = self.next_boundary
             merged = merge(self.pending.pop(b, {}).values())
             cuts = compute_cuts(merged, b, self.cadence_ms, self.points, self.dims)
-            out.append((b, cuts if any(cuts.customers.values()) else None))
+            if self.churn_fit_ms and b % self.churn_fit_ms == 0:
+                bins = merged.get("s", {})
+                start = self.fitted.params if self.fitted is not None else None
+                params = fit_bins(bins, start)
+                if params is not None:
+                    self.fitted = Fitted(b, sum(bins.values()), params, self.churn_horizon_days)
+            if self.fitted is not None:
+                cuts = replace(cuts, churn=self.fitted)
+            out.append((b, cuts if any(cuts.customers.values()) or cuts.churn is not None else None))
             self.next_boundary = b + self.cadence_ms
         return out
 
@@ -381,6 +420,16 @@ def thresholds_doc(rules: Any, book: ThresholdBook | None) -> dict:
         "quantiles": list(s.quantiles),
         "cut_points": list(s.cut_points),
         "cadence_days": s.cadence_days,
+        "churn_model": s.churn_model,
+        "churn_fit_days": s.churn_fit_days,
+        "churn_horizon_days": s.churn_horizon_days,
         "fixed": {"recency_days": s.recency_days, "frequency_orders": s.frequency_orders, "monetary": s.monetary},
         "latest": latest.summary() if latest is not None else None,
     }
+
+
+def population_reports(partitions: int, rules: Any) -> PopulationReports:
+    """The reports reader the rules ask for (quantile dimensions, churn fits)."""
+    sc = rules.scores
+    return PopulationReports(partitions, rules.cadence_ms, tuple(sc.cut_points), sc.quantiles,
+                             sc.churn_fit_days * DAY_MS if sc.churn_model else None, sc.churn_horizon_days)

@@ -86,11 +86,25 @@ class Scores(_Strict):
     # Cut points are recomputed from the whole population every this many
     # days of event time (at UTC midnights) and apply from the next period on.
     cadence_days: int = Field(1, ge=1, le=31)
+    # The churn model (MBG/NBD, state.churn_model): each buyer's P(alive)
+    # and expected orders in the next `churn_horizon_days`, from parameters
+    # fitted to the whole population every `churn_fit_days` of event time
+    # (a multiple of cadence_days; they apply from the next period on).
+    churn_model: bool = False
+    churn_fit_days: int = Field(7, ge=1, le=365)
+    churn_horizon_days: int = Field(90, ge=1, le=3650)
+
+    @property
+    def from_population(self) -> bool:
+        """Whether the population's reports are needed (quantiles or the churn model)."""
+        return bool(self.quantiles) or self.churn_model
 
     @model_validator(mode="after")
     def _monotonic(self) -> Scores:
         if self.cut_points != sorted(set(self.cut_points)):
             raise ValueError("cut_points must increase (shares below the cuts for scores 2, 3, 4, 5)")
+        if self.churn_fit_days % self.cadence_days:
+            raise ValueError("churn_fit_days must be a multiple of cadence_days (fits happen on cadence boundaries)")
         if len(set(self.quantiles)) != len(self.quantiles):
             raise ValueError("quantiles lists each of r, f, m at most once")
         if self.recency_days != sorted(self.recency_days):

@@ -39,7 +39,7 @@ def encode_state(state: UserState) -> bytes:
         s.lifetime_orders, s.lifetime_revenue_cents, s.lifetime_refunds_cents, flat, s.recent_ids,
         s.tier, s.stage, s.tier_since_ms, s.stage_since_ms, s.evaluated_ms, s.due_ms, s.version,
         s.src_partition, s.src_offset, s.held, activity, s.kpi.to_list() if s.kpi is not None else None,
-        s.camp,
+        s.camp, s.first_order_ms,
     ))
 
 
@@ -47,7 +47,7 @@ _ENCODED_ORDER = (
     "first_seen_ms", "last_seen_ms", "last_active_ms", "last_order_ms", "last_campaign_ms",
     "lifetime_orders", "lifetime_revenue_cents", "lifetime_refunds_cents", "buckets", "recent_ids",
     "tier", "stage", "tier_since_ms", "stage_since_ms", "evaluated_ms", "due_ms", "version",
-    "src_partition", "src_offset", "held", "activity", "kpi", "camp",
+    "src_partition", "src_offset", "held", "activity", "kpi", "camp", "first_order_ms",
 )
 assert _ENCODED_ORDER == _STATE_FIELDS, "encode_state is out of step with UserState's fields"
 
@@ -57,8 +57,9 @@ def decode_state(data: bytes) -> UserState:
     if values[0] != STATE_FORMAT:
         raise ValueError(f"unknown state format {values[0]!r}; this worker reads format {STATE_FORMAT}")
     # Fields are only ever appended: a record written before `activity`
-    # (or `kpi`, or `camp`) existed is short of them, and decodes with their defaults.
-    if not len(_STATE_FIELDS) - 3 <= len(values) - 1 <= len(_STATE_FIELDS):
+    # (or `kpi`, `camp`, `first_order_ms`) existed is short of them, and
+    # decodes with their defaults.
+    if not len(_STATE_FIELDS) - 4 <= len(values) - 1 <= len(_STATE_FIELDS):
         raise ValueError(f"state record has {len(values) - 1} fields; this worker reads {len(_STATE_FIELDS)}")
     kwargs = dict(zip(_STATE_FIELDS, values[1:]))
     flat = kwargs["buckets"]
@@ -134,6 +135,10 @@ def figures(a: Assessment) -> dict[str, Any]:
         "lifetime_orders": a.lifetime_orders,
         "ltv": money(a.ltv_cents),
         "aov": money(a.aov_cents),
+        # With the churn model, once fitted (None for a customer who never ordered).
+        **({"churn": {"p_alive": a.p_alive, "expected_orders": a.expected_orders,
+                      "horizon_days": a.cuts.churn.horizon_days}}
+           if a.cuts is not None and a.cuts.churn is not None else {}),
     }
 
 

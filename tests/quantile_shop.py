@@ -14,13 +14,15 @@ from aiokafka.partitioner import DefaultPartitioner
 from agents.pipeline import Pipeline
 from bench.workload import history
 from state.model import DAY_MS
-from state.quantiles import PopulationReports
+from state.quantiles import population_reports
 from state.rules import default_rules_text, parse_rules
 from stream import topics
 from stream.settings import Settings
 from tests.unit.test_pipeline import FakeTable
 
-QUANTILE_RULES = default_rules_text().replace("[scores]\n", '[scores]\nquantiles = ["r", "f", "m"]\n', 1)
+# Quantile R, F and M, and the churn model (fitted weekly).
+QUANTILE_RULES = default_rules_text().replace(
+    "[scores]\n", '[scores]\nquantiles = ["r", "f", "m"]\nchurn_model = true\n', 1)
 
 
 def quantile_rules():
@@ -63,7 +65,7 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0):
     rules = quantile_rules()
     settings = Settings(clock="replay", max_future_seconds=10**9, partitions=partitions)
     p = Pipeline(SimpleNamespace(users=FakeTable()), settings, rules, None)
-    p.loopback = PopulationReports(partitions, rules.cadence_ms, tuple(rules.scores.cut_points), rules.scores.quantiles)
+    p.loopback = population_reports(partitions, rules)
     p.on_active_partitions(set(range(partitions)))
     per_partition = [[] for _ in range(partitions)]
     for body in bodies:

@@ -2,9 +2,12 @@
 decide exactly what one process replaying the same history decides (the
 same tier changes, ids and payloads, the cut points included); the history
 starts in 1995 and carries a field the contract does not know, and nothing
-is dead-lettered; the API serves the cut points in force."""
+is dead-lettered; the API serves the cut points in force. The churn model
+is on too: each worker fits it from the same reports, so its figures in
+the records match the one-process replay's."""
 
 import asyncio
+import csv
 import re
 import sys
 from datetime import UTC, datetime
@@ -12,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cli.embedded import spawn, stop
+from cli.snapshot import snapshot_rows
 from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, wait_until
 from tests.quantile_shop import QUANTILE_RULES, run_shop, small_ticket_shop, tier_changes
 
@@ -63,6 +67,9 @@ async def test_two_workers_decide_what_a_replay_decides(tmp_path):
         assert found == expected  # ids and payloads, the cut points each decision used included
         assert await read_topic(servers.broker, "tierstream.events.dlq") == []
         assert any(c["thresholds"] is not None for c in found.values())
+        # The churn model, fitted in each worker from the same reports: the
+        # same P(alive) in their records as in the one-process replay.
+        assert sum(c.get("churn", {}).get("p_alive") is not None for c in found.values()) > 100
 
         async def thresholds():
             status, doc = await asyncio.to_thread(api_get, cluster.api_port, "/v1/scores/thresholds")
@@ -70,6 +77,23 @@ async def test_two_workers_decide_what_a_replay_decides(tmp_path):
 
         doc = await wait_until(thresholds, timeout=60, what="the API to serve the latest cut points")
         assert doc["quantiles"] == ["r", "f", "m"] and doc["latest"]["customers"]["m"] > 500
+        assert doc["latest"]["churn_model"]["customers"] > 500 and doc["churn_model"] is True
+
+        # A user's figures through the API carry the churn model's too.
+        buyer = next(c["user_id"] for c in found.values() if c.get("churn", {}).get("p_alive") is not None)
+        status, user = await asyncio.to_thread(api_get, cluster.api_port, f"/v1/users/{buyer}")
+        assert status == 200 and 0 < user["churn"]["p_alive"] < 1 and user["churn"]["horizon_days"] == 90
+
+        # `tierstream snapshot` reads the population topic and scores as the
+        # workers did: the one-process replay's membership and churn figures.
+        as_of = max(b["ts"] for b in bodies)
+        out = tmp_path / "snapshot.csv"
+        cluster.cli("snapshot", "--as-of", str(as_of), "--out", str(out), "--wait", "120", timeout=200)
+        with out.open() as f:
+            rows = list(csv.DictReader(f))
+        want = [{k: "" if v is None else str(v) for k, v in r.items()}
+                for r in snapshot_rows(dict(reference.store), as_of, reference.rules)]
+        assert rows == want and sum(r["p_alive"] != "" for r in rows) > 100
     finally:
         for w in workers:
             stop(w, timeout=30)

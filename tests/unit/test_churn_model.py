@@ -5,7 +5,11 @@ assumed alive forever (BG/NBD's flaw)."""
 import numpy as np
 import pytest
 
-from state.churn_model import Params, expected_purchases, fit, log_likelihood, p_alive, simulate
+from state.churn_model import (Fitted, Params, SummaryKey, customer_figures, expected_purchases, fit, log_likelihood,
+                               p_alive, simulate, summary_bins, summary_key)
+from state.model import DAY_MS
+from state.quantiles import PopulationIndex, population_reports, snapshot_doc
+from state.rules import load_rules
 
 TRUTH = Params(r=0.25, alpha=4.0, a=0.8, b=2.5)  # a shop where a third of buyers never come back
 
@@ -44,3 +48,63 @@ def test_a_histogram_of_summaries_fits_like_the_customers():
     binned = fit(keys[0], keys[1], keys[2], weights=counts.astype(float))
     assert all(abs(whole.as_dict()[k] / binned.as_dict()[k] - 1) < 1e-3 for k in "r alpha a b".split())
     assert np.isfinite(log_likelihood(whole, d["x"], d["t_x"], d["T"])).all()
+
+
+# -- live: from each partition's summaries to every customer's figures
+
+def _cohorts(boundary_day: int, seed: int) -> list[tuple[str, SummaryKey]]:
+    """12 monthly cohorts of 2,000 simulated buyers each, as the worker's
+    index holds them at the boundary: (repeats, first and last order's day)."""
+    out = []
+    for k in range(12):
+        observed = 365 - 30 * k
+        d = simulate(TRUTH, customers=2000, observe_days=observed, seed=seed + k)
+        first = boundary_day - observed
+        for i in range(2000):
+            out.append((f"c{k}-{i}", (int(d["x"][i]), first, first + int(d["t_x"][i]))))
+    return out
+
+
+def _fit_through_reports(buyers, partitions: int, boundary_ms: int):
+    rules = load_rules().model_copy(update={"scores": load_rules().scores.model_copy(update={"churn_model": True})})
+    indexes = [PopulationIndex() for _ in range(partitions)]
+    for n, (user, key) in enumerate(buyers):
+        indexes[n % partitions].update_summary(user, key)
+    reports = population_reports(partitions, rules)
+    settled = []
+    for p, index in enumerate(indexes):
+        settled += reports.add(snapshot_doc(p, boundary_ms, index, rules.scores.churn_fit_days * DAY_MS))
+    [(boundary, cuts)] = settled
+    assert boundary == boundary_ms
+    return cuts.churn
+
+
+def test_the_live_fit_from_the_partitions_reports_recovers_each_parameter_within_10_percent():
+    boundary_day = 20_000 - 20_000 % 7  # a fit boundary (weekly from the epoch)
+    buyers = _cohorts(boundary_day, seed=100)
+    fitted = _fit_through_reports(buyers, 3, boundary_day * DAY_MS)
+    assert fitted.customers == 24_000
+    for name, want in TRUTH.as_dict().items():
+        assert abs(fitted.params.as_dict()[name] / want - 1) <= 0.10, (name, fitted)
+    # Bounded: the reports hold bins, not customers.
+    index = PopulationIndex()
+    for user, key in buyers:
+        index.update_summary(user, key)
+    assert len(summary_bins(index.summary_counts, boundary_day * DAY_MS)) < 24_000 / 5
+    # However the buyers are split over partitions, the same merged bins
+    # and so exactly the same parameters (what lets every worker agree).
+    assert _fit_through_reports(buyers, 1, boundary_day * DAY_MS) == fitted
+
+
+def test_each_customer_s_figures_follow_the_model():
+    fitted = Fitted(0, 1000, TRUTH, horizon_days=90)
+    day = DAY_MS
+    # The worked example: first order on day 0, two repeats, the last on day 120, now day 365.
+    alive, expected = customer_figures(fitted, 3, 0, 120 * day, 365 * day)
+    assert (alive, expected) == (0.326, 0.1706)  # docs/scores.md: 0.326 and 0.171
+    assert alive == round(float(p_alive(TRUTH, 2, 120, 365)), 4)
+    assert expected == round(float(expected_purchases(TRUTH, 90, 2, 120, 365)), 4)
+    # A one-time buyer fades as time passes.
+    fading = [customer_figures(fitted, 1, 0, 0, t * day)[0] for t in (1, 30, 180, 365)]
+    assert fading == sorted(fading, reverse=True) and fading[-1] < 0.6
+    assert summary_key(0, None, None) is None and summary_key(3, 5 * day, 9 * day) == (2, 5, 9)

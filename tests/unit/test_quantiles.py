@@ -87,6 +87,26 @@ def test_a_small_ticket_shop_gets_quintiles_and_current_tiers(shop):
     assert max(s for s in scores["m"]) == 5
     published = Counter(c["to_tier"] for c in tier_changes(outputs).values())
     assert published["high_value"] > 0 and published["mid_value"] > 0
+    # The churn model, fitted weekly from the same reports: every buyer's
+    # P(alive) and expected orders once the first fit is in force, and in
+    # the records; buyers the stage rules call churned look less alive.
+    assert cuts.churn is not None and cuts.churn.customers > 1000
+    alive = {"churned": [], "active": []}
+    for user_id, state in p.store.items():
+        fresh = evaluate(state, end, p.rules, user_id)
+        if state.lifetime_orders:
+            assert 0 < fresh.p_alive < 1 and fresh.expected_orders >= 0
+            if fresh.stage in alive:
+                alive[fresh.stage].append(fresh.p_alive)
+        else:
+            assert fresh.p_alive is None
+    mean = {k: sum(v) / len(v) for k, v in alive.items()}
+    assert len(alive["churned"]) > 100 and mean["churned"] < mean["active"] - 0.2, mean
+    changes = tier_changes(outputs).values()
+    fitted = [c for c in changes if c["thresholds"] is not None and "churn_model" in c["thresholds"]]
+    assert len(fitted) > 1000 and all("churn" in c for c in fitted)
+    assert all("churn" not in c for c in changes if c not in fitted)  # none before the first fit
+    assert all(0 < c["churn"]["p_alive"] < 1 for c in fitted if c["lifetime_orders"])
     assert [r for r in outputs if r.topic == topics.DEAD_LETTERS] == []
 
 

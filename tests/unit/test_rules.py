@@ -174,6 +174,10 @@ def test_state_records_written_before_activity_existed_still_decode():
 
     state = apply(None, ev("u", "view", 1), bucket_days=30, window_buckets=13, recent_ids=16)
     assert decode_state(encode_state(state)) == state and state.activity
-    old = orjson.dumps(orjson.loads(encode_state(state))[:-3])  # the format before `activity` (`kpi`, `camp`)
+    old = orjson.dumps(orjson.loads(encode_state(state))[:-4])  # before `activity` (`kpi`, `camp`, `first_order_ms`)
     decoded = decode_state(old)
     assert decoded.activity == {} and decoded.buckets == state.buckets and decoded.version == state.version
+    bought = apply(state, ev("u", "order", 2, amount=10), bucket_days=30, window_buckets=13, recent_ids=16)
+    assert bought.first_order_ms is not None
+    before_first_order_ms = orjson.dumps(orjson.loads(encode_state(bought))[:-1])
+    assert decode_state(before_first_order_ms).first_order_ms is None
