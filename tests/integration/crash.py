@@ -254,9 +254,11 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
             current[slot] = None
         ends = await _produce(servers.broker, bodies)
         deadline = time.monotonic() + timeout
+        committed: dict[int, int] | None = None
         while True:
             if time.monotonic() > deadline:
-                raise AssertionError(f"run did not finish in {timeout}s; kills so far {done_kills}\n{pool.log_tail()}")
+                raise AssertionError(f"run did not finish in {timeout}s; kills so far {done_kills}; committed "
+                                     f"{committed} of {ends}\n{pool.log_tail()}")
             for slot, proc in enumerate(pool.procs):
                 code = proc.poll() if proc else None
                 if code is None:
@@ -266,9 +268,14 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
                 done_kills.append(current[slot])
                 current[slot] = plan.pop(0) if plan else None
                 pool.start(slot, current[slot])
-            if await _committed(servers.broker, group) == {p: ends.get(p, 0) for p in range(PARTITIONS)}:
+            try:  # a coordinator lookup can hang while the group rebalances: ask again
+                committed = await asyncio.wait_for(_committed(servers.broker, group), 30)
+            except TimeoutError:
+                continue
+            if committed == {p: ends.get(p, 0) for p in range(PARTITIONS)}:
                 if current[0] is not None:
                     raise AssertionError(f"crash point {current[0]} was never reached (kills done: {done_kills})")
+                committed_at = time.monotonic()
                 break
             await asyncio.sleep(0.5)
 
@@ -291,11 +298,15 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
                 if again.metric_cells == result.metric_cells and again.metric_records == result.metric_records:
                     break
                 result = again
+        polls = 1
         while reference is not None and time.monotonic() < settle:
             if result.settled_like(reference):
                 break
             await asyncio.sleep(1)
             result = await outcome()
+            polls += 1
+        print(f"run: every input committed after {committed_at - started:.0f}s, outcome read {polls} times, "
+              f"done after {time.monotonic() - started:.0f}s")
         return result
     finally:
         pool.stop()

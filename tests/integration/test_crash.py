@@ -14,7 +14,11 @@ import pytest
 from tests.integration import crash
 from tests.integration.harness import BROKER, Cluster, new_servers, produce, wait_until
 
-pytestmark = pytest.mark.integration
+# A run on a loaded two-core machine can take a few minutes; crash.run has
+# its own limits (300 s to commit every input, 90 s to settle), so a stuck
+# run fails there with its evidence, before pytest-timeout would kill it
+# with none.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 BODIES = crash.history()
 
