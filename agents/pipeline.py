@@ -138,19 +138,29 @@ class Pipeline:
 
     # -- ownership -------------------------------------------------------
 
-    def on_active_partitions(self, partitions: set[int]) -> None:
+    def on_active_partitions(self, partitions: set[int], committed: dict[int, int] | None = None) -> None:
         """After recovery: rebuild the due index from the recovered table for
-        the partitions this worker actively owns (standbys are left out)."""
+        the partitions this worker actively owns (standbys are left out).
+        `committed`: the group's committed input offset per partition, when
+        known."""
         self.index.reset(partitions)
         owned = 0
         for user_id, state in self.store.items():
             if state.src_partition in partitions:
                 owned += 1
                 self.index.schedule(state.src_partition, wake_at(state), user_id)
-                # Every event seen is in some user's state (applied or held),
-                # so the partition's watermark comes back exactly.
-                seen = max(state.last_seen_ms, state.held[-1][0] if state.held else 0)
                 p = state.src_partition
+                # Every event seen is in some user's state (applied or held),
+                # so the partition's watermark comes back from the states;
+                # but only from those behind the committed input. A worker
+                # that died writing a batch's changelog records left some of
+                # its users' records past that point and not others': a
+                # watermark taken from those would run ahead of the events
+                # re-read now (its sweep deciding, and its facts closing
+                # periods, before them). Re-read events move it on in order.
+                if committed is not None and state.src_offset >= committed.get(p, 0):
+                    continue
+                seen = max(state.last_seen_ms, state.held[-1][0] if state.held else 0)
                 self.max_event_ms[p] = max(self.max_event_ms.get(p, 0), seen)
         if self.book is not None:
             self._rebuild_population(partitions)
@@ -222,7 +232,10 @@ class Pipeline:
         partition = message.partition
         state: UserState | None = self.store.get(user_id)
         if state is not None and state.src_partition == partition and message.offset <= state.src_offset:
-            self.tally.add(metrics.EVENTS_REDELIVERED)  # replayed after a restart: already applied
+            # Replayed after a restart: already applied. It moved the
+            # watermark the first time, so it does again, in the same order.
+            self.tally.add(metrics.EVENTS_REDELIVERED)
+            self._saw(partition, parsed.ts_ms, wall)
             return
         watermark_before = self.watermark(partition, wall)
         raw_before = self.raw_watermark(partition, wall)
@@ -242,6 +255,19 @@ class Pipeline:
         result.state.src_partition, result.state.src_offset = partition, message.offset
         self._commit(user_id, partition, result.state, result.decisions, result.assessment, previous_due)
         if watermark > watermark_before or (self.book is not None and self.raw_watermark(partition, wall) > raw_before):
+            self.catch_up(partition, wall)
+
+    def _saw(self, partition: int, ts_ms: int, wall: int) -> None:
+        """An event's time seen again: the watermark moves as it did."""
+        if ts_ms <= self.max_event_ms.get(partition, 0):
+            return
+        watermark_before = self.watermark(partition, wall)
+        raw_before = self.raw_watermark(partition, wall)
+        self.max_event_ms[partition] = ts_ms
+        if self.book is not None and partition not in self.reported:
+            self._first_report(partition, wall)
+        if self.watermark(partition, wall) > watermark_before or (
+                self.book is not None and self.raw_watermark(partition, wall) > raw_before):
             self.catch_up(partition, wall)
 
     def _count_unknown_fields(self, names: list[str]) -> None:

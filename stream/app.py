@@ -18,7 +18,7 @@ import stream.codecs  # noqa: F401  (registers the 'tierstate' and 'utf8' codecs
 from stream.codecs import decode_state
 from stream import topics
 from stream.batching import BatchHandler, RevokeHook, batching_consumer_class
-from stream.recovery import TierstreamTableManager
+from stream.recovery import TierstreamTableManager, committed_inputs
 from stream.settings import Settings
 from stream.tuning import set_fetch_max_wait
 
@@ -27,7 +27,7 @@ class UsersTable(faust.Table):
     """The users table, telling the pipeline which partitions it now owns
     once their state is fully recovered (and only then)."""
 
-    on_active_partitions: Callable[[set[int]], None] | None = None
+    on_active_partitions: Callable[[set[int], dict[int, int] | None], None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -49,7 +49,11 @@ class UsersTable(faust.Table):
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         if self.on_active_partitions is not None:
-            self.on_active_partitions({tp.partition for tp in active_tps})
+            partitions = {tp.partition for tp in active_tps}
+            # Where the group's input stands: recovered states past it are
+            # ahead of the events the worker is about to re-read.
+            committed = await committed_inputs(self.app, partitions) if partitions else {}
+            self.on_active_partitions(partitions, committed)
 
 
 @dataclass

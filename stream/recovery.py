@@ -33,6 +33,8 @@ from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
+from stream import topics
+
 log = logging.getLogger(__name__)
 
 # A changelog read that makes no progress for this long is an error, not
@@ -171,3 +173,22 @@ class TierstreamTableManager(TableManager):
 
 def _bootstrap(app: Any) -> str:
     return ",".join(f"{u.host}:{u.port or 9092}" for u in app.conf.broker)
+
+
+async def committed_inputs(app: Any, partitions: set[int], timeout_s: float = 10.0) -> dict[int, int] | None:
+    """The group's committed offset of each events partition (0 where none),
+    asked with a consumer that reads offsets only (it joins no group).
+    None if the broker does not answer in time: the caller then keeps its
+    older, less careful behaviour."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(app), group_id=app.conf.id, enable_auto_commit=False)
+    try:
+        await asyncio.wait_for(consumer.start(), timeout_s)
+        out = {}
+        for p in sorted(partitions):
+            out[p] = await asyncio.wait_for(consumer.committed(TopicPartition(topics.EVENTS, p)), timeout_s) or 0
+        return out
+    except Exception as exc:  # noqa: BLE001 (recovery must go on; the caller falls back)
+        log.warning("committed input offsets unavailable (%r): watermarks restored from every state", exc)
+        return None
+    finally:
+        await consumer.stop()

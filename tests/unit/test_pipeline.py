@@ -284,3 +284,39 @@ def test_recovery_sweeps_users_the_recovered_watermark_has_passed():
     recovered.on_active_partitions({0})
     again = [orjson.loads(r.value) for r in recovered.outputs if r.topic == topics.CHURN_ALERTS]
     assert [a["alert_id"] for a in again] == [a["alert_id"] for a in published]
+
+
+def test_a_recovered_watermark_counts_only_states_behind_the_committed_input():
+    """The worker died writing a batch's changelog records: "clock"'s went
+    out, "quiet"'s did not, and the batch's input was not committed. Its
+    watermark must not come back from "clock" (that would sweep "quiet"
+    ahead of the events about to be re-read); the re-read event moves it,
+    in order, and the same decisions come, with the same ids."""
+    from stream.codecs import decode_state, encode_state
+
+    p, s = make()
+    quiet_event, clock_event = msg(raw("quiet", "login", 0), partition=0), msg(raw("clock", "login", 100), partition=0)
+    p.on_message(quiet_event)
+    p.on_message(clock_event)
+    published = [a["alert_id"] for a in s.churn_alerts.records()]
+    assert len(published) == 2
+
+    def recover(committed):
+        before_sweep, _ = make()
+        before_sweep.on_message(quiet_event)
+        recovered, _ = make()
+        recovered.store["clock"] = decode_state(encode_state(p.store["clock"]))
+        recovered.store["quiet"] = decode_state(encode_state(before_sweep.store["quiet"]))
+        recovered.outputs.clear()
+        recovered.on_active_partitions({0}, committed)
+        return recovered
+
+    def alerts(pipeline):
+        return [orjson.loads(r.value)["alert_id"] for r in pipeline.outputs if r.topic == topics.CHURN_ALERTS]
+
+    ahead = recover({0: clock_event.offset})  # "clock"'s event is to be read again
+    assert alerts(ahead) == []  # nothing swept ahead of it
+    ahead.on_message(clock_event)  # redelivered: already applied, but it moves the clock
+    assert alerts(ahead) == published
+    behind = recover({0: clock_event.offset + 1})  # committed past it: the watermark comes back at once
+    assert alerts(behind) == published
