@@ -80,11 +80,22 @@ async def test_rebuild_cache_restores_every_record_and_set(ready, redis, era):
 
     days = {f"tierstream:m:day:{iso(era.base_ms + d * DAY_MS)[:10]}".encode() for d in range(1, 7)}
 
-    async def orders_counted():
-        cells = await metric_cells()
-        return cells if sum(int(cells.get(k, {}).get(b"orders", 0)) for k in days) == 75 else None
+    first_day = f"tierstream:m:day:{iso(era.base_ms)[:10]}".encode()
+    last_seen: list = [None]
 
-    metrics_before = await wait_until(orders_counted, what="the metrics to count every order")
+    async def all_counted():
+        # Every order and every signup counted, and nothing moving for a
+        # poll: the orders alone were once counted while some signups'
+        # facts were still on their way, and the rebuild (rightly) found
+        # more than that "before".
+        cells = await metric_cells()
+        done = (sum(int(cells.get(k, {}).get(b"orders", 0)) for k in days) == 75
+                and int(cells.get(first_day, {}).get(b"signups", 0)) == 30)
+        stable = done and cells == last_seen[0]
+        last_seen[0] = cells
+        return cells if stable else None
+
+    metrics_before = await wait_until(all_counted, what="the metrics to count every order and signup")
     before = await snapshot()
     await redis.flushdb()
     output = ready.cli("rebuild-cache")
