@@ -18,6 +18,8 @@ REDIS_WRITES = Counter("tierstream_redis_writes_total", "User membership records
 REDIS_ERRORS = Counter("tierstream_redis_errors_total", "Failed Redis flushes (retried)")
 CUTS_SETTLED = Counter("tierstream_quantile_cuts_settled_total",
                        "Cadence boundaries whose population cut points this worker settled (quantile scores)")
+PARTITIONS_FOLLOWED = Counter("tierstream_idle_partitions_followed_total",
+                              "Times an idle partition was moved on to the others' latest boundary (replay clock)")
 FEED_DROPPED = Counter("tierstream_feed_dropped_total",
                        "Published changes and alerts left out of the dashboard's live feed (Redis down too long)")
 REDIS_HEALED = Counter("tierstream_redis_healed_total", "Users rewritten in Redis because it disagreed with their state")

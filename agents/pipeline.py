@@ -104,6 +104,11 @@ class Pipeline:
         self.index = DueIndex()
         # Latest event time seen per partition: the watermark's source.
         self.max_event_ms: dict[int, int] = {}
+        # Replay clock, quantile scores: the event time an idle partition was
+        # moved on to, following the others (`follow`); and when each owned
+        # partition last had input (time.monotonic()), which says it is idle.
+        self.followed: dict[int, int] = {}
+        self.last_input: dict[int, float] = {}
         # user -> latest assessment not yet in Redis; the doc is built at flush
         self.pending: dict[str, Assessment] = {}
         # Decisions, dead letters and re-keyed events; then the changelog
@@ -144,6 +149,10 @@ class Pipeline:
         `committed`: the group's committed input offset per partition, when
         known."""
         self.index.reset(partitions)
+        now = time.monotonic()
+        for p in partitions:
+            self.followed.pop(p, None)
+            self.last_input[p] = now  # idle only after a while with nothing new
         owned = 0
         for user_id, state in self.store.items():
             if state.src_partition in partitions:
@@ -197,6 +206,9 @@ class Pipeline:
         # Stop sweeping at once: another worker may own these now.
         self.index.reset(set(self.index.partitions()) - partitions)
         self.to_heal -= partitions
+        for p in partitions:
+            self.followed.pop(p, None)
+            self.last_input.pop(p, None)
 
     # -- per message -----------------------------------------------------
 
@@ -276,7 +288,7 @@ class Pipeline:
     def raw_watermark(self, partition: int, wall_ms: int) -> int:
         """Latest event time seen on the partition (and, live, the wall
         clock), minus the allowed lateness."""
-        latest = self.max_event_ms.get(partition, 0)
+        latest = max(self.max_event_ms.get(partition, 0), self.followed.get(partition, 0))
         if self.settings.clock == "live":
             latest = max(latest, wall_ms)
         return latest - self.settings.allowed_lateness_ms
@@ -314,8 +326,8 @@ class Pipeline:
     def _enter_periods(self, partition: int, raw: int) -> None:
         cadence = self.rules.cadence_ms
         if partition not in self.reported:
-            if partition not in self.max_event_ms and self.settings.clock != "live":
-                return  # replay clock and no event yet: no watermark to report
+            if partition not in self.max_event_ms and partition not in self.followed and self.settings.clock != "live":
+                return  # replay clock, no event yet and not idle long enough to follow: no watermark to report
             self._first_report(partition, self.wall_clock_ms())
         while True:
             entered = self.entered.get(partition)
@@ -334,6 +346,25 @@ class Pipeline:
                 return
             self._enter(partition, boundary)
             self.entered[partition] = boundary
+
+    def follow(self, partition: int, boundary: int) -> bool:
+        """Replay clock: an idle partition (caught up with its input, and
+        nothing new for `idle_partition_seconds`) is moved on to `boundary`,
+        the furthest another partition reported on, as an event at that time
+        (plus the allowed lateness) would move it: it reports, enters the
+        periods and ages its users. Without this, a partition that has no
+        more events (or never had any) would hold every other back for ever.
+        Its own events, should any come later, count from where it got to.
+        Returns whether it moved."""
+        if self.book is None or not self.index.owns(partition):
+            return False
+        target = boundary + self.settings.allowed_lateness_ms
+        if target <= max(self.max_event_ms.get(partition, 0), self.followed.get(partition, 0)):
+            return False
+        self.followed[partition] = target
+        metrics.PARTITIONS_FOLLOWED.inc()
+        self.catch_up(partition, self.wall_clock_ms())
+        return True
 
     def _report(self, partition: int, doc: dict) -> None:
         self.outputs.append(Record(topics.POPULATION, str(partition).encode(), orjson.dumps(doc), source=partition))
@@ -785,7 +816,19 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     if pipeline.book is not None:
         from agents.population import PopulationReader
 
-        reader = PopulationReader(settings, pipeline, redis, lambda: send_out(outside_a_batch=True))
+        def idle_partitions() -> set[int]:
+            """Owned partitions with nothing left to read and nothing new
+            for a while: only events move time in a replay, so without
+            following the others these would hold them at their last
+            boundary."""
+            now = time.monotonic()
+            return {tp.partition for tp in app.consumer.assignment()
+                    if tp.topic == events_topic and pipeline.index.owns(tp.partition)
+                    and now - pipeline.last_input.get(tp.partition, now) >= settings.idle_partition_seconds
+                    and app.consumer.caught_up(tp)}
+
+        reader = PopulationReader(settings, pipeline, redis, lambda: send_out(outside_a_batch=True),
+                                  idle_partitions if settings.clock == "replay" else None)
 
         @app.task
         async def read_population() -> None:
@@ -845,6 +888,7 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
         # Chunks of batch_max, yielding between them, so that one large
         # fetch does not hold the Redis flusher and the timers back.
         step = settings.batch_max
+        pipeline.last_input[tp.partition] = time.monotonic()
         for start in range(0, len(records), step):
             for record in records[start : start + step]:
                 pipeline.on_message(record)

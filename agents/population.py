@@ -33,14 +33,19 @@ WAIT_WARNING_SECONDS = 30.0
 
 class PopulationReader:
     def __init__(self, settings: Settings, pipeline: Any, redis: Redis | None,
-                 send_out: Callable[[], Awaitable[None]]) -> None:
+                 send_out: Callable[[], Awaitable[None]] | None,
+                 idle_partitions: Callable[[], set[int]] | None = None) -> None:
         rules = pipeline.rules
         self.settings = settings
         self.pipeline = pipeline
         self.redis = redis
         self.send_out = send_out
+        # Replay clock: which owned partitions are idle now (caught up, and
+        # nothing new for a while); they follow the others' reports.
+        self.idle_partitions = idle_partitions
         self.reports = population_reports(settings.partitions, rules)
         self._waiting_since: float | None = None
+        self._followed: set[int] = set()  # partitions said to follow (logged once each)
 
     async def run(self, should_stop: Callable[[], bool]) -> None:
         # No group: a consumer subscribed without one is given every
@@ -70,15 +75,36 @@ class PopulationReader:
         for records in batch.values():
             for record in records:
                 settled += self.reports.add(orjson.loads(record.value))
+        # Checked every round (at most 200 ms apart), so that an idle
+        # partition keeps in step with the others' reports as they come.
+        followed = self.idle_partitions is not None and self.follow_idle(self.idle_partitions())
         if settled:
             self.pipeline.settle(settled)
             metrics.CUTS_SETTLED.inc(len(settled))
             self.pipeline.resume()
+        if settled or followed:
+            assert self.send_out is not None
             await self.send_out()
-            if self.redis is not None:
-                await self.redis.set(self.settings.redis_prefix + "scores:thresholds",
-                                     orjson.dumps(thresholds_doc(self.pipeline.rules, self.pipeline.book)))
+        if settled and self.redis is not None:
+            await self.redis.set(self.settings.redis_prefix + "scores:thresholds",
+                                 orjson.dumps(thresholds_doc(self.pipeline.rules, self.pipeline.book)))
         self._warn_if_stuck()
+
+    def follow_idle(self, idle: set[int]) -> bool:
+        """Move the idle partitions on to the others' latest boundary
+        (replay clock, `Pipeline.follow`); whether any moved."""
+        moved = False
+        for partition in sorted(idle):
+            target = self.reports.follow_target(partition)
+            if target is not None and self.pipeline.follow(partition, target):
+                if partition not in self._followed:
+                    log.info("partition %d is idle (caught up, nothing new for %.0fs): it follows the other "
+                             "partitions' event time", partition, self.settings.idle_partition_seconds)
+                    self._followed.add(partition)
+                moved = True
+        if moved:
+            self.pipeline.resume()
+        return moved
 
     def _warn_if_stuck(self) -> None:
         """A partition that never reports (no event at all, replay clock)

@@ -31,15 +31,16 @@ from cli.embedded import free_port, redis_binary, spawn, stop, wait_for_port
 from state.campaigns import load_campaigns
 from state.membership import MembershipWriter
 from state.metrics_store import MetricsStore
-from state.rules import load_rules
+from state.rules import fixed_threshold_rules
 from stream.settings import Settings
 from tests.browser import chromium, wait_for
+
 
 PREFIX = "tierstream:"
 
 
 async def fill_metrics(redis: Redis, events: int, users: int) -> None:
-    rules = load_rules()
+    rules = fixed_threshold_rules()
     rules = rules.with_campaigns(load_campaigns(None, rules.tier_names))
     pipeline = Pipeline(SimpleNamespace(users=_Table()), Settings(clock="replay", max_future_seconds=10**9), rules, None)
     pipeline.index.reset(set(range(PARTITIONS)))
@@ -56,7 +57,7 @@ async def fill_metrics(redis: Redis, events: int, users: int) -> None:
 
 async def fill_users(redis: Redis, start: int, end: int) -> None:
     writer = MembershipWriter(redis, PREFIX)
-    await writer.declare_segments(load_rules().tier_names, ["new", "active", "at_risk", "churned", "reactivated"])
+    await writer.declare_segments(fixed_threshold_rules().tier_names, ["new", "active", "at_risk", "churned", "reactivated"])
     batch = updates(end)[start:]
     for i in range(0, len(batch), 20_000):
         await writer.write(batch[i:i + 20_000], force=True)

@@ -31,10 +31,11 @@ from bench import workload
 from bench.offline_pipeline import PARTITIONS, _Table, messages
 from cli.embedded import EmbeddedServers
 from state.metrics_store import MetricsStore
-from state.rules import load_rules
+from state.rules import fixed_threshold_rules
 from stream import topics
 from stream.codecs import encode_state
 from stream.settings import Settings
+
 
 PREFIX = "memtest:"
 
@@ -42,7 +43,7 @@ PREFIX = "memtest:"
 def feed(users: int, events: int, metrics: bool) -> tuple[Pipeline, float]:
     records = messages(events, users)
     settings = Settings(clock="replay", max_future_seconds=10**9, operator_metrics=metrics)
-    pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, load_rules(), None)
+    pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, fixed_threshold_rules(), None)
     pipeline.index.reset(set(range(PARTITIONS)))
     started = time.perf_counter()
     for start in range(0, len(records), settings.batch_max):
@@ -79,7 +80,7 @@ async def measure(users: int, per_user: int, servers: EmbeddedServers) -> dict:
     store = MetricsStore(redis, PREFIX)
     await store.mark_from_start(range(PARTITIONS))
     settings = Settings(clock="replay", max_future_seconds=10**9)
-    pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, load_rules(), None)
+    pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, fixed_threshold_rules(), None)
     pipeline.index.reset(set(range(PARTITIONS)))
     for i, (k, v) in enumerate(workload.events(events, users, span_days=365)):
         pipeline.on_message(SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(k) % PARTITIONS, offset=i,

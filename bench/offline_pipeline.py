@@ -22,9 +22,10 @@ from prometheus_client import REGISTRY
 
 from agents.pipeline import Pipeline
 from bench import workload
-from state.rules import load_rules
+from state.rules import fixed_threshold_rules
 from stream import topics
 from stream.settings import Settings
+
 
 PARTITIONS = 8
 
@@ -49,7 +50,7 @@ def messages(events: int, users: int, span_days: int = 365) -> list[SimpleNamesp
 def run(events: int, users: int, profile: bool) -> None:
     records = messages(events, users)
     settings = Settings(clock="replay", max_future_seconds=10**9)
-    pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, load_rules(), None)
+    pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, fixed_threshold_rules(), None)
     pipeline.index.reset(set(range(PARTITIONS)))
 
     def process() -> None:

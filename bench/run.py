@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 
 from bench import workload
 from cli.embedded import EmbeddedServers, free_port, spawn, stop, wait_for_port
+from state.rules import fixed_threshold_rules_text
 from stream import topics
 from stream.settings import Settings
 
@@ -221,7 +222,11 @@ class Bench:
 
     # -- c, f, g --------------------------------------------------------------
     def worker_env(self) -> dict[str, str]:
-        return {**os.environ, "TIERSTREAM_BROKER": self.servers.broker,
+        # The engine's cost with fixed thresholds (bench.quantile_cost prices
+        # quantile scores and the churn model, the shipped defaults).
+        rules = self.servers.workdir / "fixed-rules.toml"
+        rules.write_text(fixed_threshold_rules_text())
+        return {**os.environ, "TIERSTREAM_BROKER": self.servers.broker, "TIERSTREAM_RULES": str(rules),
                 "TIERSTREAM_REDIS_URL": self.servers.redis_url, "TIERSTREAM_PARTITIONS": str(PARTITIONS),
                 "TIERSTREAM_CLOCK": "replay", "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
                 "TIERSTREAM_METRICS_PORT": str(self.worker_metrics), "TIERSTREAM_MAX_FUTURE_SECONDS": str(10**9)}

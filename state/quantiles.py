@@ -387,6 +387,13 @@ class PopulationReports:
             self.through[p] = reported
         return self._settle()
 
+    def follow_target(self, partition: int) -> int | None:
+        """The boundary an idle partition is moved on to (replay clock): the
+        furthest any other partition has reported on. Idle partitions follow
+        the busy ones and never lead: with none busy, nothing moves."""
+        others = [b for p, b in self.through.items() if p != partition]
+        return max(others) if others else None
+
     def _settle(self) -> list[tuple[int, Cuts | None]]:
         if len(self.through) < self.partitions:
             return []

@@ -248,6 +248,24 @@ def default_rules_text() -> str:
     return resources.files("state").joinpath("default_rules.toml").read_text()
 
 
+def fixed_threshold_rules_text() -> str:
+    """The shipped defaults scoring R, F and M by the fixed thresholds alone,
+    without the churn model. The engine's benchmarks and its mechanics tests
+    (event time, crashes, metrics) run these, so that their figures are
+    stated in thresholds that do not move with the population's."""
+    text = default_rules_text()
+    for line, fixed in (('quantiles = ["r", "f", "m"]', "quantiles = []"), ("churn_model = true", "churn_model = false")):
+        assert text.count("\n" + line + "\n") == 1, line
+        text = text.replace("\n" + line + "\n", "\n" + fixed + "\n")
+    return text
+
+
+def fixed_threshold_rules() -> Rules:
+    rules = parse_rules(fixed_threshold_rules_text(), "the default rules with fixed thresholds")
+    assert not rules.scores.from_population
+    return rules
+
+
 def load_rules(path: str | Path | None = None) -> Rules:
     """Load and validate a rules file; `None` loads the shipped defaults."""
     if path is None:

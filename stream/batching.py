@@ -168,6 +168,14 @@ class BatchingConsumer(Consumer):
             await self._commit_offsets(offsets)
         return set(offsets)
 
+    def caught_up(self, tp: TP) -> bool:
+        """Every record the broker held for `tp` at the latest fetch has been
+        handled (an idle partition, for the replay clock's followers)."""
+        highwater = self.highwater(tp)  # None until a fetch answered for tp
+        if highwater is None:
+            return False
+        return (self.commit_point(tp) or 0) >= highwater
+
     def commit_point(self, tp: TP) -> int | None:
         """The offset a commit of `tp` would record now: after the last
         finished batch, else the last committed one."""

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         0, ge=0, description="How far behind the latest event time an event may arrive and still count as on time"
     )
     tick_seconds: float = Field(1.0, gt=0, description="How often silent users are checked (live clock)")
+    idle_partition_seconds: float = Field(
+        5.0, gt=0, description="Replay clock, quantile scores: a partition caught up with its input and given "
+        "nothing new for this long follows the other partitions' event time (docs/scores.md)")
 
     max_event_bytes: int = Field(16_384, description="Larger input messages go to the DLQ")
     max_future_seconds: int = Field(86_400, description="Events further ahead of the clock go to the DLQ")

@@ -12,6 +12,7 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.pipeline import Pipeline
+from agents.population import PopulationReader
 from bench.workload import history
 from state.model import DAY_MS
 from state.quantiles import population_reports
@@ -20,13 +21,15 @@ from stream import topics
 from stream.settings import Settings
 from tests.unit.test_pipeline import FakeTable
 
-# Quantile R, F and M, and the churn model (fitted weekly).
-QUANTILE_RULES = default_rules_text().replace(
-    "[scores]\n", '[scores]\nquantiles = ["r", "f", "m"]\nchurn_model = true\n', 1)
+# The shipped default rules: quantile R, F and M, and the churn model
+# (fitted weekly).
+QUANTILE_RULES = default_rules_text()
 
 
 def quantile_rules():
-    return parse_rules(QUANTILE_RULES, "quantile rules")
+    rules = parse_rules(QUANTILE_RULES, "the default rules")
+    assert rules.scores.quantiles == ["r", "f", "m"] and rules.scores.churn_model
+    return rules
 
 
 def small_ticket_shop(users: int = 3000, events: int = 30_000, days: int = 150, seed: int = 7,
@@ -57,7 +60,7 @@ def tier_changes(outputs) -> dict[str, dict]:
     return {d["change_id"]: d for r in outputs if r.topic == topics.TIER_CHANGES for d in [orjson.loads(r.value)]}
 
 
-def run_shop(bodies, chunk=None, partitions=4, seed=0):
+def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True):
     """The pipeline over `bodies`, owning every partition, its own reports
     looped back. `chunk`: messages are taken partition by partition, `chunk`
     at a time in random order, so partitions drift apart in event time (as
@@ -67,6 +70,10 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0):
     p = Pipeline(SimpleNamespace(users=FakeTable()), settings, rules, None)
     p.loopback = population_reports(partitions, rules)
     p.on_active_partitions(set(range(partitions)))
+    # The replay clock's idle rule, through the worker's own code; here a
+    # partition is idle once its events are all taken.
+    reader = PopulationReader(settings, p, None, send_out=None)
+    reader.reports = p.loopback
     per_partition = [[] for _ in range(partitions)]
     for body in bodies:
         per_partition[kafka_partition(body["user_id"], partitions)].append(body)
@@ -85,10 +92,16 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0):
                                          key=body["user_id"].encode(), value=orjson.dumps(body)))
         del queues[part][:take]
         p.waited = p.waited or bool(p.waiting)
+        idle = {i for i, q in enumerate(queues) if not q}
+        if idle and idle_rule:
+            reader.follow_idle(idle)
         p.resume()
         outputs += p.outputs
         p.outputs.clear()
         p.changelog.clear()
+    while idle_rule and reader.follow_idle(set(range(partitions))):  # the history's end: every partition is idle
+        pass
     p.resume()
     outputs += p.outputs
     return p, outputs
+

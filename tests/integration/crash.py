@@ -31,6 +31,7 @@ from bench import workload
 from cli.embedded import EmbeddedServers, spawn, stop
 from stream import topics
 from stream.admin import ensure_topics
+from tests.fixed_rules import write_fixed_rules
 from tests.integration.harness import BROKER, PARTITIONS, new_servers, read_topic
 
 DAY_MS = 86_400_000
@@ -207,6 +208,7 @@ class Workers:
                "TIERSTREAM_ALLOWED_LATENESS_MS": str(DAY_MS), "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
                "TIERSTREAM_APP_ID": self.app_id, "TIERSTREAM_LOG_LEVEL": "INFO", "TIERSTREAM_REDIS_CHECK_SECONDS": "1",
                "TIERSTREAM_CAMPAIGNS": "example",
+               "TIERSTREAM_RULES": str(write_fixed_rules(self.servers.workdir)),  # tests/fixed_rules.py
                **self.extra_env}
         env.pop("TIERSTREAM_CRASH_AT", None)
         if crash_at:

@@ -17,7 +17,7 @@ import pytest
 from cli.embedded import spawn, stop
 from cli.snapshot import snapshot_rows
 from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, wait_until
-from tests.quantile_shop import QUANTILE_RULES, run_shop, small_ticket_shop, tier_changes
+from tests.quantile_shop import QUANTILE_RULES, kafka_partition, run_shop, small_ticket_shop, tier_changes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 START_1995 = int(datetime(1995, 1, 1, tzinfo=UTC).timestamp() * 1000)
@@ -97,6 +97,46 @@ async def test_two_workers_decide_what_a_replay_decides(tmp_path):
     finally:
         for w in workers:
             stop(w, timeout=30)
+        stop(cluster.api)
+        servers.stop()
+
+
+async def test_partitions_without_events_follow_the_others_on_the_real_broker(tmp_path):
+    # The shipped default rules, the replay clock, and every customer on
+    # one partition of four: the three idle ones must follow its event
+    # time, else no cut point would ever settle and nothing past the first
+    # day would be decided.
+    bodies = [b for b in small_ticket_shop(users=600, events=6000, days=60, seed=5)
+              if kafka_partition(b["user_id"], 4) == 0]
+    reference, reference_outputs = run_shop(bodies, partitions=4)
+    expected = tier_changes(reference_outputs)
+    assert expected and not reference.waiting and reference.book.latest() is not None
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(QUANTILE_RULES)
+    servers = new_servers()
+    cluster = Cluster(servers, extra_env={"TIERSTREAM_RULES": str(rules), "TIERSTREAM_APP_ID": "idle",
+                                          "TIERSTREAM_IDLE_PARTITION_SECONDS": "2"})
+    try:
+        cluster.start_api()
+        cluster.start_worker()
+        await produce(servers.broker, bodies)
+
+        async def all_decided():
+            found = tier_changes_on_topic(await read_topic(servers.broker, "tierstream.tier-changes"))
+            return found if set(found) >= set(expected) else None
+
+        found = await wait_until(all_decided, timeout=240, what="every tier change the replay made")
+        assert found == expected
+        assert "follows the other partitions' event time" in (servers.workdir / "worker-1.log").read_text()
+
+        async def thresholds():
+            status, doc = await asyncio.to_thread(api_get, cluster.api_port, "/v1/scores/thresholds")
+            return doc if status == 200 and doc["latest"] == reference.book.latest().summary() else None
+
+        await wait_until(thresholds, timeout=60, what="the API to serve the latest cut points")
+    finally:
+        cluster.stop_worker()
         stop(cluster.api)
         servers.stop()
 

@@ -16,12 +16,13 @@ from bench import workload
 
 from cli.snapshot import snapshot_rows
 from state.model import DAY_MS
-from state.rules import STAGES, load_rules
+from state.rules import STAGES
 from stream.codecs import iso
 from cli.embedded import stop
 from tests import metrics_batch
 from tests.integration.harness import Cluster, new_servers, read_topic, settled_metrics
 from tests.unit.test_event_time import feed
+from tests.fixed_rules import fixed_rules
 
 # The module fixture runs three fresh clusters through a two-year history
 # (worker, API and the metrics settling): more than the default 300 s on
@@ -98,7 +99,7 @@ def run(tmp: Path, name: str, send, as_of: int, metrics: bool = True) -> tuple[d
 def pure_snapshot(bodies: list[dict], as_of: int) -> list[dict]:
     """The same history through the pure core and the agent adapter, no Kafka."""
     p, _ = feed(sorted(bodies, key=lambda b: b["ts"]), lateness=LATENESS)
-    rows = snapshot_rows(dict(p.store), as_of, load_rules())
+    rows = snapshot_rows(dict(p.store), as_of, fixed_rules())
     return [{k: str(v) for k, v in r.items()} for r in rows]
 
 
@@ -141,7 +142,7 @@ def test_metrics_are_identical_on_replay_and_live(runs):
 
 def test_metrics_match_a_batch_recomputation_on_the_real_broker(runs):
     decisions, _, metrics = runs["first"]
-    rules = load_rules()
+    rules = fixed_rules()
     changes = [r for per_user in decisions.values() for topic, r in per_user if topic == "tierstream.tier-changes"]
     batch = metrics_batch.compute(HISTORY, changes, rules.tier_names, list(STAGES))
     # Events within the lateness of the last one are still held: compare the

@@ -11,13 +11,13 @@ import pytest
 from faust.types import TP
 
 from state.model import apply
-from state.rules import load_rules
 from stream.contract import parse_event
 from stream.recovery import true_end_offsets
 from tests.integration.harness import BROKER, PARTITIONS, produce, read_topic, wait_until
+from tests.fixed_rules import fixed_rules
 
 pytestmark = pytest.mark.integration
-RULES = load_rules()
+RULES = fixed_rules()
 FIGURES = ("first_seen_ms", "last_seen_ms", "last_active_ms", "last_order_ms", "last_campaign_ms",
            "lifetime_orders", "lifetime_revenue_cents", "lifetime_refunds_cents")
 

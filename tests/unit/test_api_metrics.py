@@ -11,13 +11,14 @@ from state.calendar import Calendar, parse_label
 from state.metrics_report import fold, kpi_row
 from state.metrics_store import MetricsStore
 from state.campaigns import load_campaigns
-from state.rules import STAGES, load_rules
+from state.rules import STAGES
 from tests.unit.test_api import serving
 from tests.unit.test_event_time import feed
 from tests.unit.test_kpis import EXAMPLE
+from tests.fixed_rules import fixed_rules
 
 PREFIX = "mtest:"
-RULES = load_rules()
+RULES = fixed_rules()
 CAMPAIGNS = load_campaigns(None, RULES.tier_names)
 
 

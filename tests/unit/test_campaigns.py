@@ -10,12 +10,13 @@ import pytest
 from state.campaigns import arm_of, load_campaigns, parse_campaigns
 from state.metrics_report import fold
 from state.model import DAY_MS
-from state.rules import RulesError, load_rules
+from state.rules import RulesError
 from stream import topics
 from tests.factories import raw
 from tests.unit.test_pipeline import make, msg
+from tests.fixed_rules import fixed_rules
 
-RULES = load_rules()
+RULES = fixed_rules()
 CAMPAIGNS = load_campaigns(None, RULES.tier_names)
 
 

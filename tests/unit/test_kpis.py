@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from state.calendar import Calendar, label, parse_label, week_of_day
 from state.kpis import Ledger
 from state.metrics_report import cohort_table, fold, kpi_row, on_time
-from state.rules import STAGES, load_rules
+from state.rules import STAGES
 from tests.unit.test_event_time import feed
+from tests.fixed_rules import fixed_rules
 
-RULES = load_rules()
+RULES = fixed_rules()
 
 
 def ms(text: str) -> int:

@@ -9,14 +9,15 @@ import orjson
 from bench import workload
 from state.calendar import parse_label
 from state.metrics_report import fold, kpi_row
-from state.rules import STAGES, load_rules
+from state.rules import STAGES
 from state.calendar import Calendar
 from stream import topics
 from tests import metrics_batch
 from tests.unit.test_event_time import feed
+from tests.fixed_rules import fixed_rules
 
 DAY = 86_400_000
-RULES = load_rules()
+RULES = fixed_rules()
 
 
 def with_late_activity(bodies: list[dict], rnd: random.Random, share: float, delay_ms: int) -> list[dict]:

@@ -10,10 +10,10 @@ import orjson
 
 from agents.pipeline import Pipeline
 from state.model import DAY_MS
-from state.rules import load_rules
 from stream import topics
 from stream.settings import Settings
 from tests.factories import T0, raw
+from tests.fixed_rules import fixed_rules
 
 
 CHANGELOG = "tierstream-users-changelog"
@@ -62,7 +62,7 @@ class Outbox:
 def make(clock="replay", wall=T0 + 1000 * DAY_MS):
     streams = SimpleNamespace(users=FakeTable())
     settings = Settings(clock=clock, max_future_seconds=10**9)
-    p = Pipeline(streams, settings, load_rules(), membership=None, wall_clock_ms=lambda: wall)
+    p = Pipeline(streams, settings, fixed_rules(), membership=None, wall_clock_ms=lambda: wall)
     p.on_active_partitions({0, 1})
     return p, Outbox(p)
 

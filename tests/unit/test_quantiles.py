@@ -18,7 +18,7 @@ from state.quantiles import (
     PopulationIndex, PopulationReports, empty_doc, recency_limits, snapshot_doc, split_cuts, tiebreak,
 )
 from stream import topics
-from tests.quantile_shop import run_shop, small_ticket_shop, tier_changes
+from tests.quantile_shop import kafka_partition, run_shop, small_ticket_shop, tier_changes
 
 POINTS = (0.2, 0.4, 0.6, 0.8)
 
@@ -133,3 +133,21 @@ def test_the_worked_example_in_docs_scores_md():
     assert (f_score(1, 0.5), f_score(2, 0.9), f_score(2, 0.3), f_score(3, 0.0)) == (2, 5, 4, 5)
     days = Counter([0, 0, 1, 2, 3, 5, 8, 13, 21, 34])
     assert recency_limits(days, POINTS) == (0, 2, 5, 13)
+
+
+def test_idle_partitions_follow_the_others_so_the_cuts_settle_under_the_replay_clock():
+    # Every customer on partition 0 of 4: partitions 1-3 never see an event,
+    # and with only events moving time they would never report.
+    bodies = [b for b in small_ticket_shop(users=600, events=6000, days=60, seed=3)
+              if kafka_partition(b["user_id"], 4) == 0]
+    stuck, _ = run_shop(bodies, partitions=4, idle_rule=False)
+    assert stuck.waiting and stuck.book.latest() is None  # the failure the idle rule is for
+
+    p, outputs = run_shop(bodies, partitions=4)
+    assert not p.waiting and p.book.latest() is not None
+    assert set(p.loopback.through) == {0, 1, 2, 3}
+    # The idle partitions reported no one, so the cuts and the decisions
+    # are those of the same customers alone on one partition.
+    alone, alone_outputs = run_shop(bodies, partitions=1)
+    assert p.book.latest().summary() == alone.book.latest().summary()
+    assert tier_changes(outputs) == tier_changes(alone_outputs) and len(tier_changes(outputs)) > 100

@@ -7,10 +7,10 @@ import pytest
 from bench import workload
 from cli.snapshot import SnapshotError, snapshot_rows
 from state.model import DAY_MS
-from state.rules import load_rules
 from tests.unit.test_event_time import feed
+from tests.fixed_rules import fixed_rules
 
-RULES = load_rules()
+RULES = fixed_rules()
 
 
 def test_snapshot_ages_users_to_the_as_of_time_exactly_like_the_worker():

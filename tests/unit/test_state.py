@@ -7,11 +7,12 @@ from hypothesis import given, settings, strategies as st
 from state.engine import ChurnAlert, TierChange, catch_up, on_event
 from state.evaluate import evaluate, next_due
 from state.model import DAY_MS, UserEvent, EventType, apply
-from state.rules import STAGES, load_rules
+from state.rules import STAGES
 from stream.codecs import decode_state, encode_state
 from tests.factories import T0, ev
+from tests.fixed_rules import fixed_rules
 
-RULES = load_rules()
+RULES = fixed_rules()
 FIGURES = ("first_seen_ms", "last_seen_ms", "last_active_ms", "last_order_ms", "last_campaign_ms",
            "lifetime_orders", "lifetime_revenue_cents", "lifetime_refunds_cents", "buckets")
 
