@@ -46,6 +46,15 @@ from stream.settings import Settings
 PARTITIONS = 8
 
 
+def fixed_rules_file(workdir: Path) -> Path:
+    """The engine's cost is measured with fixed thresholds, as its recorded
+    figures were; bench.quantile_cost prices the shipped defaults' quantile
+    scores and churn model."""
+    path = workdir / "fixed-rules.toml"
+    path.write_text(fixed_threshold_rules_text())
+    return path
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -222,11 +231,8 @@ class Bench:
 
     # -- c, f, g --------------------------------------------------------------
     def worker_env(self) -> dict[str, str]:
-        # The engine's cost with fixed thresholds (bench.quantile_cost prices
-        # quantile scores and the churn model, the shipped defaults).
-        rules = self.servers.workdir / "fixed-rules.toml"
-        rules.write_text(fixed_threshold_rules_text())
-        return {**os.environ, "TIERSTREAM_BROKER": self.servers.broker, "TIERSTREAM_RULES": str(rules),
+        return {**os.environ, "TIERSTREAM_BROKER": self.servers.broker,
+                "TIERSTREAM_RULES": str(fixed_rules_file(self.servers.workdir)),
                 "TIERSTREAM_REDIS_URL": self.servers.redis_url, "TIERSTREAM_PARTITIONS": str(PARTITIONS),
                 "TIERSTREAM_CLOCK": "replay", "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
                 "TIERSTREAM_METRICS_PORT": str(self.worker_metrics), "TIERSTREAM_MAX_FUTURE_SECONDS": str(10**9)}
@@ -455,7 +461,8 @@ async def replay_section(results: dict[str, Any], events: int, users: int, broke
         port = free_port()
         env = {**os.environ, "TIERSTREAM_BROKER": servers.broker, "TIERSTREAM_REDIS_URL": servers.redis_url,
                "TIERSTREAM_PARTITIONS": str(PARTITIONS), "TIERSTREAM_CLOCK": "replay",
-               "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6", "TIERSTREAM_METRICS_PORT": str(port)}
+               "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6", "TIERSTREAM_METRICS_PORT": str(port),
+               "TIERSTREAM_RULES": str(fixed_rules_file(servers.workdir))}
         worker = spawn([sys.executable, "-m", "cli.main", "worker"], env=env, log=servers.workdir / "worker-r.log")
         # Joined and ready before the clock starts: a probe event goes through.
         probe = [(b"probe", orjson.dumps({"event_id": "p", "user_id": "probe", "type": "signup",
