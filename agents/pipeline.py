@@ -40,7 +40,7 @@ from agents import metrics
 from agents.faults import CrashPoints
 from agents.gc_tuning import HeapFreezer
 from agents.outbox import BatchSender, Record
-from state.churn_model import buyer_summary
+from state.churn_model import Fitted, SummaryKey, buyer_summary, refit_wake
 from state.engine import CampaignAction, CampaignOutcome, ChurnAlert, Decision, advance, on_event, reassess, wake_at
 from state.evaluate import Assessment, evaluate, window_figures
 from state.quantiles import (
@@ -432,6 +432,10 @@ class Pipeline:
         if after is not before:
             for user_id in _moved(index, before, after, boundary, self.rules):
                 self._reassess_at(partition, user_id, boundary)
+        limits = self.rules.p_alive_limits
+        if limits and after is not None and after.churn is not None and (
+                before is None or before.churn != after.churn):
+            self._wake_for_refit(partition, boundary, before.churn if before is not None else None, after.churn)
         if after is not None and after.r is not None:
             day = boundary // DAY_MS
             span = self.rules.cadence_ms // DAY_MS
@@ -443,6 +447,26 @@ class Pipeline:
                             state.due_ms is None or crossing < state.due_ms):
                         state.due_ms = crossing
                         self.index.schedule(partition, wake_at(state), user_id)
+
+    def _wake_for_refit(self, partition: int, boundary: int, before: Fitted | None, after: Fitted) -> None:
+        """A new churn-model fit moves every buyer's P(alive), and so the
+        moments it passes the limits tiers test: wake, no later than needed,
+        each buyer whose side of a limit may differ at the boundary or who
+        may cross one before their own due time (state.churn_model.refit_wake).
+        One pass over the partition's buyers per fit (weekly in event time by
+        default), computed once per distinct summary, not per user."""
+        by_summary: dict[SummaryKey, list[str]] = {}
+        for user_id, key in self.population_of(partition).summary_of.items():
+            by_summary.setdefault(key, []).append(user_id)
+        for key, users in by_summary.items():
+            wake = refit_wake(before, after, key, self.rules.p_alive_limits, boundary)
+            if wake is None:
+                continue
+            for user_id in users:
+                state = self.store[user_id]
+                if state.due_ms is None or wake < state.due_ms:
+                    state.due_ms = wake
+                    self.index.schedule(partition, wake_at(state), user_id)
 
     def _reassess_at(self, partition: int, user_id: str, boundary: int) -> None:
         state = self.store.get(user_id)

@@ -207,7 +207,7 @@ def customer_figures(fitted: Fitted, orders: int, first_order_ms: int, last_orde
     x = orders - 1
     t_x = max(0, last_order_ms - first_order_ms) / DAY_MS if x > 0 else 0.0
     T = max(0, now_ms - first_order_ms) / DAY_MS
-    odds = (p.a / (p.b + x)) * ((p.alpha + T) / (p.alpha + t_x)) ** (p.r + x)
+    odds = _odds_dead(p, x, t_x, T)
     alive = 1.0 / (1.0 + odds)
     h = fitted.horizon_days
     expected: float | None = None
@@ -217,6 +217,76 @@ def customer_figures(fitted: Fitted, orders: int, first_order_ms: int, last_orde
             / (1 + odds)
         expected = round(value, 4) if math.isfinite(value) else None
     return round(alive, 4), expected
+
+
+def _odds_dead(p: Params, x: int, t_x: float, T: float) -> float:
+    """(1 - P(alive)) / P(alive) for a summary, days as the unit."""
+    return (p.a / (p.b + x)) * ((p.alpha + T) / (p.alpha + t_x)) ** (p.r + x)
+
+
+def alive_probability(fitted: Fitted, orders: int, first_order_ms: int, last_order_ms: int, now_ms: int) -> float:
+    """P(alive) at `now_ms`, not rounded: what rule conditions compare
+    (their crossing times below are exact for it)."""
+    x = orders - 1
+    t_x = max(0, last_order_ms - first_order_ms) / DAY_MS if x > 0 else 0.0
+    return 1.0 / (1.0 + _odds_dead(fitted.params, x, t_x, max(0, now_ms - first_order_ms) / DAY_MS))
+
+
+def _crossing_days(p: Params, x: int, t_x: float, limit: float) -> float:
+    """Days after the first order at which P(alive) falls to `limit`: it
+    only falls while a customer is silent, and P(alive) <= limit exactly
+    when the odds of being gone reach 1/limit - 1, i.e.
+    T = (alpha + t_x) * ((1/limit - 1)(b + x)/a)^(1/(r + x)) - alpha."""
+    return (p.alpha + t_x) * ((1 / limit - 1) * (p.b + x) / p.a) ** (1 / (p.r + x)) - p.alpha
+
+
+def alive_crossing_ms(fitted: Fitted, orders: int, first_order_ms: int, last_order_ms: int, limit: float) -> int:
+    """A moment at which the buyer's P(alive) is just below `limit` under
+    `fitted`, if they stay silent (it may be in the past): a hair past the
+    exact one (a billionth of the time since the first order, at least a
+    millisecond), far more than the floating-point error, so that a wake-up
+    then always finds it crossed."""
+    x = orders - 1
+    t_x = max(0, last_order_ms - first_order_ms) / DAY_MS if x > 0 else 0.0
+    exact = _crossing_days(fitted.params, x, t_x, limit) * DAY_MS
+    return first_order_ms + math.ceil(exact + abs(exact) * 1e-9) + 1
+
+
+def crossing_bounds(fitted: Fitted, key: SummaryKey, limit: float) -> tuple[int, int]:
+    """Earliest and latest `alive_crossing_ms` of any buyer with summary
+    `key`: the first and last order are known to the day, and the crossing
+    is linear in both (so the extremes are at the day's ends). Summaries at
+    MAX_REPEATS stand for any higher count: bounds then span all time."""
+    x, first_day, last_day = key
+    if x >= MAX_REPEATS:
+        return -(2 ** 62), 2 ** 62
+    found = [alive_crossing_ms(fitted, x + 1, first, max(first, last), limit)
+             for first in (first_day * DAY_MS, (first_day + 1) * DAY_MS - 1)
+             for last in (last_day * DAY_MS, (last_day + 1) * DAY_MS - 1)]
+    return min(found) - 1, max(found) + 1
+
+
+def refit_wake(before: Fitted | None, after: Fitted, key: SummaryKey, limits: tuple[float, ...],
+               boundary: int) -> int | None:
+    """A new fit comes into force at `boundary`. When must a buyer with
+    summary `key` be evaluated for P(alive) conditions at `limits` to stay
+    current? At the boundary if, for some limit, they may be on different
+    sides of it under the two fits there (P(alive) jumps with the fit);
+    else at the earliest moment they may cross it later under the new fit;
+    None if neither (the buyer's own due time covers the rest)."""
+    if before is None:
+        return boundary  # no P(alive) before the first fit: every condition on it may flip now
+    wake: int | None = None
+    for limit in limits:
+        lo, hi = crossing_bounds(after, key, limit)
+        old_lo, old_hi = crossing_bounds(before, key, limit)
+        settled_below = hi <= boundary and old_hi <= boundary  # crossed under both
+        settled_above = lo > boundary and old_lo > boundary  # not yet under either
+        if not (settled_below or settled_above):
+            return boundary
+        if lo > boundary and (wake is None or lo < wake):
+            wake = lo
+    return wake
 
 
 def first_order_of(state: UserState) -> int | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from state.churn_model import customer_figures, first_order_of
+from state.churn_model import alive_crossing_ms, alive_probability, customer_figures, first_order_of
 from state.model import DAY_MS, UserState
 from state.quantiles import Cuts, tiebreak
 from state.rules import Rules
@@ -83,7 +83,7 @@ def _days(since_ms: int, now_ms: int) -> int:
 
 
 # The figures a tier condition can test, in the order `evaluate` lays them out.
-_FIGURES = ("r", "f", "m", "rfm_sum", "frequency", "lifetime_orders", "recency_days", "ltv", "e")
+_FIGURES = ("r", "f", "m", "rfm_sum", "frequency", "lifetime_orders", "recency_days", "ltv", "e", "p_alive")
 # (rule field, figure, True for a minimum)
 _CONDITIONS = (
     ("r_min", "r", True), ("r_max", "r", False),
@@ -95,6 +95,7 @@ _CONDITIONS = (
     ("lifetime_orders_min", "lifetime_orders", True), ("lifetime_orders_max", "lifetime_orders", False),
     ("days_since_order_min", "recency_days", True), ("days_since_order_max", "recency_days", False),
     ("ltv_min", "ltv", True), ("ltv_max", "ltv", False),
+    ("p_alive_min", "p_alive", True), ("p_alive_max", "p_alive", False),
 )
 
 
@@ -112,6 +113,7 @@ class _Plan:
     wake_for_activity: bool  # a rule tests E, so activity leaving the window matters
     quantiles: tuple[str, ...]  # dimensions scored by the population's cut points
     churn_model: bool
+    p_alive_limits: tuple[float, ...]  # P(alive) values tier conditions test (their crossings are wake-ups)
     # per tier: (name, groups); a group is ((figure index, limit, is_min), ...),
     # only the conditions it sets; the tier holds if any group does
     tiers: tuple[tuple[str, tuple[tuple[tuple[int, float, bool], ...], ...]], ...]
@@ -146,6 +148,7 @@ def _plan(rules: Rules) -> _Plan:
             wake_for_activity=rules.uses_engagement,
             quantiles=tuple(rules.scores.quantiles),
             churn_model=rules.scores.churn_model,
+            p_alive_limits=rules.p_alive_limits,
             tiers=tiers,
             new_days=s.new_days, at_risk_days=s.at_risk_days,
             churned_days=s.churned_days, reactivated_days=s.reactivated_days,
@@ -160,7 +163,8 @@ def _tier(plan: _Plan, values: tuple[float, ...]) -> str:
         for conditions in groups:
             for index, limit, is_min in conditions:
                 value = values[index]
-                if (value < limit) if is_min else (value > limit):
+                # Written so that NaN (no P(alive)) fails both kinds.
+                if not (value >= limit) if is_min else not (value <= limit):
                     break
             else:
                 return name
@@ -199,11 +203,14 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
     from_population = plan.quantiles or plan.churn_model
     cuts = rules.thresholds.at(now_ms) if from_population and rules.thresholds is not None else None
     p_alive = expected_orders = None
+    alive = math.nan  # what P(alive) conditions compare: not rounded, NaN fails them
     if cuts is not None and cuts.churn is not None and last_order is not None:
         first_order = first_order_of(state)
         assert first_order is not None
         p_alive, expected_orders = customer_figures(cuts.churn, state.lifetime_orders, first_order, last_order,
                                                     now_ms)
+        if plan.p_alive_limits:
+            alive = alive_probability(cuts.churn, state.lifetime_orders, first_order, last_order, now_ms)
     if cuts is not None and plan.quantiles:
         tb = tiebreak(user_id)
         if cuts.r is not None and last_order is not None:
@@ -221,7 +228,7 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
         actions = sum(n for index, n in state.activity.items() if index >= oldest)
         e = _score_at_least(actions, plan.engagement) if actions > 0 else 1
     # laid out as _FIGURES
-    tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0))
+    tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0, alive))
     stage = _stage(state, now_ms, days_inactive, plan)
     return Assessment(tier, stage, now_ms, recency_days, days_inactive, frequency, monetary_cents,
                       r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts, p_alive, expected_orders)
@@ -279,6 +286,18 @@ def next_due(state: UserState, now_ms: int, rules: Rules) -> int | None:
         t = (index + span) * plan.bucket_ms
         if t > now_ms and (best is None or t < best):
             best = t
+    # P(alive) falls while a buyer is silent: wake when it passes a limit a
+    # tier tests, under the fit in force now. A later fit moves that moment;
+    # the pipeline re-schedules buyers when one comes into force
+    # (state.churn_model.refit_wake).
+    if plan.p_alive_limits and state.last_order_ms is not None and rules.thresholds is not None:
+        cuts = rules.thresholds.at(now_ms)
+        first_order = first_order_of(state)
+        if cuts is not None and cuts.churn is not None and first_order is not None:
+            for limit in plan.p_alive_limits:
+                t = alive_crossing_ms(cuts.churn, state.lifetime_orders, first_order, state.last_order_ms, limit)
+                if t > now_ms and (best is None or t < best):
+                    best = t
     return best
 
 

@@ -119,6 +119,7 @@ class Scores(_Strict):
 Score = Annotated[int, Field(ge=1, le=5)]
 Days = Annotated[float, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
+Probability = Annotated[float, Field(gt=0, lt=1)]
 
 
 class Conditions(_Strict):
@@ -142,6 +143,10 @@ class Conditions(_Strict):
     days_since_order_max: Days | None = None
     ltv_min: float | None = None
     ltv_max: float | None = None
+    # The churn model's P(alive) (needs scores.churn_model): a customer
+    # without one (no order yet, or before the first fit) meets neither.
+    p_alive_min: Probability | None = None
+    p_alive_max: Probability | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -230,7 +235,16 @@ class Rules(_Strict):
             raise ValueError("the last tier must have no conditions, so that every user gets a tier")
         if self.scores.engagement_actions is None and self.uses_engagement:
             raise ValueError("a tier tests e_min or e_max, but scores.engagement_actions is not set")
+        if not self.scores.churn_model and self.p_alive_limits:
+            raise ValueError("a tier tests p_alive_min or p_alive_max, but scores.churn_model is not true")
         return self
+
+    @property
+    def p_alive_limits(self) -> tuple[float, ...]:
+        """Every P(alive) a tier condition compares with, sorted: the moments
+        a buyer's P(alive) falls through them are wake-ups (state.evaluate)."""
+        return tuple(sorted({v for t in self.tiers for g in t.groups
+                             for v in (g.p_alive_min, g.p_alive_max) if v is not None}))
 
     @property
     def uses_engagement(self) -> bool:

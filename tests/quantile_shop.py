@@ -60,12 +60,12 @@ def tier_changes(outputs) -> dict[str, dict]:
     return {d["change_id"]: d for r in outputs if r.topic == topics.TIER_CHANGES for d in [orjson.loads(r.value)]}
 
 
-def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True):
+def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=None):
     """The pipeline over `bodies`, owning every partition, its own reports
     looped back. `chunk`: messages are taken partition by partition, `chunk`
     at a time in random order, so partitions drift apart in event time (as
     with two workers at different speeds); None: in event-time order."""
-    rules = quantile_rules()
+    rules = rules if rules is not None else quantile_rules()
     settings = Settings(clock="replay", max_future_seconds=10**9, partitions=partitions)
     p = Pipeline(SimpleNamespace(users=FakeTable()), settings, rules, None)
     p.loopback = population_reports(partitions, rules)

@@ -5,8 +5,9 @@ assumed alive forever (BG/NBD's flaw)."""
 import numpy as np
 import pytest
 
-from state.churn_model import (Fitted, Params, SummaryKey, customer_figures, expected_purchases, fit, log_likelihood,
-                               p_alive, simulate, summary_bins, summary_key)
+from state.churn_model import (Fitted, Params, SummaryKey, alive_crossing_ms, alive_probability, customer_figures,
+                               expected_purchases, fit, log_likelihood, p_alive, refit_wake, simulate, summary_bins,
+                               summary_key)
 from state.model import DAY_MS
 from state.quantiles import PopulationIndex, population_reports, snapshot_doc
 from state.rules import load_rules
@@ -108,3 +109,52 @@ def test_each_customer_s_figures_follow_the_model():
     fading = [customer_figures(fitted, 1, 0, 0, t * day)[0] for t in (1, 30, 180, 365)]
     assert fading == sorted(fading, reverse=True) and fading[-1] < 0.6
     assert summary_key(0, None, None) is None and summary_key(3, 5 * day, 9 * day) == (2, 5, 9)
+
+
+def test_the_crossing_time_is_when_p_alive_passes_the_limit():
+    rng = np.random.default_rng(5)
+    fitted = Fitted(0, 1000, Params(r=0.25, alpha=4.0, a=0.8, b=2.5))
+    for _ in range(500):
+        orders = int(rng.integers(1, 12))
+        first = int(rng.integers(0, 400 * DAY_MS))
+        last = first + (int(rng.integers(0, 300 * DAY_MS)) if orders > 1 else 0)
+        limit = float(rng.uniform(0.02, 0.98))
+        t = alive_crossing_ms(fitted, orders, first, last, limit)
+        if t > last:  # still above the limit right after the last order: it crosses while silent
+            assert alive_probability(fitted, orders, first, last, t) < limit
+            hair = 3 + int((t - first) * 2e-9)  # how far past the exact moment it may be
+            assert alive_probability(fitted, orders, first, last, t - hair) >= limit
+        else:
+            assert alive_probability(fitted, orders, first, last, last) < limit
+
+
+def test_a_refit_wakes_every_buyer_whose_side_of_a_limit_it_may_change_in_time():
+    """refit_wake works on summaries known to the day; checked here against
+    each buyer's exact crossing times under both fits."""
+    rng = np.random.default_rng(11)
+    limits = (0.1, 0.5)
+    checked = flipped = 0
+    for _ in range(300):
+        before, after = (Fitted(0, 1000, Params(r=float(rng.uniform(0.1, 2)), alpha=float(rng.uniform(1, 30)),
+                                                a=float(rng.uniform(0.2, 3)), b=float(rng.uniform(0.5, 8))))
+                         for _ in range(2))
+        x = int(rng.integers(0, 8))
+        first_day = int(rng.integers(0, 300))
+        last_day = first_day + (int(rng.integers(0, 200)) if x else 0)
+        boundary = (last_day + int(rng.integers(0, 400))) * DAY_MS
+        wake = refit_wake(before, after, (x, first_day, last_day), limits, boundary)
+        for _ in range(20):
+            first = first_day * DAY_MS + int(rng.integers(0, DAY_MS))
+            last = max(first, last_day * DAY_MS + int(rng.integers(0, DAY_MS))) if x else first
+            for limit in limits:
+                old = alive_crossing_ms(before, x + 1, first, last, limit)
+                new = alive_crossing_ms(after, x + 1, first, last, limit)
+                checked += 1
+                if (old <= boundary) != (new <= boundary):  # the refit alone moves them across
+                    flipped += 1
+                    assert wake == boundary
+                if new > boundary:  # they will cross later: woken no later than that
+                    assert wake is not None and boundary <= wake <= new
+    assert checked == 12_000 and flipped > 500
+    # The first fit: no P(alive) before it, so every buyer is re-evaluated.
+    assert refit_wake(None, after, (0, 1, 1), limits, 5 * DAY_MS) == 5 * DAY_MS

@@ -18,7 +18,8 @@ from state.quantiles import (
     PopulationIndex, PopulationReports, empty_doc, recency_limits, snapshot_doc, split_cuts, tiebreak,
 )
 from stream import topics
-from tests.quantile_shop import kafka_partition, run_shop, small_ticket_shop, tier_changes
+from state.rules import parse_rules
+from tests.quantile_shop import QUANTILE_RULES, kafka_partition, run_shop, small_ticket_shop, tier_changes
 
 POINTS = (0.2, 0.4, 0.6, 0.8)
 
@@ -151,3 +152,48 @@ def test_idle_partitions_follow_the_others_so_the_cuts_settle_under_the_replay_c
     alone, alone_outputs = run_shop(bodies, partitions=1)
     assert p.book.latest().summary() == alone.book.latest().summary()
     assert tier_changes(outputs) == tier_changes(alone_outputs) and len(tier_changes(outputs)) > 100
+
+
+# Recency by the fixed thresholds here: quantile recency limits move daily
+# and wake many buyers anyway; with fixed ones, a buyer silent for long has
+# no other wake-up left than P(alive)'s, which each refit moves.
+SLIPPING_RULES = QUANTILE_RULES.replace('quantiles = ["r", "f", "m"]', 'quantiles = ["f", "m"]', 1).replace(
+    '[[tiers]]\nname = "dormant"', '''[[tiers]]
+name = "slipping"
+p_alive_max = 0.05
+
+[[tiers]]
+name = "loyal"
+p_alive_min = 0.3
+lifetime_orders_min = 2
+
+[[tiers]]
+name = "dormant"''', 1)
+
+
+def test_tiers_on_p_alive_stay_current_for_silent_buyers_across_refits(shop):
+    # P(alive) falls while a buyer is silent, and jumps at every weekly
+    # refit: each buyer must be woken as it passes a limit a tier tests.
+    rules = parse_rules(SLIPPING_RULES, "slipping rules")
+    assert rules.p_alive_limits == (0.05, 0.3)
+    p, outputs = run_shop(shop, rules=rules)
+    assert not p.waiting
+    fits = {c["thresholds"]["churn_model"]["as_of_ms"] for c in tier_changes(outputs).values()
+            if c["thresholds"] and "churn_model" in c["thresholds"]}
+    assert len(fits) >= 10  # many refits came into force during the history
+    stale, tiers = [], Counter()
+    for user_id, state in p.store.items():
+        # Everyone due by their partition's watermark has been woken: a
+        # fresh evaluation there must agree with what was last decided.
+        now = p.swept_to[state.src_partition]
+        fresh = evaluate(state, now, p.rules, user_id)
+        tiers[fresh.tier] += 1
+        if (fresh.tier, fresh.stage) != (state.tier, state.stage):
+            stale.append((user_id, state.tier, fresh.tier, state.stage, fresh.stage))
+    assert stale == [], (len(stale), stale[:5])
+    assert tiers["slipping"] > 100 and tiers["loyal"] > 50, tiers
+    # Buyers fell into "slipping", and out of "loyal", while silent: woken
+    # by the passing of time alone (or a refit), not by an event of theirs.
+    silent = [c for c in tier_changes(outputs).values() if c["days_inactive"] > 0 and c["from_tier"] != c["to_tier"]]
+    assert sum(c["to_tier"] == "slipping" for c in silent) > 100
+    assert sum(c["from_tier"] == "loyal" for c in silent) > 5
