@@ -37,8 +37,7 @@ METRIC_STEPS_APPLIED = Counter("tierstream_metric_steps_applied_total",
                                "Steps whose facts the aggregator handed to Redis (each counts once there)")
 METRIC_AGGREGATION_ERRORS = Counter("tierstream_metric_aggregation_errors_total",
                                     "Aggregator rounds that failed and were retried (Redis away, rebalance)")
-ALERTS_AT_RISK = CHURN_ALERTS.labels("at_risk")
-ALERTS_CHURNED = CHURN_ALERTS.labels("churned")
+ALERT_COUNTERS = {level: CHURN_ALERTS.labels(level) for level in ("at_risk", "churned", "churn_risk")}
 
 
 class Tally:

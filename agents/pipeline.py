@@ -582,7 +582,7 @@ class Pipeline:
             if isinstance(decision, ChurnAlert):
                 self.outputs.append(Record(topics.CHURN_ALERTS, key, orjson.dumps(churn_alert_record(decision)),
                                            source=partition))
-                self.tally.add(metrics.ALERTS_AT_RISK if decision.level == "at_risk" else metrics.ALERTS_CHURNED)
+                self.tally.add(metrics.ALERT_COUNTERS[decision.level])
             else:
                 self.outputs.append(Record(topics.TIER_CHANGES, key, orjson.dumps(tier_change_record(decision)),
                                            source=partition))

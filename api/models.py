@@ -160,7 +160,7 @@ class UserChange(BaseModel):
     to_tier: str | None = None
     from_stage: str | None = None
     to_stage: str | None = None
-    level: str | None = Field(None, description="Churn alerts: at_risk or churned")
+    level: str | None = Field(None, description="Churn alerts: at_risk, churned or churn_risk")
 
 
 class UserChanges(BaseModel):

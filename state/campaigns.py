@@ -37,7 +37,7 @@ class Trigger(_Strict):
 
     enter_tier: str | None = None
     enter_stage: str | None = None
-    alert: str | None = None  # at_risk | churned
+    alert: str | None = None  # at_risk | churned | churn_risk (rules' stages.churn_risk_p_alive)
     transition: Transition | None = None
 
     @model_validator(mode="after")
@@ -47,8 +47,8 @@ class Trigger(_Strict):
             raise ValueError(f"a trigger names exactly one of enter_tier, enter_stage, alert, transition; got {given}")
         if self.enter_stage is not None and self.enter_stage not in STAGES:
             raise ValueError(f"unknown stage {self.enter_stage!r}; stages are {', '.join(STAGES)}")
-        if self.alert is not None and self.alert not in ("at_risk", "churned"):
-            raise ValueError(f"alert must be at_risk or churned, not {self.alert!r}")
+        if self.alert is not None and self.alert not in ("at_risk", "churned", "churn_risk"):
+            raise ValueError(f"alert must be at_risk, churned or churn_risk, not {self.alert!r}")
         return self
 
 

@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 
 from state import campaigns
-from state.evaluate import Assessment, evaluate, next_due
+from state.evaluate import Assessment, alive_at, evaluate, next_due
 from state.kpis import Ledger
 from state.model import EventType, UserEvent, UserState, apply, hold, is_duplicate, new_state, release
 from state.rules import Rules
@@ -128,6 +128,11 @@ def reassess(
         if a.stage != state.stage:
             state.stage, state.stage_since_ms = a.stage, now_ms
         state.version += 1
+    risk = _churn_risk(user_id, state, a, now_ms, rules, correction)
+    if risk is not None:
+        if not decisions:
+            state.version += 1
+        decisions.append(risk)
     if rules.campaigns:
         changed = bool(decisions)
         decisions += _campaign_step(user_id, state, now_ms, rules, decisions, a)
@@ -139,6 +144,31 @@ def reassess(
     if window_end is not None and (state.due_ms is None or window_end < state.due_ms):
         state.due_ms = window_end  # a campaign window closes: its outcome is due then
     return a, decisions
+
+
+def _churn_risk(user_id: str, state: UserState, a: Assessment, now_ms: int, rules: Rules,
+                correction: bool) -> ChurnAlert | None:
+    """A `churn_risk` alert when a silent buyer's P(alive) first falls below
+    the rules' limit in a quiet spell (named by its last order): below now,
+    and at or above it everywhere from the last order to the last
+    evaluation. Compared before rounding, each figure under the fit in
+    force at its time: a refit that moves a buyer below the limit raises it
+    too, and one that lifts them back above it does not make a second."""
+    limit = rules.stages.churn_risk_p_alive
+    last_order = state.last_order_ms
+    if limit is None or not a.p_alive_exact < limit or last_order is None:
+        return None
+    since = last_order if state.evaluated_ms is None else max(state.evaluated_ms, last_order)
+    if since >= now_ms:
+        return None  # no time has passed in this spell
+    # P(alive) falls between refits: its lowest points up to `since` are
+    # at `since` and just before each cadence boundary (a fit comes into
+    # force only on one). Checked only for a buyer below the limit now.
+    cadence = rules.cadence_ms
+    lows = [since, *range((last_order // cadence + 1) * cadence - 1, since, cadence)]
+    if any(alive_at(state, t, rules) < limit for t in lows):
+        return None  # below already earlier in this spell: alerted then, or it began below
+    return ChurnAlert(_stable_id(user_id, "churn_risk", last_order), user_id, "churn_risk", a, correction)
 
 
 def _campaign_step(user_id: str, state: UserState, now_ms: int, rules: Rules, decisions: list[Decision],

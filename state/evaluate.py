@@ -41,6 +41,9 @@ class Assessment:
     # and the orders expected in the rules' churn_horizon_days.
     p_alive: float | None = None
     expected_orders: float | None = None
+    # P(alive) before rounding, which rules compare; computed only when a
+    # rule tests it, else (and without one) NaN.
+    p_alive_exact: float = math.nan
 
     @property
     def rfm_sum(self) -> int:
@@ -231,7 +234,20 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
     tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0, alive))
     stage = _stage(state, now_ms, days_inactive, plan)
     return Assessment(tier, stage, now_ms, recency_days, days_inactive, frequency, monetary_cents,
-                      r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts, p_alive, expected_orders)
+                      r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts, p_alive, expected_orders, alive)
+
+
+def alive_at(state: UserState, t_ms: int, rules: Rules) -> float:
+    """The buyer's P(alive) at `t_ms` under the fit in force then, with
+    their orders as they stand (so for `t_ms` after the last order); NaN
+    without a fit or an order."""
+    if rules.thresholds is None or state.last_order_ms is None:
+        return math.nan
+    cuts = rules.thresholds.at(t_ms)
+    first_order = first_order_of(state)
+    if cuts is None or cuts.churn is None or first_order is None:
+        return math.nan
+    return alive_probability(cuts.churn, state.lifetime_orders, first_order, state.last_order_ms, t_ms)
 
 
 def _due_offsets(rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:

@@ -186,6 +186,9 @@ class Stages(_Strict):
     at_risk_days: Days = 30
     churned_days: Days = 60
     reactivated_days: Days = 30
+    # A `churn_risk` alert when a silent buyer's P(alive) falls below this
+    # (needs scores.churn_model); unset: no such alert.
+    churn_risk_p_alive: Probability | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Stages:
@@ -236,15 +239,18 @@ class Rules(_Strict):
         if self.scores.engagement_actions is None and self.uses_engagement:
             raise ValueError("a tier tests e_min or e_max, but scores.engagement_actions is not set")
         if not self.scores.churn_model and self.p_alive_limits:
-            raise ValueError("a tier tests p_alive_min or p_alive_max, but scores.churn_model is not true")
+            raise ValueError("a tier tests p_alive_min or p_alive_max, or stages.churn_risk_p_alive is set, "
+                             "but scores.churn_model is not true")
         return self
 
     @property
     def p_alive_limits(self) -> tuple[float, ...]:
-        """Every P(alive) a tier condition compares with, sorted: the moments
-        a buyer's P(alive) falls through them are wake-ups (state.evaluate)."""
+        """Every P(alive) a tier condition or the churn_risk alert compares
+        with, sorted: the moments a buyer's P(alive) falls through them are
+        wake-ups (state.evaluate)."""
         return tuple(sorted({v for t in self.tiers for g in t.groups
-                             for v in (g.p_alive_min, g.p_alive_max) if v is not None}))
+                             for v in (g.p_alive_min, g.p_alive_max) if v is not None}
+                            | ({self.stages.churn_risk_p_alive} if self.stages.churn_risk_p_alive else set())))
 
     @property
     def uses_engagement(self) -> bool:

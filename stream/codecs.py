@@ -172,6 +172,8 @@ def churn_alert_record(alert: ChurnAlert) -> dict[str, Any]:
         "at": iso(a.at_ms),
         "at_ms": a.at_ms,
         "correction": alert.correction,
+        # With the churn model, once fitted: what a churn_risk alert is about.
+        **({"churn": figures(a)["churn"]} if a.cuts is not None and a.cuts.churn is not None else {}),
     }
 
 

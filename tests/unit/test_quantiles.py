@@ -12,7 +12,8 @@ from collections import Counter
 import orjson
 import pytest
 
-from state.evaluate import evaluate
+from state.engine import _stable_id
+from state.evaluate import alive_at, evaluate
 from state.model import DAY_MS
 from state.quantiles import (
     PopulationIndex, PopulationReports, empty_doc, recency_limits, snapshot_doc, split_cuts, tiebreak,
@@ -197,3 +198,39 @@ def test_tiers_on_p_alive_stay_current_for_silent_buyers_across_refits(shop):
     silent = [c for c in tier_changes(outputs).values() if c["days_inactive"] > 0 and c["from_tier"] != c["to_tier"]]
     assert sum(c["to_tier"] == "slipping" for c in silent) > 100
     assert sum(c["from_tier"] == "loyal" for c in silent) > 5
+
+
+def test_a_churn_risk_alert_comes_once_when_a_silent_buyer_s_p_alive_falls_below_the_limit(shop):
+    limit = 0.1
+    rules = parse_rules(SLIPPING_RULES.replace("[stages]\n", f"[stages]\nchurn_risk_p_alive = {limit}\n", 1), "risk")
+    p, outputs = run_shop(shop, rules=rules)
+    alerts = [orjson.loads(r.value) for r in outputs if r.topic == topics.CHURN_ALERTS]
+    risk = [a for a in alerts if a["level"] == "churn_risk"]
+    assert len({a["alert_id"] for a in risk}) == len(risk)  # once per quiet spell
+    assert all(a["churn"]["p_alive"] <= limit for a in risk)
+    # The truth, from each buyer's final state and the fits in force: in the
+    # buyer's current quiet spell (since their last order), P(alive) is
+    # monotone between refits, so it fell below the limit after having
+    # been at or above it iff some endpoint value >= limit comes before
+    # some < limit. An alert for that spell must exist exactly then.
+    ids = {a["alert_id"] for a in risk}
+    cadence = rules.cadence_ms
+    expected = got = 0
+    for user_id, state in p.store.items():
+        if state.last_order_ms is None:
+            continue
+        start, end = state.last_order_ms, p.swept_to[state.src_partition]
+        first_boundary = (start // cadence + 1) * cadence
+        times = [start, *(t for b in range(first_boundary, end + 1, cadence) for t in (b - 1, b)), end]
+        values = [alive_at(state, t, p.rules) for t in times if start <= t <= end]
+        seen_above, fell = False, False
+        for v in values:
+            if not v < limit:  # NaN (no fit yet) counts as not below
+                seen_above = True
+            elif seen_above:
+                fell = True
+        alert_id = _stable_id(user_id, "churn_risk", state.last_order_ms)
+        expected += fell
+        got += alert_id in ids
+        assert fell == (alert_id in ids), (user_id, values)
+    assert expected > 100, expected
