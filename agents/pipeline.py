@@ -249,12 +249,8 @@ class Pipeline:
             self.tally.add(metrics.EVENTS_REDELIVERED)
             self._saw(partition, parsed.ts_ms, wall)
             return
-        watermark_before = self.watermark(partition, wall)
-        raw_before = self.raw_watermark(partition, wall)
-        self.max_event_ms[partition] = max(self.max_event_ms.get(partition, 0), parsed.ts_ms)
-        if self.book is not None and partition not in self.reported:
-            self._first_report(partition, wall)
-        watermark = self.watermark(partition, wall)
+        before = self._see(partition, parsed.ts_ms, wall)
+        watermark_before, watermark = before[0], self.watermark(partition, wall)
         previous_due = wake_at(state) if state is not None else None
         result = on_event(state, parsed, watermark_before, watermark, self.rules, self.ledger)
         self._book(partition)
@@ -266,20 +262,27 @@ class Pipeline:
         self.tally.add(metrics.EVENTS_ACCEPTED)
         result.state.src_partition, result.state.src_offset = partition, message.offset
         self._commit(user_id, partition, result.state, result.decisions, result.assessment, previous_due)
-        if watermark > watermark_before or (self.book is not None and self.raw_watermark(partition, wall) > raw_before):
-            self.catch_up(partition, wall)
+        self._catch_up_if_moved(partition, wall, before)
 
     def _saw(self, partition: int, ts_ms: int, wall: int) -> None:
         """An event's time seen again: the watermark moves as it did."""
-        if ts_ms <= self.max_event_ms.get(partition, 0):
-            return
-        watermark_before = self.watermark(partition, wall)
-        raw_before = self.raw_watermark(partition, wall)
-        self.max_event_ms[partition] = ts_ms
+        if ts_ms > self.max_event_ms.get(partition, 0):
+            self._catch_up_if_moved(partition, wall, self._see(partition, ts_ms, wall))
+
+    def _see(self, partition: int, ts_ms: int, wall: int) -> tuple[int, int]:
+        """An event time seen on the partition; returns the watermark and the
+        raw watermark from before it."""
+        before = self.watermark(partition, wall), self.raw_watermark(partition, wall)
+        self.max_event_ms[partition] = max(self.max_event_ms.get(partition, 0), ts_ms)
         if self.book is not None and partition not in self.reported:
             self._first_report(partition, wall)
-        if self.watermark(partition, wall) > watermark_before or (
-                self.book is not None and self.raw_watermark(partition, wall) > raw_before):
+        return before
+
+    def _catch_up_if_moved(self, partition: int, wall: int, before: tuple[int, int]) -> None:
+        """Sweep when the watermark moved (or, with quantile scores, the raw
+        watermark: it may enter a period while the watermark waits)."""
+        if self.watermark(partition, wall) > before[0] or (
+                self.book is not None and self.raw_watermark(partition, wall) > before[1]):
             self.catch_up(partition, wall)
 
     def _count_unknown_fields(self, names: list[str]) -> None:

@@ -117,6 +117,8 @@ def simulate(params: Params, customers: int, observe_days: float, horizon_days: 
 
 # -- live: the population's summaries, a fit per cadence, each customer's figures
 
+MAX_LOG = 700.0  # exp() of more overflows a float
+NEVER_MS = 2 ** 50  # about 35,000 years: a crossing later than this is taken as never
 MAX_REPEATS = 999  # repeat purchases above this count as this many in the population's summaries (bins bound)
 BINS_PER_DECADE = 20  # of (1 + days): bins about 12% wide, a day wide for the first weeks
 MIN_CUSTOMERS = 100  # fewer buyers than this: no fit (the figures wait for more history)
@@ -220,8 +222,11 @@ def customer_figures(fitted: Fitted, orders: int, first_order_ms: int, last_orde
 
 
 def _odds_dead(p: Params, x: int, t_x: float, T: float) -> float:
-    """(1 - P(alive)) / P(alive) for a summary, days as the unit."""
-    return (p.a / (p.b + x)) * ((p.alpha + T) / (p.alpha + t_x)) ** (p.r + x)
+    """(1 - P(alive)) / P(alive) for a summary, days as the unit. In logs:
+    a frequent buyer long silent raises a ratio to a power in the
+    thousands, past what a float holds (P(alive) is then 0 to 300 places)."""
+    log_odds = math.log(p.a / (p.b + x)) + (p.r + x) * math.log((p.alpha + T) / (p.alpha + t_x))
+    return math.exp(min(log_odds, MAX_LOG))
 
 
 def alive_probability(fitted: Fitted, orders: int, first_order_ms: int, last_order_ms: int, now_ms: int) -> float:
@@ -236,8 +241,10 @@ def _crossing_days(p: Params, x: int, t_x: float, limit: float) -> float:
     """Days after the first order at which P(alive) falls to `limit`: it
     only falls while a customer is silent, and P(alive) <= limit exactly
     when the odds of being gone reach 1/limit - 1, i.e.
-    T = (alpha + t_x) * ((1/limit - 1)(b + x)/a)^(1/(r + x)) - alpha."""
-    return (p.alpha + t_x) * ((1 / limit - 1) * (p.b + x) / p.a) ** (1 / (p.r + x)) - p.alpha
+    T = (alpha + t_x) * ((1/limit - 1)(b + x)/a)^(1/(r + x)) - alpha.
+    Infinite when that is beyond what a float holds (a small r + x)."""
+    log_factor = math.log((1 / limit - 1) * (p.b + x) / p.a) / (p.r + x)
+    return math.inf if log_factor > MAX_LOG else (p.alpha + t_x) * math.exp(log_factor) - p.alpha
 
 
 def alive_crossing_ms(fitted: Fitted, orders: int, first_order_ms: int, last_order_ms: int, limit: float) -> int:
@@ -249,6 +256,8 @@ def alive_crossing_ms(fitted: Fitted, orders: int, first_order_ms: int, last_ord
     x = orders - 1
     t_x = max(0, last_order_ms - first_order_ms) / DAY_MS if x > 0 else 0.0
     exact = _crossing_days(fitted.params, x, t_x, limit) * DAY_MS
+    if exact > NEVER_MS:
+        return NEVER_MS  # tens of thousands of years away: never, for a wake-up
     return first_order_ms + math.ceil(exact + abs(exact) * 1e-9) + 1
 
 
@@ -263,7 +272,8 @@ def crossing_bounds(fitted: Fitted, key: SummaryKey, limit: float) -> tuple[int,
     found = [alive_crossing_ms(fitted, x + 1, first, max(first, last), limit)
              for first in (first_day * DAY_MS, (first_day + 1) * DAY_MS - 1)
              for last in (last_day * DAY_MS, (last_day + 1) * DAY_MS - 1)]
-    return min(found) - 1, max(found) + 1
+    lo, hi = min(found), max(found)
+    return (lo - 1 if lo < NEVER_MS else NEVER_MS), (hi + 1 if hi < NEVER_MS else NEVER_MS)
 
 
 def refit_wake(before: Fitted | None, after: Fitted, key: SummaryKey, limits: tuple[float, ...],
@@ -284,7 +294,7 @@ def refit_wake(before: Fitted | None, after: Fitted, key: SummaryKey, limits: tu
         settled_above = lo > boundary and old_lo > boundary  # not yet under either
         if not (settled_below or settled_above):
             return boundary
-        if lo > boundary and (wake is None or lo < wake):
+        if boundary < lo < NEVER_MS and (wake is None or lo < wake):
             wake = lo
     return wake
 

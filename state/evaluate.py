@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from state.churn_model import alive_crossing_ms, alive_probability, customer_figures, first_order_of
+from state.churn_model import NEVER_MS, alive_crossing_ms, alive_probability, customer_figures, first_order_of
 from state.model import DAY_MS, UserState
 from state.quantiles import Cuts, tiebreak
 from state.rules import Rules
@@ -312,7 +312,7 @@ def next_due(state: UserState, now_ms: int, rules: Rules) -> int | None:
         if cuts is not None and cuts.churn is not None and first_order is not None:
             for limit in plan.p_alive_limits:
                 t = alive_crossing_ms(cuts.churn, state.lifetime_orders, first_order, state.last_order_ms, limit)
-                if t > now_ms and (best is None or t < best):
+                if now_ms < t < NEVER_MS and (best is None or t < best):
                     best = t
     return best
 

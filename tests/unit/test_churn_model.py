@@ -7,7 +7,7 @@ import pytest
 
 from state.churn_model import (Fitted, Params, SummaryKey, alive_crossing_ms, alive_probability, customer_figures,
                                expected_purchases, fit, log_likelihood, p_alive, refit_wake, simulate, summary_bins,
-                               summary_key)
+                               summary_key, NEVER_MS)
 from state.model import DAY_MS
 from state.quantiles import PopulationIndex, population_reports, snapshot_doc
 from state.rules import load_rules
@@ -120,7 +120,9 @@ def test_the_crossing_time_is_when_p_alive_passes_the_limit():
         last = first + (int(rng.integers(0, 300 * DAY_MS)) if orders > 1 else 0)
         limit = float(rng.uniform(0.02, 0.98))
         t = alive_crossing_ms(fitted, orders, first, last, limit)
-        if t > last:  # still above the limit right after the last order: it crosses while silent
+        if t == NEVER_MS:  # beyond 35,000 years: no wake-up
+            assert alive_probability(fitted, orders, first, last, NEVER_MS) >= limit
+        elif t > last:  # still above the limit right after the last order: it crosses while silent
             assert alive_probability(fitted, orders, first, last, t) < limit
             hair = 3 + int((t - first) * 2e-9)  # how far past the exact moment it may be
             assert alive_probability(fitted, orders, first, last, t - hair) >= limit
@@ -158,3 +160,17 @@ def test_a_refit_wakes_every_buyer_whose_side_of_a_limit_it_may_change_in_time()
     assert checked == 12_000 and flipped > 500
     # The first fit: no P(alive) before it, so every buyer is re-evaluated.
     assert refit_wake(None, after, (0, 1, 1), limits, 5 * DAY_MS) == 5 * DAY_MS
+
+
+def test_extreme_buyers_get_figures_not_a_float_overflow():
+    # A buyer with thousands of orders, silent for years, raises a ratio to
+    # a power in the thousands; a tiny r puts a crossing past any float.
+    heavy = Fitted(0, 1000, Params(r=0.25, alpha=4.0, a=0.8, b=2.5))
+    first, last, now = 0, 400 * DAY_MS, 4000 * DAY_MS
+    alive, expected = customer_figures(heavy, 3000, first, last, now)
+    assert alive == 0.0 and (expected is None or expected >= 0)
+    assert alive_probability(heavy, 3000, first, last, now) == pytest.approx(0.0)
+    assert alive_crossing_ms(heavy, 3000, first, last, 0.5) < now
+    faint = Fitted(0, 1000, Params(r=0.001, alpha=4.0, a=0.01, b=50.0))
+    assert alive_crossing_ms(faint, 1, first, first, 0.01) == NEVER_MS
+    assert refit_wake(faint, faint, (0, 0, 0), (0.01,), 10 * DAY_MS) is None
