@@ -23,12 +23,13 @@ from agents.pipeline import Pipeline
 from bench.offline_pipeline import PARTITIONS, _Table
 from bench.workload import history
 from state.quantiles import population_reports
-from state.rules import default_rules_text, parse_rules
+from state.rules import default_rules_text, fixed_threshold_rules_text, parse_rules
 from stream import topics
 from stream.settings import Settings
 
-QUANTILES = default_rules_text().replace("[scores]\n", '[scores]\nquantiles = ["r", "f", "m"]\n', 1)
-CHURN = QUANTILES.replace("[scores]\n", "[scores]\nchurn_model = true\n", 1)
+FIXED = fixed_threshold_rules_text()
+QUANTILES = FIXED.replace("quantiles = []", 'quantiles = ["r", "f", "m"]', 1)
+CHURN = default_rules_text()  # the shipped defaults: quantile R, F, M and the churn model
 
 
 def rate(bodies: list[dict], rules_text: str) -> tuple[float, int]:
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
     bodies = sorted(history(users=args.users, events=args.events, days=730, seed=5), key=lambda b: b["ts"])
-    fixed, fixed_changes = rate(bodies, default_rules_text())
+    fixed, fixed_changes = rate(bodies, FIXED)
     quantile, quantile_changes = rate(bodies, QUANTILES)
     churn, churn_changes = rate(bodies, CHURN)
     print(f"fixed thresholds:  {fixed:,.0f} events/s ({fixed_changes:,} tier changes)")
