@@ -53,6 +53,9 @@ class PopulationReader:
         consumer = AIOKafkaConsumer(
             topics.POPULATION, bootstrap_servers=self.settings.broker, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Every cadence boundary of a replay waits on this read: fetch as
+            # the worker's consumer does, not with aiokafka's 500 ms long poll.
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             isolation_level="read_committed" if self.settings.processing_guarantee == "exactly_once"
             else "read_uncommitted",
         )

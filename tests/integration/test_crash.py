@@ -28,21 +28,7 @@ def reference():
     return asyncio.run(crash.run(BODIES))
 
 
-# Fixed, under watch (README): a worker recovering a partition restored its
-# watermark from every recovered state, including states whose changelog
-# records went out past the last committed input while other users' records
-# of the same batch did not. Its first sweep then ran ahead of the events it
-# re-read, and a facts record said a period was complete before those
-# events' facts followed: some closed-period records came out early (cells,
-# decisions and Redis still ended right). The two-worker test hit it in 2 of
-# 3 CI runs before the fix and passed both runs after it; until more runs
-# confirm the fix, that one check reports an expected failure there, with
-# its evidence, instead of failing.
-EARLY_CLOSE = ("closed-period records published before a recovering worker's re-read facts (the watermark "
-               "restored past the committed input: fixed, under watch; see README)")
-
-
-def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int, early_close_known: bool = False) -> None:
+def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int) -> None:
     result = outcome.compare(reference)
     print(f"{outcome.kills}: {result}")
     assert len(outcome.kills) == kills
@@ -56,8 +42,6 @@ def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int, early_cl
     # Campaign assignments and outcomes are among the ids, their results among the cells.
     assert sum(k.endswith(":campaign:win_back") for k in reference.metric_cells) == 1
     assert result["metric_cells_differing"] == 0, f"{result}\n{outcome.explain(reference)}"
-    if early_close_known and result["metric_records_differing"]:
-        pytest.xfail(f"{EARLY_CLOSE}: {result}\n{outcome.explain(reference)}")
     assert result["metric_records_differing"] == 0, f"{result}\n{outcome.explain(reference)}"
 
 
@@ -71,7 +55,7 @@ def test_a_worker_killed_while_sharing_partitions_loses_no_decision(reference):
     # other worker; restarted, it is killed again after its first batch,
     # in the middle of taking partitions back.
     outcome = asyncio.run(crash.run(BODIES, ("changelog_sent:3", "batch_done:1"), workers=2, reference=reference))
-    check(outcome, reference, kills=2, early_close_known=True)
+    check(outcome, reference, kills=2)
 
 
 async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanwhile(era):
