@@ -446,10 +446,8 @@ class Pipeline:
                 for user_id in index.users("r", day - limit - 1, day + span - limit):
                     state = self.store[user_id]
                     crossing = state.last_order_ms + (limit + 1) * DAY_MS
-                    if boundary <= crossing < boundary + self.rules.cadence_ms and (
-                            state.due_ms is None or crossing < state.due_ms):
-                        state.due_ms = crossing
-                        self.index.schedule(partition, wake_at(state), user_id)
+                    if boundary <= crossing < boundary + self.rules.cadence_ms:
+                        self._wake_by(partition, user_id, state, crossing)
 
     def _wake_for_refit(self, partition: int, boundary: int, before: Fitted | None, after: Fitted) -> None:
         """A new churn-model fit moves every buyer's P(alive), and so the
@@ -466,10 +464,21 @@ class Pipeline:
             if wake is None:
                 continue
             for user_id in users:
-                state = self.store[user_id]
-                if state.due_ms is None or wake < state.due_ms:
-                    state.due_ms = wake
-                    self.index.schedule(partition, wake_at(state), user_id)
+                self._wake_by(partition, user_id, self.store[user_id], wake)
+
+    def _wake_by(self, partition: int, user_id: str, state: UserState, at: int) -> None:
+        """Bring the user's due time forward to `at`, unless they were
+        evaluated at or after it. After a recovery a partition re-enters the
+        periods of its latest evaluations, and some users' recovered states
+        (written past the committed input) are already evaluated beyond them,
+        with the cuts and fit in force then: waking such a user at `at`
+        would evaluate them in the past with figures from later (a decision
+        a run without the crash never made)."""
+        if state.evaluated_ms is not None and at <= state.evaluated_ms:
+            return
+        if state.due_ms is None or at < state.due_ms:
+            state.due_ms = at
+            self.index.schedule(partition, wake_at(state), user_id)
 
     def _reassess_at(self, partition: int, user_id: str, boundary: int) -> None:
         state = self.store.get(user_id)
