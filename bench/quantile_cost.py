@@ -23,13 +23,13 @@ from agents.pipeline import Pipeline
 from bench.offline_pipeline import PARTITIONS, _Table
 from bench.workload import history
 from state.quantiles import population_reports
-from state.rules import default_rules_text, fixed_threshold_rules_text, parse_rules
+from state.rules import fixed_threshold_rules_text, parse_rules, population_rules_text
 from stream import topics
 from stream.settings import Settings
 
 FIXED = fixed_threshold_rules_text()
 QUANTILES = FIXED.replace("quantiles = []", 'quantiles = ["r", "f", "m"]', 1)
-CHURN = default_rules_text()  # the shipped defaults: quantile R, F, M and the churn model
+CHURN = population_rules_text()  # quantile R, F, M and the churn model
 
 
 def rate(bodies: list[dict], rules_text: str) -> tuple[float, int]:

@@ -269,14 +269,12 @@ def default_rules_text() -> str:
 
 
 def fixed_threshold_rules_text() -> str:
-    """The shipped defaults scoring R, F and M by the fixed thresholds alone,
-    without the churn model. The engine's benchmarks and its mechanics tests
-    (event time, crashes, metrics) run these, so that their figures are
-    stated in thresholds that do not move with the population's."""
+    """The default rules, which score R, F and M by the fixed thresholds
+    alone, without the churn model. The engine's benchmarks and its
+    mechanics tests (event time, crashes, metrics) pin these, so that their
+    figures stay stated in fixed thresholds whatever the defaults become."""
     text = default_rules_text()
-    for line, fixed in (('quantiles = ["r", "f", "m"]', "quantiles = []"), ("churn_model = true", "churn_model = false")):
-        assert text.count("\n" + line + "\n") == 1, line
-        text = text.replace("\n" + line + "\n", "\n" + fixed + "\n")
+    assert "\nquantiles = []\n" in text and "\nchurn_model = false\n" in text
     return text
 
 
@@ -284,6 +282,16 @@ def fixed_threshold_rules() -> Rules:
     rules = parse_rules(fixed_threshold_rules_text(), "the default rules with fixed thresholds")
     assert not rules.scores.from_population
     return rules
+
+
+def population_rules_text() -> str:
+    """The default rules with quantile R, F and M scores and the churn model
+    on: what a shop sets to score against its own population."""
+    text = default_rules_text()
+    for line, on in (("quantiles = []", 'quantiles = ["r", "f", "m"]'), ("churn_model = false", "churn_model = true")):
+        assert text.count("\n" + line + "\n") == 1, line
+        text = text.replace("\n" + line + "\n", "\n" + on + "\n")
+    return text
 
 
 def load_rules(path: str | Path | None = None) -> Rules:

@@ -16,18 +16,18 @@ from agents.population import PopulationReader
 from bench.workload import history
 from state.model import DAY_MS
 from state.quantiles import population_reports
-from state.rules import default_rules_text, parse_rules
+from state.rules import parse_rules, population_rules_text
 from stream import topics
 from stream.settings import Settings
 from tests.unit.test_pipeline import FakeTable
 
-# The shipped default rules: quantile R, F and M, and the churn model
-# (fitted weekly).
-QUANTILE_RULES = default_rules_text()
+# The default rules with quantile R, F and M, and the churn model (fitted
+# weekly), on.
+QUANTILE_RULES = population_rules_text()
 
 
 def quantile_rules():
-    rules = parse_rules(QUANTILE_RULES, "the default rules")
+    rules = parse_rules(QUANTILE_RULES, "the population rules")
     assert rules.scores.quantiles == ["r", "f", "m"] and rules.scores.churn_model
     return rules
 

@@ -31,7 +31,7 @@ from bench import workload
 from cli.embedded import EmbeddedServers, spawn, stop
 from stream import topics
 from stream.admin import ensure_topics
-from state.rules import default_rules_text
+from state.rules import population_rules_text
 from tests.fixed_rules import write_fixed_rules
 from tests.integration.harness import BROKER, PARTITIONS, new_servers, read_topic
 
@@ -232,7 +232,7 @@ class Workers:
 
 async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
               reference: Outcome | None = None, timeout: float = 300, exactly_once: bool = False,
-              shipped_rules: bool = False, settle_s: float = 90) -> Outcome:
+              population_rules: bool = False, settle_s: float = 90) -> Outcome:
     """One run on fresh servers. Slot 0 starts with the first kill's crash
     point; each time it dies by SIGKILL it is restarted with the next one,
     and after the last with none. The run ends when the group has
@@ -240,20 +240,20 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
     bounded time) for the outputs and Redis to reach it, so a test failing
     on them has given them every chance. With `exactly_once` the workers
     use Kafka transactions and the outputs are read as a read_committed
-    consumer would. `shipped_rules`: the default rules (quantile scores and
-    the churn model) instead of the fixed-threshold variant; `settle_s`:
+    consumer would. `population_rules`: the default rules with quantile
+    scores and the churn model on (state.rules.population_rules_text); `settle_s`:
     how long the outputs may trail the committed input."""
     started = time.monotonic()
     servers = new_servers()
     group = f"crash-{os.getpid()}-{int(started)}"
     eos = {"TIERSTREAM_PROCESSING_GUARANTEE": "exactly_once", "TIERSTREAM_RECOVERY": "faust"}
     extra = dict(eos) if exactly_once else {}
-    if shipped_rules:
+    if population_rules:
         extra["TIERSTREAM_RULES"] = str(servers.workdir / "rules.toml")
         # Partitions done with their events follow the others soon, well
         # before the reference's outputs are taken as settled.
         extra["TIERSTREAM_IDLE_PARTITION_SECONDS"] = "1"
-        (servers.workdir / "rules.toml").write_text(default_rules_text())
+        (servers.workdir / "rules.toml").write_text(population_rules_text())
     pool = Workers(servers, group, workers, extra)
     isolation = "read_committed" if exactly_once else "read_uncommitted"
     plan = list(kills)
@@ -330,19 +330,19 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
         servers.stop()
 
 
-async def audit(runs: int, workers: int, exactly_once: bool, shipped_rules: bool = False) -> list[dict]:
+async def audit(runs: int, workers: int, exactly_once: bool, population_rules: bool = False) -> list[dict]:
     bodies = history()
     # With quantile scores, each day of event time is a round trip through
     # the population topic (every partition's report, then the cuts): the
     # decisions of a replay trail its committed input by minutes here.
-    settle_s = 400 if shipped_rules else 90
-    reference = await run(bodies, shipped_rules=shipped_rules, settle_s=settle_s)
+    settle_s = 400 if population_rules else 90
+    reference = await run(bodies, population_rules=population_rules, settle_s=settle_s)
     print(f"reference: {len(reference.ids)} decision ids, {len(reference.membership)} users in Redis, "
           f"{reference.seconds:.0f}s", flush=True)
     rows = []
     for i in range(runs):
         outcome = await run(bodies, kills_for_run(i), workers=workers, reference=reference, exactly_once=exactly_once,
-                            shipped_rules=shipped_rules, settle_s=settle_s)
+                            population_rules=population_rules, settle_s=settle_s)
         row = {"run": i + 1, "kills": ",".join(outcome.kills), **outcome.compare(reference),
                "seconds": round(outcome.seconds)}
         print(orjson.dumps(row).decode(), flush=True)
@@ -355,13 +355,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--exactly-once", action="store_true", help="Kafka transactions (TIERSTREAM_TEST_BROKER=kafka)")
-    parser.add_argument("--shipped-rules", action="store_true",
-                        help="the default rules (quantile scores, churn model), not the fixed-threshold variant")
+    parser.add_argument("--population-rules", action="store_true",
+                        help="quantile scores and the churn model on (state.rules.population_rules_text)")
     parser.add_argument("--out", type=Path, default=Path("crash-audit.json"))
     args = parser.parse_args()
     print(f"broker: {BROKER}; {'exactly-once' if args.exactly_once else 'at-least-once'}; "
-          f"{'shipped' if args.shipped_rules else 'fixed-threshold'} rules", flush=True)
-    rows = asyncio.run(audit(args.runs, args.workers, args.exactly_once, args.shipped_rules))
+          f"{'population' if args.population_rules else 'default'} rules", flush=True)
+    rows = asyncio.run(audit(args.runs, args.workers, args.exactly_once, args.population_rules))
     totals = {k: sum(r[k] for r in rows) for k in ("lost", "unexpected", "duplicates", "redis_disagreements",
                                                    "metric_cells_differing", "metric_records_differing")}
     print("total:", orjson.dumps(totals).decode())

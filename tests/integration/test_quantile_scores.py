@@ -102,7 +102,7 @@ async def test_two_workers_decide_what_a_replay_decides(tmp_path):
 
 
 async def test_partitions_without_events_follow_the_others_on_the_real_broker(tmp_path):
-    # The shipped default rules, the replay clock, and every customer on
+    # Quantile scores and the churn model, the replay clock, and every customer on
     # one partition of four: the three idle ones must follow its event
     # time, else no cut point would ever settle and nothing past the first
     # day would be decided.
