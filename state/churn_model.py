@@ -202,9 +202,16 @@ class Fitted:
 def customer_figures(fitted: Fitted, orders: int, first_order_ms: int, last_order_ms: int,
                      now_ms: int) -> tuple[float, float | None]:
     """(P(alive), expected orders in the fit's `horizon_days`) at `now_ms`,
-    rounded to 4 places (the same in every worker). Scalar maths: this runs
-    at every evaluation of a customer. The expectation is None where the
-    closed form has no value (a = 1 exactly)."""
+    rounded to 4 places (the same in every worker). The expectation is None
+    where the closed form has no value (a = 1 exactly)."""
+    alive, expected = customer_figures_exact(fitted, orders, first_order_ms, last_order_ms, now_ms)
+    return round(alive, 4), expected
+
+
+def customer_figures_exact(fitted: Fitted, orders: int, first_order_ms: int, last_order_ms: int,
+                           now_ms: int) -> tuple[float, float | None]:
+    """`customer_figures` with P(alive) not rounded (what rule conditions
+    compare). Scalar maths: this runs at every evaluation of a buyer."""
     p = fitted.params
     x = orders - 1
     t_x = max(0, last_order_ms - first_order_ms) / DAY_MS if x > 0 else 0.0
@@ -218,7 +225,7 @@ def customer_figures(fitted: Fitted, orders: int, first_order_ms: int, last_orde
         value = (p.a + p.b + x) / (p.a - 1) * (1 - hyp * ((p.alpha + T) / (p.alpha + T + h)) ** (p.r + x)) \
             / (1 + odds)
         expected = round(value, 4) if math.isfinite(value) else None
-    return round(alive, 4), expected
+    return alive, expected
 
 
 def _odds_dead(p: Params, x: int, t_x: float, T: float) -> float:

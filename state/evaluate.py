@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from state.churn_model import NEVER_MS, alive_crossing_ms, alive_probability, customer_figures, first_order_of
+from state.churn_model import NEVER_MS, alive_crossing_ms, alive_probability, customer_figures_exact, first_order_of
 from state.model import DAY_MS, UserState
 from state.quantiles import Cuts, tiebreak
 from state.rules import Rules
@@ -41,8 +41,7 @@ class Assessment:
     # and the orders expected in the rules' churn_horizon_days.
     p_alive: float | None = None
     expected_orders: float | None = None
-    # P(alive) before rounding, which rules compare; computed only when a
-    # rule tests it, else (and without one) NaN.
+    # P(alive) before rounding, which rules compare; NaN without one.
     p_alive_exact: float = math.nan
 
     @property
@@ -116,7 +115,7 @@ class _Plan:
     wake_for_activity: bool  # a rule tests E, so activity leaving the window matters
     quantiles: tuple[str, ...]  # dimensions scored by the population's cut points
     churn_model: bool
-    p_alive_limits: tuple[float, ...]  # P(alive) values tier conditions test (their crossings are wake-ups)
+    p_alive_limits: tuple[float, ...]  # P(alive) values tiers or the churn_risk alert test (crossings wake)
     # per tier: (name, groups); a group is ((figure index, limit, is_min), ...),
     # only the conditions it sets; the tier holds if any group does
     tiers: tuple[tuple[str, tuple[tuple[tuple[int, float, bool], ...], ...]], ...]
@@ -210,10 +209,9 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
     if cuts is not None and cuts.churn is not None and last_order is not None:
         first_order = first_order_of(state)
         assert first_order is not None
-        p_alive, expected_orders = customer_figures(cuts.churn, state.lifetime_orders, first_order, last_order,
-                                                    now_ms)
-        if plan.p_alive_limits:
-            alive = alive_probability(cuts.churn, state.lifetime_orders, first_order, last_order, now_ms)
+        alive, expected_orders = customer_figures_exact(cuts.churn, state.lifetime_orders, first_order, last_order,
+                                                        now_ms)
+        p_alive = round(alive, 4)
     if cuts is not None and plan.quantiles:
         tb = tiebreak(user_id)
         if cuts.r is not None and last_order is not None:
