@@ -405,9 +405,14 @@ class Pipeline:
         partition restarting at the period of its latest evaluation (its
         reports and re-assessments there are repeated; the first report on
         a boundary is the one that counts, and a re-assessment that finds
-        nothing changes nothing)."""
+        nothing changes nothing). A partition with recovered states but no
+        evaluation yet (it waited for its first cuts) restarts where it
+        first reported: its first report went out before any of its states
+        was written, and a new one, from a later event, would say it had no
+        customers through periods it has not reported on."""
         cadence = self.rules.cadence_ms
         latest: dict[int, int] = {}
+        first: dict[int, int] = {}  # partition -> its earliest event time in the recovered states
         for p in partitions:
             self.population[p] = PopulationIndex()
             self.entered.pop(p, None)
@@ -415,7 +420,11 @@ class Pipeline:
             self.waiting.pop(p, None)
         for user_id, state in self.store.items():
             p = state.src_partition
-            if p in partitions and state.evaluated_ms is not None:
+            if p not in partitions:
+                continue
+            seen = min(state.first_seen_ms, state.held[0][0]) if state.held else state.first_seen_ms
+            first[p] = min(first.get(p, seen), seen)
+            if state.evaluated_ms is not None:
                 frequency, cents = window_figures(state, state.evaluated_ms, self.rules)
                 self.population[p].update(user_id, (r_day(state.last_order_ms), f_bin(frequency), m_bin(cents)))
                 if self.rules.scores.churn_model:
@@ -424,6 +433,8 @@ class Pipeline:
         for p, t in latest.items():
             restart = boundary_at_or_before(t, cadence) - cadence
             self.entered[p] = self.reported[p] = restart
+        for p in first.keys() - latest.keys():
+            self.reported[p] = boundary_at_or_before(first[p] - self.settings.allowed_lateness_ms, cadence)
 
     def _enter(self, partition: int, boundary: int) -> None:
         """Switch to the cuts in force from `boundary`: re-assess the

@@ -300,14 +300,23 @@ def next_due(state: UserState, now_ms: int, rules: Rules) -> int | None:
         t = (index + span) * plan.bucket_ms
         if t > now_ms and (best is None or t < best):
             best = t
+    cuts = rules.thresholds.at(now_ms) if rules.thresholds is not None else None
+    # Quantile recency: wake when the days since the last order pass a limit
+    # in force now. Entering a period schedules these crossings too, but an
+    # evaluation in the period (an event, another wake-up) sets a new due
+    # time from here, and must not forget them.
+    if cuts is not None and cuts.r is not None and state.last_order_ms is not None:
+        for limit in cuts.r:
+            t = state.last_order_ms + (limit + 1) * DAY_MS
+            if t > now_ms and (best is None or t < best):
+                best = t
     # P(alive) falls while a buyer is silent: wake when it passes a limit a
     # tier tests, under the fit in force now. A later fit moves that moment;
     # the pipeline re-schedules buyers when one comes into force
     # (state.churn_model.refit_wake).
-    if plan.p_alive_limits and state.last_order_ms is not None and rules.thresholds is not None:
-        cuts = rules.thresholds.at(now_ms)
+    if plan.p_alive_limits and state.last_order_ms is not None and cuts is not None:
         first_order = first_order_of(state)
-        if cuts is not None and cuts.churn is not None and first_order is not None:
+        if cuts.churn is not None and first_order is not None:
             for limit in plan.p_alive_limits:
                 t = alive_crossing_ms(cuts.churn, state.lifetime_orders, first_order, state.last_order_ms, limit)
                 if now_ms < t < NEVER_MS and (best is None or t < best):

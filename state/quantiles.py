@@ -377,6 +377,12 @@ class PopulationReports:
     def add(self, doc: Mapping) -> list[tuple[int, Cuts | None]]:
         p = int(doc["p"])
         if "empty_through" in doc:
+            if p in self.through:
+                # A first report again (from a worker that recovered none of
+                # the partition's states): only the first came before the
+                # partition's first step; a later watermark in this one would
+                # mark periods empty that the partition never reported on.
+                return []
             reported = boundary_at_or_before(int(doc["empty_through"]), self.cadence_ms)
         else:
             reported = int(doc["b"])

@@ -6,6 +6,7 @@ tests compare live runs with."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import orjson
@@ -18,6 +19,7 @@ from state.model import DAY_MS
 from state.quantiles import population_reports
 from state.rules import parse_rules, population_rules_text
 from stream import topics
+from stream.codecs import decode_state
 from stream.settings import Settings
 from tests.unit.test_pipeline import FakeTable
 
@@ -60,28 +62,83 @@ def tier_changes(outputs) -> dict[str, dict]:
     return {d["change_id"]: d for r in outputs if r.topic == topics.TIER_CHANGES for d in [orjson.loads(r.value)]}
 
 
-def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=None):
+@dataclass(frozen=True)
+class Crash:
+    """A simulated SIGKILL after step `at` of a run (a step: one message, or
+    one chunk): the outputs of every step before it reached Kafka; the
+    changelog records of the last `changelog_lag` steps did not (the
+    pipeline writes them only after their outputs are acknowledged); and
+    the input is committed only up to `commit_lag` steps before that."""
+    at: int
+    changelog_lag: int = 1
+    commit_lag: int = 0
+
+
+def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=None, crash: Crash | None = None):
     """The pipeline over `bodies`, owning every partition, its own reports
     looped back. `chunk`: messages are taken partition by partition, `chunk`
     at a time in random order, so partitions drift apart in event time (as
-    with two workers at different speeds); None: in event-time order."""
+    with two workers at different speeds); None: in event-time order.
+    `crash`: the first process dies as it says, and a second one recovers
+    what was durable (the changelog, the committed input, the population
+    reports published) and reads the input again from the committed
+    offsets; the outputs returned are those that reached Kafka, from both."""
     rules = rules if rules is not None else quantile_rules()
     settings = Settings(clock="replay", max_future_seconds=10**9, partitions=partitions)
-    p = Pipeline(SimpleNamespace(users=FakeTable()), settings, rules, None)
-    p.loopback = population_reports(partitions, rules)
-    p.on_active_partitions(set(range(partitions)))
-    # The replay clock's idle rule, through the worker's own code; here a
-    # partition is idle once its events are all taken.
-    reader = PopulationReader(settings, p, None, send_out=None)
-    reader.reports = p.loopback
     per_partition = [[] for _ in range(partitions)]
     for body in bodies:
         per_partition[kafka_partition(body["user_id"], partitions)].append(body)
     queues = [list(enumerate(q)) for q in per_partition]
     rnd = random.Random(seed)
-    outputs = []
+    p, reader = _worker(settings, rules, {}, [], None)
+    steps = _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=crash.at if crash is not None else None)
+    if crash is None:
+        return p, [r for step in steps for r in step.outputs]
+    durable = steps[:crash.at]
+    outputs = [r for step in durable for r in step.outputs]
+    with_changelog = durable[:max(0, crash.at - crash.changelog_lag)]
+    store = {r.key.decode(): decode_state(r.value) for step in with_changelog for r in step.changelog}
+    committed = {i: 0 for i in range(partitions)}
+    for step in with_changelog[:max(0, len(with_changelog) - crash.commit_lag)]:
+        for partition, offset in step.taken:
+            committed[partition] = offset + 1
+    reports = [orjson.loads(r.value) for r in outputs if r.topic == topics.POPULATION]
+    p, reader = _worker(settings, rules, store, reports, committed)
+    outputs += p.outputs
+    p.outputs.clear()
+    queues = [list(enumerate(q))[committed[i]:] for i, q in enumerate(per_partition)]
+    steps = _drive(p, reader, queues, rnd, chunk, idle_rule)
+    return p, outputs + [r for step in steps for r in step.outputs]
+
+
+@dataclass
+class Step:
+    taken: list[tuple[int, int]]  # (partition, offset) of the messages taken
+    outputs: list
+    changelog: list
+
+
+def _worker(settings, rules, store, reports, committed):
+    """A pipeline owning every partition, with the given recovered table
+    and population reports already read."""
+    p = Pipeline(SimpleNamespace(users=FakeTable()), settings, rules, None)
+    p.store.update(store)
+    p.loopback = population_reports(settings.partitions, rules)
+    for doc in reports:
+        p.settle(p.loopback.add(doc))
+    p.on_active_partitions(set(range(settings.partitions)), committed)
+    # The replay clock's idle rule, through the worker's own code; here a
+    # partition is idle once its events are all taken.
+    reader = PopulationReader(settings, p, None, send_out=None)
+    reader.reports = p.loopback
+    return p, reader
+
+
+def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None) -> list[Step]:
+    partitions = len(queues)
+    steps = []
     p.waited = False
-    while any(queues):
+    while any(queues) and (stop_after is None or len(steps) < stop_after):
         live = [i for i, q in enumerate(queues) if q]
         part = live[0] if chunk is None else rnd.choice(live)
         if chunk is None:
@@ -90,18 +147,20 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=Non
         for offset, body in queues[part][:take]:
             p.on_message(SimpleNamespace(topic=topics.EVENTS, partition=part, offset=offset,
                                          key=body["user_id"].encode(), value=orjson.dumps(body)))
+        taken = [(part, offset) for offset, _ in queues[part][:take]]
         del queues[part][:take]
         p.waited = p.waited or bool(p.waiting)
         idle = {i for i, q in enumerate(queues) if not q}
         if idle and idle_rule:
             reader.follow_idle(idle)
         p.resume()
-        outputs += p.outputs
+        steps.append(Step(taken, list(p.outputs), list(p.changelog)))
         p.outputs.clear()
         p.changelog.clear()
+    if stop_after is not None and len(steps) >= stop_after:
+        return steps
     while idle_rule and reader.follow_idle(set(range(partitions))):  # the history's end: every partition is idle
         pass
     p.resume()
-    outputs += p.outputs
-    return p, outputs
-
+    steps.append(Step([], list(p.outputs), list(p.changelog)))
+    return steps

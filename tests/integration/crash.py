@@ -322,6 +322,9 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
             await asyncio.sleep(1)
             result = await outcome()
             polls += 1
+        if population_rules:  # the reports every cut came from, for a diff against another run's
+            reports = await read_topic(servers.broker, topics.POPULATION, isolation)
+            (servers.workdir / "population.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in reports))
         print(f"run: every input committed after {committed_at - started:.0f}s, outcome read {polls} times, "
               f"done after {time.monotonic() - started:.0f}s")
         return result

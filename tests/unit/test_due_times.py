@@ -49,6 +49,10 @@ def history(rnd: random.Random, rules=None) -> list[UserEvent]:
 @given(st.integers(0, 2**32), st.sampled_from([RULES, FRACTIONAL, WITH_OR, ENGAGED]))
 @settings(max_examples=300, deadline=None)
 def test_sweeps_reach_what_a_fresh_evaluation_says(seed, rules):
+    _sweeps_match_fresh_evaluations(seed, rules)
+
+
+def _sweeps_match_fresh_evaluations(seed, rules):
     rnd = random.Random(seed)
     state, _ = run(history(rnd, rules), rules)
     t = state.evaluated_ms
@@ -78,3 +82,29 @@ def test_the_issue_example_reaches_low_value_without_another_event():
         advance("u", state, t, RULES)
     assert evaluate(state, until, RULES).tier == "low_value"
     assert state.tier == "low_value", f"still {state.tier}, next due {state.due_ms}"
+
+
+def _quantile_recency_rules():
+    """The default rules with quantile recency, and one set of cuts in force
+    from the history's start on: recency limits of 2, 5, 9 and 14 days."""
+    from state.quantiles import Cuts, ThresholdBook
+    from state.rules import default_rules_text
+
+    rules = parse_rules(default_rules_text().replace("\nquantiles = []\n", '\nquantiles = ["r"]\n'))
+    book = ThresholdBook(rules.cadence_ms)
+    start = T0 - 2 * rules.cadence_ms
+    book.settle(start, Cuts(start, start + rules.cadence_ms, {"r": 100}, (2, 5, 9, 14), None, None))
+    return rules.with_thresholds(book)
+
+
+QUANTILE_R = _quantile_recency_rules()
+
+
+@given(st.integers(0, 2**32))
+@settings(max_examples=150, deadline=None)
+def test_sweeps_reach_what_a_fresh_evaluation_says_under_quantile_recency_cuts(seed):
+    # The cuts' recency limits are not the rules' fixed ones: next_due must
+    # wake a buyer when their days since the last order pass one (entering a
+    # period schedules those crossings too, but an evaluation later in the
+    # period sets the due time from next_due alone).
+    _sweeps_match_fresh_evaluations(seed, QUANTILE_R)
