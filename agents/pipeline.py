@@ -91,6 +91,9 @@ class Pipeline:
         self.reported: dict[int, int] = {}  # partition -> the latest boundary it reported on
         self.entered: dict[int, int] = {}  # partition -> the latest boundary whose period it evaluates in
         self.waiting: dict[int, int] = {}  # partition -> the boundary it waits to enter (cuts not settled)
+        # partition -> the boundary whose cuts it needs before anything else
+        # (recovered into a period whose cuts this process has not read yet)
+        self.recovering: dict[int, int] = {}
         self.loopback: PopulationReports | None = None
         self.churn_fit_ms = rules.scores.churn_fit_days * DAY_MS if rules.scores.churn_model else None
         self.membership = membership
@@ -207,6 +210,7 @@ class Pipeline:
         self.index.reset(set(self.index.partitions()) - partitions)
         self.to_heal -= partitions
         for p in partitions:
+            self.recovering.pop(p, None)
             self.followed.pop(p, None)
             self.last_input.pop(p, None)
 
@@ -316,9 +320,25 @@ class Pipeline:
         """Sweep the partition to its watermark, entering each cadence
         period on the way (state.quantiles: report, wait for the cuts,
         re-assess whom they move)."""
+        if not self.ready(partition):
+            return 0
         if self.book is not None and self.index.owns(partition):
             self._enter_periods(partition, self.raw_watermark(partition, wall_ms))
         return self.sweep(partition, self.watermark(partition, wall_ms))
+
+    def ready(self, partition: int) -> bool:
+        """Whether the partition may go on: not recovered into a period whose
+        cuts this process has yet to read (`recovering`). Until then its
+        input waits (see install) and nothing of it is swept: every step
+        would evaluate with cuts older than those the step had before."""
+        needed = self.recovering.get(partition)
+        if needed is None:
+            return True
+        assert self.book is not None
+        if not self.book.settled(needed):
+            return False
+        del self.recovering[partition]
+        return True
 
     def _first_report(self, partition: int, wall_ms: int) -> None:
         """The partition's first watermark: it had no customer before."""
@@ -383,6 +403,10 @@ class Pipeline:
     def resume(self, wall_ms: int | None = None) -> None:
         """Let the partitions that waited for cuts go on."""
         wall = self.wall_clock_ms() if wall_ms is None else wall_ms
+        for partition in list(self.recovering):
+            if self.ready(partition):
+                log.info("partition %d: the cut points it recovered into are read again; it goes on", partition)
+                self.catch_up(partition, wall)
         moved = True
         while moved:  # a partition going on may report what settles another's wait
             moved = False
@@ -410,11 +434,13 @@ class Pipeline:
         first reported: its first report went out before any of its states
         was written, and a new one, from a later event, would say it had no
         customers through periods it has not reported on."""
+        assert self.book is not None
         cadence = self.rules.cadence_ms
         latest: dict[int, int] = {}
         first: dict[int, int] = {}  # partition -> its earliest event time in the recovered states
         for p in partitions:
             self.population[p] = PopulationIndex()
+            self.recovering.pop(p, None)
             self.entered.pop(p, None)
             self.reported.pop(p, None)
             self.waiting.pop(p, None)
@@ -433,6 +459,12 @@ class Pipeline:
         for p, t in latest.items():
             restart = boundary_at_or_before(t, cadence) - cadence
             self.entered[p] = self.reported[p] = restart
+            # The partition evaluates in the period of `restart` from now
+            # on, and behind it (users due earlier): with the cuts settled
+            # up to restart - cadence, which the process that evaluated it
+            # had. This one's reader may not have read them again yet.
+            if not self.book.settled(restart - cadence):
+                self.recovering[p] = restart - cadence
         for p in first.keys() - latest.keys():
             self.reported[p] = boundary_at_or_before(first[p] - self.settings.allowed_lateness_ms, cadence)
 
@@ -931,10 +963,17 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
         async def commit_open_transactions() -> None:
             await commit_transactions()
 
+    async def until_ready(partition: int) -> None:
+        """Hold a recovered partition's input until the population reader
+        has read the cut points it recovered into (Pipeline.ready)."""
+        while not pipeline.ready(partition):
+            await asyncio.sleep(0.05)
+
     async def on_batch(tp: Any, records: list[Any]) -> None:
         # Chunks of batch_max, yielding between them, so that one large
         # fetch does not hold the Redis flusher and the timers back.
         step = settings.batch_max
+        await until_ready(tp.partition)
         pipeline.last_input[tp.partition] = time.monotonic()
         for start in range(0, len(records), step):
             for record in records[start : start + step]:
@@ -954,6 +993,7 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
         # handlers; the work is the same.
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
             for event in events:
+                await until_ready(event.message.partition)
                 pipeline.on_message(event.message)
             await send_out()
 

@@ -119,14 +119,17 @@ class Step:
 
 
 def _worker(settings, rules, store, reports, committed):
-    """A pipeline owning every partition, with the given recovered table
-    and population reports already read."""
+    """A pipeline owning every partition, with the given recovered table;
+    its reader gets to the population reports published before it only
+    after the recovery (the real one reads them from the topic's start,
+    while the worker recovers)."""
     p = Pipeline(SimpleNamespace(users=FakeTable()), settings, rules, None)
     p.store.update(store)
     p.loopback = population_reports(settings.partitions, rules)
+    p.on_active_partitions(set(range(settings.partitions)), committed)
     for doc in reports:
         p.settle(p.loopback.add(doc))
-    p.on_active_partitions(set(range(settings.partitions)), committed)
+    p.resume()
     # The replay clock's idle rule, through the worker's own code; here a
     # partition is idle once its events are all taken.
     reader = PopulationReader(settings, p, None, send_out=None)
@@ -144,6 +147,7 @@ def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None) -> list[St
         if chunk is None:
             part = min(live, key=lambda i: queues[i][0][1]["ts"])
         take = 1 if chunk is None else chunk
+        assert p.ready(part)  # the worker would hold its input (agents.pipeline.install)
         for offset, body in queues[part][:take]:
             p.on_message(SimpleNamespace(topic=topics.EVENTS, partition=part, offset=offset,
                                          key=body["user_id"].encode(), value=orjson.dumps(body)))

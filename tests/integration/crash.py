@@ -48,10 +48,12 @@ def kills_for_run(i: int) -> tuple[str, ...]:
     return (f"outputs_acked:{2 + i % 5}", f"batch_done:{1 + i % 3}", f"sweep_decided:{100 + 60 * i}")
 
 
-def history(users: int = 3000, events: int = 30_000, seed: int = 29) -> list[dict]:
-    """A deterministic two-year history, in event-time order (the order it
-    is produced in, so every run sees the same order per partition)."""
-    return sorted(workload.history(users=users, events=events, days=730, seed=seed), key=lambda b: (b["ts"], b["event_id"]))
+def history(users: int = 3000, events: int = 30_000, seed: int = 29, days: int = 730) -> list[dict]:
+    """A deterministic history (two years by default), in event-time order
+    (the order it is produced in, so every run sees the same order per
+    partition)."""
+    return sorted(workload.history(users=users, events=events, days=days, seed=seed),
+                  key=lambda b: (b["ts"], b["event_id"]))
 
 
 @dataclass
