@@ -29,7 +29,7 @@ from stream.settings import Settings
 
 FIXED = fixed_threshold_rules_text()
 QUANTILES = FIXED.replace("quantiles = []", 'quantiles = ["r", "f", "m"]', 1)
-CHURN = population_rules_text()  # quantile R, F, M and the churn model
+CHURN = population_rules_text()  # the shipped defaults: quantile R, F, M and the churn model
 
 
 def rate(bodies: list[dict], rules_text: str) -> tuple[float, int]:

@@ -1,10 +1,12 @@
-"""The rules the engine-mechanics tests pin: the default rules, fixed RFM
-thresholds and no churn model (state.rules.fixed_threshold_rules). What
-those tests expect (worked examples, batch recomputations, fault-free
-reference runs) is stated in fixed thresholds, so they keep them even if
-the defaults change. Quantile scores and the churn model are run by
-tests/unit/test_quantiles.py, tests/unit/test_churn_model.py and
-tests/integration/test_quantile_scores.py."""
+"""The rules the engine-mechanics tests pin: the shipped defaults with the
+fixed RFM thresholds instead of quantile scores, and without the churn
+model (state.rules.fixed_threshold_rules). What those tests expect (worked
+examples, batch recomputations, fault-free reference runs) is stated in
+fixed thresholds, and their subject (event time, crashes, metrics,
+campaigns) works alike under either scoring. The shipped defaults
+themselves are run by tests/unit/test_quantiles.py,
+tests/integration/test_quantile_scores.py, tests/integration/test_dev.py
+and the quantile crash test in tests/integration/test_crash.py."""
 
 from __future__ import annotations
 

@@ -85,12 +85,12 @@ def test_the_issue_example_reaches_low_value_without_another_event():
 
 
 def _quantile_recency_rules():
-    """The default rules with quantile recency, and one set of cuts in force
+    """Quantile recency alone (no churn model), and one set of cuts in force
     from the history's start on: recency limits of 2, 5, 9 and 14 days."""
     from state.quantiles import Cuts, ThresholdBook
-    from state.rules import default_rules_text
+    from state.rules import fixed_threshold_rules_text
 
-    rules = parse_rules(default_rules_text().replace("\nquantiles = []\n", '\nquantiles = ["r"]\n'))
+    rules = parse_rules(fixed_threshold_rules_text().replace("\nquantiles = []\n", '\nquantiles = ["r"]\n'))
     book = ThresholdBook(rules.cadence_ms)
     start = T0 - 2 * rules.cadence_ms
     book.settle(start, Cuts(start, start + rules.cadence_ms, {"r": 100}, (2, 5, 9, 14), None, None))
