@@ -963,17 +963,26 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
         async def commit_open_transactions() -> None:
             await commit_transactions()
 
-    async def until_ready(partition: int) -> None:
+    async def until_ready(partition: int) -> bool:
         """Hold a recovered partition's input until the population reader
-        has read the cut points it recovered into (Pipeline.ready)."""
-        while not pipeline.ready(partition):
+        has read the cut points it recovered into (Pipeline.ready). False
+        when the partition is revoked, or the worker stops, meanwhile: the
+        input is then left unread, for the partition's next owner."""
+        if pipeline.ready(partition):
+            return True
+        while not app.should_stop and pipeline.index.owns(partition):
             await asyncio.sleep(0.05)
+            if pipeline.index.owns(partition) and pipeline.ready(partition):
+                return True
+        return False
 
-    async def on_batch(tp: Any, records: list[Any]) -> None:
+    async def on_batch(tp: Any, records: list[Any]) -> bool:
         # Chunks of batch_max, yielding between them, so that one large
         # fetch does not hold the Redis flusher and the timers back.
         step = settings.batch_max
-        await until_ready(tp.partition)
+        if not await until_ready(tp.partition):
+            return False  # not taken (stream.batching): the offsets stay
+
         pipeline.last_input[tp.partition] = time.monotonic()
         for start in range(0, len(records), step):
             for record in records[start : start + step]:
@@ -981,6 +990,7 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
             await send_out()
             await asyncio.sleep(0)
         pipeline.crash.reached("batch_done")
+        return True
 
     # The consumer hands the events topic's fetches over whole
     # (stream.batching): Faust's per-record path is the bottleneck otherwise.
@@ -993,6 +1003,8 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
         # handlers; the work is the same.
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
             for event in events:
+                # This path cannot leave a message unread: a partition lost
+                # while waiting is handled as any message in hand then is.
                 await until_ready(event.message.partition)
                 pipeline.on_message(event.message)
             await send_out()

@@ -16,7 +16,9 @@ timer. Topics without a handler (changelogs, ...) keep the per-record path.
 
 The handler must not raise for one bad record (it dead-letters instead); if
 it does raise, the worker crashes like any Faust agent error, and the batch
-is read again from the last commit.
+is read again from the last commit. A handler may also decline a batch
+(return False: it waited for its partition to be ready, and lost it): that
+partition's offsets then stay where they were.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from faust.types import TP
 
 log = logging.getLogger(__name__)
 
-BatchHandler = Callable[[TP, list[Any]], Awaitable[None]]
+# Returns False when it did not take the batch (its partition was revoked,
+# or the worker stops, while it waited): the offsets then stay where they
+# were, and the partition's next owner reads the batch from the last commit.
+BatchHandler = Callable[[TP, list[Any]], Awaitable[bool]]
 RevokeHook = Callable[[set[TP]], Awaitable[None]]
 
 
@@ -99,9 +104,11 @@ class BatchingConsumer(Consumer):
                 log.info("%s: fetched batches go to their handler whole", tp.topic)
             self._batch_idle.clear()
             try:
-                await handler(tp, batch)
+                taken = await handler(tp, batch)
             finally:
                 self._batch_idle.set()
+            if taken is False:
+                continue
             self._read_offset[tp] = self._batch_done[tp] = batch[-1].offset + 1
             self.app.monitor.stream_inbound_time[tp] = time.monotonic()  # the livelock detector reads it
 
