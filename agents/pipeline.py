@@ -329,8 +329,9 @@ class Pipeline:
     def ready(self, partition: int) -> bool:
         """Whether the partition may go on: not recovered into a period whose
         cuts this process has yet to read (`recovering`). Until then its
-        input waits (see install) and nothing of it is swept: every step
-        would evaluate with cuts older than those the step had before."""
+        input waits (see install) and nothing of it is swept: any step now
+        would evaluate with no cuts, or older ones than the process that
+        died had for the same step."""
         needed = self.recovering.get(partition)
         if needed is None:
             return True
