@@ -41,7 +41,9 @@ from agents.faults import CrashPoints
 from agents.gc_tuning import HeapFreezer
 from agents.outbox import BatchSender, Record
 from state.churn_model import Fitted, SummaryKey, buyer_summary, refit_wake
-from state.engine import CampaignAction, CampaignOutcome, ChurnAlert, Decision, advance, on_event, reassess, wake_at
+from state.engine import (
+    CampaignAction, CampaignOutcome, ChurnAlert, Decision, UserParked, advance, on_event, reassess, wake_at,
+)
 from state.evaluate import Assessment, evaluate, window_figures
 from state.quantiles import (
     Cuts, PopulationIndex, PopulationReports, ThresholdBook, boundary_at_or_before, empty_doc, f_bin, m_bin, r_day,
@@ -626,6 +628,9 @@ class Pipeline:
         if wake != previous_due:
             self.index.schedule(partition, wake, user_id)
         for decision in decisions:
+            if isinstance(decision, UserParked):
+                self._park(decision, partition, state)
+                continue
             if isinstance(decision, CampaignAction):
                 self.outputs.append(Record(topics.ACTIONS, key, orjson.dumps(action_record(decision)), source=partition))
                 self.tally.add(metrics.CAMPAIGN_ACTIONS)
@@ -659,6 +664,18 @@ class Pipeline:
         )
         self.outputs.append(Record(topics.DEAD_LETTERS, message.key, record, source=message.partition))
         metrics.DEAD_LETTERS.labels(rejection.reason).inc()
+
+    def _park(self, parked: UserParked, partition: int, state: UserState) -> None:
+        """A user the core parked (their due time would not move on): a dead
+        letter naming the user and why, with their state as the payload."""
+        log.error("parked a user: %s", parked.reason)
+        record = dead_letter_record(
+            reason="no_progress", error=parked.reason, topic=self.changelog_topic, partition=partition,
+            offset=state.src_offset, key=parked.user_id.encode(), payload=encode_state(state),
+            max_payload=self.settings.dlq_max_payload_bytes,
+        )
+        self.outputs.append(Record(topics.DEAD_LETTERS, parked.user_id.encode(), record, source=partition))
+        metrics.DEAD_LETTERS.labels("no_progress").inc()
 
     def _membership_update(self, user_id: str, assessment: Assessment) -> MembershipUpdate:
         # The store holds the state that goes with the latest assessment:

@@ -146,10 +146,16 @@ def snapshot(as_of: str, out: Path, wait: float | None) -> None:
 
     s = _settings()
     rules = _rules(s)
+    parked: list = []
     try:
-        users = _run(take_snapshot(s, rules, parse_time_arg(as_of), out, wait))
+        users = _run(take_snapshot(s, rules, parse_time_arg(as_of), out, wait, parked))
     except (ReplayError, SnapshotError) as exc:
         raise click.ClickException(str(exc)) from exc
+    for p in parked[:5]:
+        click.echo(f"warning: {p.reason}", err=True)
+    if parked:
+        click.echo(f"warning: {len(parked)} users could not be brought to the snapshot time and show their "
+                   "last evaluation", err=True)
     click.echo(f"wrote {users} users to {out}")
 
 

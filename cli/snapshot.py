@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
 from cli.io import read_users_changelog, with_population
-from state.engine import advance
+from state.engine import UserParked, advance
 from state.evaluate import evaluate
 from state.model import UserState
 from state.rules import Rules
@@ -37,11 +37,16 @@ class SnapshotError(ValueError):
     pass
 
 
-def membership_as_of(user_id: str, state: UserState, as_of_ms: int, rules: Rules) -> dict[str, Any] | None:
-    """One snapshot row; None for a user with nothing applied by `as_of_ms`."""
+def membership_as_of(user_id: str, state: UserState, as_of_ms: int, rules: Rules,
+                     parked: list[UserParked] | None = None) -> dict[str, Any] | None:
+    """One snapshot row; None for a user with nothing applied by `as_of_ms`.
+    Users the core parks on the way (their due time would not move on) are
+    added to `parked`, and their row is their state as evaluated at `as_of_ms`."""
     if state.has_applied and state.last_seen_ms > as_of_ms:
         raise SnapshotError(user_id)
-    advance(user_id, state, as_of_ms, rules)
+    _, decisions = advance(user_id, state, as_of_ms, rules)
+    if parked is not None:
+        parked.extend(d for d in decisions if isinstance(d, UserParked))
     if not state.has_applied:
         return None
     a = evaluate(state, as_of_ms, rules, user_id)
@@ -54,11 +59,12 @@ def membership_as_of(user_id: str, state: UserState, as_of_ms: int, rules: Rules
     }
 
 
-def snapshot_rows(states: dict[str, UserState], as_of_ms: int, rules: Rules) -> list[dict[str, Any]]:
+def snapshot_rows(states: dict[str, UserState], as_of_ms: int, rules: Rules,
+                  parked: list[UserParked] | None = None) -> list[dict[str, Any]]:
     rows, ahead = [], []
     for user_id in sorted(states):
         try:
-            row = membership_as_of(user_id, states[user_id], as_of_ms, rules)
+            row = membership_as_of(user_id, states[user_id], as_of_ms, rules, parked)
         except SnapshotError:
             ahead.append(user_id)
             continue
@@ -110,11 +116,12 @@ async def wait_caught_up(settings: Settings, timeout: float) -> None:
         await probe.stop()
 
 
-async def take_snapshot(settings: Settings, rules: Rules, as_of_ms: int, out: Path, wait: float | None) -> int:
+async def take_snapshot(settings: Settings, rules: Rules, as_of_ms: int, out: Path, wait: float | None,
+                        parked: list[UserParked] | None = None) -> int:
     if wait:
         await wait_caught_up(settings, wait)
     latest = await read_users_changelog(settings)
     rules = await with_population(settings, rules)
-    rows = snapshot_rows({u: decode_state(b) for u, b in latest.items()}, as_of_ms, rules)
+    rows = snapshot_rows({u: decode_state(b) for u, b in latest.items()}, as_of_ms, rules, parked)
     write_rows(rows, out)
     return len(rows)

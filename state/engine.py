@@ -83,7 +83,19 @@ class CampaignOutcome:
     at_ms: int  # the window's end
 
 
-Decision = TierChange | ChurnAlert | CampaignAction | CampaignOutcome
+@dataclass(slots=True)
+class UserParked:
+    """A user whose due time would not move forward: advancing them again
+    would evaluate the same moment for ever. They are parked (no due time:
+    their next event wakes them) and the adapter dead-letters this with its
+    reason, so one user's bad state never stops a partition or a tool."""
+
+    user_id: str
+    at_ms: int  # the due time that kept coming back
+    reason: str
+
+
+Decision = TierChange | ChurnAlert | CampaignAction | CampaignOutcome | UserParked
 
 
 def _stable_id(*parts: object) -> str:
@@ -133,7 +145,11 @@ def reassess(
         if not decisions:
             state.version += 1
         decisions.append(risk)
-    if rules.campaigns:
+    if rules.campaigns or (state.camp and state.camp[2]):
+        # Windows close even under rules without that campaign (a tool run
+        # with other campaigns, a campaign since removed): an assignment made
+        # is measured to its end, and its end is never left in the past as
+        # the user's due time (that due time would fire again for ever).
         changed = bool(decisions)
         decisions += _campaign_step(user_id, state, now_ms, rules, decisions, a)
         if decisions and not changed:
@@ -236,7 +252,12 @@ def advance(
     order (a due time strictly before an event's fires first). Evaluations
     happen only at those times, never at `until` itself, so how far and how
     often a user is advanced does not change what is decided. Each of those
-    steps is booked in `ledger` (the operator metrics) when one is given."""
+    steps is booked in `ledger` (the operator metrics) when one is given.
+
+    Every pass makes progress: it releases a held event, or fires a due time
+    and leaves the next one strictly later. A state that would not (a bug, or
+    rules that cannot close what the state holds open) is parked: its due
+    time is dropped and a `UserParked` decision says why."""
     decisions: list[Decision] = []
     latest: Assessment | None = None
     while True:
@@ -247,6 +268,11 @@ def advance(
             latest, found = reassess(user_id, state, due, rules)
             if snapshot is not None and found:  # a due time changes figures only through a decision
                 ledger.record(user_id, state, snapshot, None, due, decisions=found)
+            if state.due_ms is not None and state.due_ms <= due:
+                found.append(UserParked(user_id, due, f"user {user_id!r}: evaluated at {due} ms, the next due time "
+                                                      f"{state.due_ms} ms did not move forward; parked until "
+                                                      "their next event"))
+                state.due_ms = None
         elif held_ts is not None and held_ts <= until_ms:
             snapshot = ledger.before(state) if ledger is not None else None
             event, fingerprint = release(state)
