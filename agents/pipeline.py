@@ -42,7 +42,8 @@ from agents.gc_tuning import HeapFreezer
 from agents.outbox import BatchSender, Record
 from state.churn_model import Fitted, SummaryKey, buyer_summary, refit_wake
 from state.engine import (
-    CampaignAction, CampaignOutcome, ChurnAlert, Decision, UserParked, advance, on_event, reassess, wake_at,
+    CampaignAction, CampaignOutcome, ChurnAlert, Decision, UserParked, advance, implausibly_old, on_event, reassess,
+    wake_at,
 )
 from state.evaluate import Assessment, evaluate, window_figures
 from state.quantiles import (
@@ -125,6 +126,7 @@ class Pipeline:
         self.publishing = asyncio.Lock()
         self.crash = CrashPoints(settings.crash_at)
         self.earliest_ms = settings.earliest_event_ms
+        self.max_event_age_ms = settings.max_event_age_days * DAY_MS
         # Owned partitions whose Redis membership must be checked against
         # the state (after recovery, or when Redis lost its marker).
         self.to_heal: set[int] = set()
@@ -254,6 +256,10 @@ class Pipeline:
             # watermark the first time, so it does again, in the same order.
             self.tally.add(metrics.EVENTS_REDELIVERED)
             self._saw(partition, parsed.ts_ms, wall)
+            return
+        too_old = implausibly_old(state, parsed.ts_ms, self.watermark(partition, wall), self.max_event_age_ms)
+        if too_old is not None:
+            self._dead_letter(message, Rejection("implausibly_old", too_old, user_id))
             return
         before = self._see(partition, parsed.ts_ms, wall)
         watermark_before, watermark = before[0], self.watermark(partition, wall)

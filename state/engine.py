@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from state import campaigns
 from state.evaluate import Assessment, alive_at, evaluate, next_due
 from state.kpis import Ledger
-from state.model import EventType, UserEvent, UserState, apply, hold, is_duplicate, new_state, release
+from state.model import DAY_MS, EventType, UserEvent, UserState, apply, hold, is_duplicate, new_state, release
 from state.rules import Rules
 
 ALERT_LEVELS = ("at_risk", "churned")
@@ -220,6 +220,27 @@ def _campaign_step(user_id: str, state: UserState, now_ms: int, rules: Rules, de
             trigger = next(f"{k}:{v}" for k, v in c.trigger.model_dump(by_alias=True).items() if v is not None)
             out.append(CampaignAction(action_id, user_id, c.name, arm, trigger.replace("'", ""), now_ms, end, a))
     return out
+
+
+def implausibly_old(state: UserState | None, ts_ms: int, watermark_ms: int, max_age_ms: int) -> str | None:
+    """Why an event is too old to believe, or None. An event far behind the
+    partition's watermark that would also move a known user's first-seen
+    time back by as much is a producer bug (an unset clock, a 1970 stamp),
+    not late history: applied, it would re-date the customer's cohort and
+    every figure that counts from first seen. A history replayed in order
+    never trips it (the watermark trails the events), nor does a new user's
+    own backfill far behind the others (they have no first event to move)."""
+    if max_age_ms <= 0 or ts_ms >= watermark_ms - max_age_ms:
+        return None
+    if state is None or not state.has_applied and not state.held:
+        return None
+    first = min(state.first_seen_ms, state.held[0][0]) if state.held else state.first_seen_ms
+    if ts_ms >= first - max_age_ms:
+        return None
+    days = max_age_ms // DAY_MS
+    return (f"ts {ts_ms} is more than {days} days before both the partition's watermark ({watermark_ms}) and the "
+            f"user's first event ({first}): an unset clock or seconds sent as milliseconds? "
+            "(TIERSTREAM_MAX_EVENT_AGE_DAYS; 0 accepts it)")
 
 
 def _apply(state: UserState, event: UserEvent, rules: Rules, fingerprint: int | None = None) -> UserState:

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     earliest_event: AwareDatetime = Field(
         datetime(1970, 1, 1, tzinfo=UTC), description="Events before this time go to the DLQ (ISO-8601 with an offset)"
     )
+    max_event_age_days: int = Field(
+        3653, ge=0, description="An event older than the partition's watermark by more than this many days, and "
+        "(for a known user) older than the user's first event by as much, goes to the DLQ as implausibly_old "
+        "(an unset clock, seconds sent as milliseconds); 0 turns the rule off (docs/events.md)")
     dlq_max_payload_bytes: int = Field(262_144, description="Original payload kept in a DLQ record, at most")
 
     batch_max: int = Field(2000, ge=1, description="Input messages taken per batch")

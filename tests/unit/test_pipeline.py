@@ -320,3 +320,52 @@ def test_a_recovered_watermark_counts_only_states_behind_the_committed_input():
     assert alerts(ahead) == published
     behind = recover({0: clock_event.offset + 1})  # committed past it: the watermark comes back at once
     assert alerts(behind) == published
+
+
+def _iso_ms(text):
+    from datetime import datetime
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def test_an_epoch_zero_event_for_a_known_customer_is_a_dead_letter_not_a_new_first_seen():
+    """The classic producer bug (an unset clock): a 1970 login aimed at a
+    customer of a 2026 history would re-date their first-seen time (cohort,
+    `new`, D1/D7/D30). It goes to the DLQ with its reason instead."""
+    p, s = make()
+    p.on_message(msg(raw("u1", "signup", 1)))
+    p.on_message(msg(raw("u1", "order", 30, amount=50)))
+    first_seen = p.store["u1"].first_seen_ms
+    for ts in ("1970-01-02T00:00:00Z", _iso_ms("1970-01-02T00:00:00+00:00")):
+        body = {"event_id": f"bad-{ts}", "user_id": "u1", "type": "login", "ts": ts}
+        p.on_message(msg(body))
+    dlq = s.dead_letters.records()
+    # An integer that small was already refused as epoch seconds by the contract.
+    assert [d["reason"] for d in dlq] == ["implausibly_old", "absurd_timestamp"]
+    assert "TIERSTREAM_MAX_EVENT_AGE_DAYS" in dlq[0]["error"] and dlq[0]["key"] == "u1"
+    assert p.store["u1"].first_seen_ms == first_seen
+
+
+def test_a_1990s_history_in_order_and_a_new_customers_old_backfill_are_taken():
+    p, s = make()
+    start = _iso_ms("1991-03-01T00:00:00+00:00")
+    for day in range(0, 3000, 97):  # eight years of one customer, in order
+        p.on_message(msg({"event_id": f"o{day}", "user_id": "old", "type": "order", "ts": start + day * DAY_MS,
+                          "amount": 20}))
+    # Another customer's whole history, sent after, twelve years behind the
+    # watermark: a per-customer backfill, not a bug (they have no first event yet).
+    p.on_message(msg({"event_id": "n1", "user_id": "new", "type": "signup", "ts": start - 4000 * DAY_MS}))
+    p.on_message(msg({"event_id": "n2", "user_id": "new", "type": "order", "ts": start - 3990 * DAY_MS,
+                      "amount": 20}))
+    assert s.dead_letters.records() == []
+    assert p.store["old"].lifetime_orders + len(p.store["old"].held) == 31
+
+
+def test_the_age_rule_can_be_turned_off():
+    streams = SimpleNamespace(users=FakeTable())
+    settings = Settings(clock="replay", max_future_seconds=10**9, max_event_age_days=0)
+    p = Pipeline(streams, settings, fixed_rules(), membership=None, wall_clock_ms=lambda: T0 + 1000 * DAY_MS)
+    p.on_active_partitions({0, 1})
+    p.on_message(msg(raw("u1", "signup", 1)))
+    p.on_message(msg({"event_id": "z", "user_id": "u1", "type": "login", "ts": "1970-01-02T00:00:00Z"}))
+    assert Outbox(p).dead_letters.records() == []
+    assert p.store["u1"].first_seen_ms == _iso_ms("1970-01-02T00:00:00+00:00")
