@@ -17,11 +17,16 @@ How the cut points are kept (docs/scores.md has the whole story):
   the same records, so every worker applies the same cuts at the same
   event time, in a replay as live.
 - Ties: a cut may fall inside a bin (many customers with exactly one
-  order). Such a cut is (bin, share): of that bin's customers, those whose
-  `tiebreak` (a stable hash of the user id) is below `share` fall below the
-  cut. So each score gets its configured share of the population however
-  the values tie, and the same customer always falls on the same side.
-  Recency is in whole days and is not split.
+  order). By default equal figures get equal scores: the cut is the bin's
+  value and, as in pandas' right-closed `cut`, a customer whose figure
+  equals it falls below it (score = 1 + the cuts strictly below the
+  figure). A tie-heavy dimension then gives scores unequal shares, some
+  none. With `split_ties` (an option of the rules) the cut is (bin, share):
+  of that bin's customers, those whose `tiebreak` (a stable hash of the
+  user id) is below `share` fall below it, so each score gets its share
+  however the values tie. Recency is in whole days and never split: a
+  customer whose days since their last order equal a limit takes the
+  higher (more recent) score.
 """
 
 from __future__ import annotations
@@ -135,10 +140,13 @@ class Cuts:
         return out
 
 
-def split_cuts(hist: Mapping[int, int], points: Iterable[float]) -> tuple[Cut, ...] | None:
+def split_cuts(hist: Mapping[int, int], points: Iterable[float], split_ties: bool = False) -> tuple[Cut, ...] | None:
     """Ascending cuts at the given population shares (0 < p < 1), e.g.
-    quintiles 0.2, 0.4, 0.6, 0.8: the share p of customers falls below the
-    p-th cut, ties split by `tiebreak`. None for an empty population."""
+    quintiles 0.2, 0.4, 0.6, 0.8: the p-th cut is the bin where the share p
+    of customers is reached. A customer in that bin falls below the cut
+    (right-closed, as pandas' `cut`), unless `split_ties`, where just enough
+    of the bin's customers (by `tiebreak`) fall below it to make the share p
+    exact. None for an empty population."""
     total = sum(hist.values())
     if total == 0:
         return None
@@ -150,7 +158,7 @@ def split_cuts(hist: Mapping[int, int], points: Iterable[float]) -> tuple[Cut, .
         for b in bins:
             n = hist[b]
             if below + n >= target:
-                out.append(Cut(b, (target - below) / n))
+                out.append(Cut(b, (target - below) / n if split_ties else 1.0))
                 break
             below += n
         else:  # p == 1 within rounding: everyone below
@@ -184,7 +192,7 @@ def recency_limits(days_hist: Mapping[int, int], points: Iterable[float]) -> tup
 
 
 def compute_cuts(merged: Mapping[str, Mapping[int, int]], boundary_ms: int, cadence_ms: int,
-                 points: tuple[float, ...], dims: Iterable[str]) -> Cuts:
+                 points: tuple[float, ...], dims: Iterable[str], split_ties: bool = False) -> Cuts:
     """The population's cuts at `boundary_ms`, from every partition's
     histograms merged. Deterministic: the same histograms give the same cuts."""
     dims = set(dims)
@@ -195,8 +203,8 @@ def compute_cuts(merged: Mapping[str, Mapping[int, int]], boundary_ms: int, cade
         in_force_ms=boundary_ms + cadence_ms,
         customers={d: sum(merged.get(d, {}).values()) for d in sorted(dims)},
         r=recency_limits(recency, points) if "r" in dims else None,
-        f=split_cuts(merged.get("f", {}), points) if "f" in dims else None,
-        m=split_cuts(merged.get("m", {}), points) if "m" in dims else None,
+        f=split_cuts(merged.get("f", {}), points, split_ties) if "f" in dims else None,
+        m=split_cuts(merged.get("m", {}), points, split_ties) if "m" in dims else None,
     )
 
 
@@ -362,8 +370,9 @@ class PopulationReports:
     is the one made before any step past the boundary."""
 
     def __init__(self, partitions: int, cadence_ms: int, points: tuple[float, ...], dims: Iterable[str],
-                 churn_fit_ms: int | None = None, churn_horizon_days: int = 90) -> None:
+                 churn_fit_ms: int | None = None, churn_horizon_days: int = 90, split_ties: bool = False) -> None:
         self.partitions = partitions
+        self.split_ties = split_ties
         self.cadence_ms = cadence_ms
         self.points = points
         self.dims = tuple(dims)
@@ -410,7 +419,7 @@ class PopulationReports:
         while self.next_boundary <= low:
             b = self.next_boundary
             merged = merge(self.pending.pop(b, {}).values())
-            cuts = compute_cuts(merged, b, self.cadence_ms, self.points, self.dims)
+            cuts = compute_cuts(merged, b, self.cadence_ms, self.points, self.dims, self.split_ties)
             if self.churn_fit_ms and b % self.churn_fit_ms == 0:
                 bins = merged.get("s", {})
                 start = self.fitted.params if self.fitted is not None else None
@@ -432,6 +441,7 @@ def thresholds_doc(rules: Any, book: ThresholdBook | None) -> dict:
     return {
         "quantiles": list(s.quantiles),
         "cut_points": list(s.cut_points),
+        "split_ties": s.split_ties,
         "cadence_days": s.cadence_days,
         "churn_model": s.churn_model,
         "churn_fit_days": s.churn_fit_days,
@@ -445,4 +455,5 @@ def population_reports(partitions: int, rules: Any) -> PopulationReports:
     """The reports reader the rules ask for (quantile dimensions, churn fits)."""
     sc = rules.scores
     return PopulationReports(partitions, rules.cadence_ms, tuple(sc.cut_points), sc.quantiles,
-                             sc.churn_fit_days * DAY_MS if sc.churn_model else None, sc.churn_horizon_days)
+                             sc.churn_fit_days * DAY_MS if sc.churn_model else None, sc.churn_horizon_days,
+                             sc.split_ties)

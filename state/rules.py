@@ -83,6 +83,12 @@ class Scores(_Strict):
     # Population shares below the cuts for scores 2, 3, 4 and 5: quintiles.
     cut_points: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=4, max_length=4)] = [
         0.2, 0.4, 0.6, 0.8]
+    # Equal figures get equal scores: a cut that falls among customers with
+    # the same figure puts them all below it (so shares are not fifths when
+    # most customers tie, e.g. one order each). true: split such a tie by a
+    # stable hash of the user id, so that each score gets its share exactly
+    # (identical customers may then score differently).
+    split_ties: bool = False
     # Cut points are recomputed from the whole population every this many
     # days of event time (at UTC midnights) and apply from the next period on.
     cadence_days: int = Field(1, ge=1, le=31)

@@ -31,10 +31,36 @@ def shop():
     return small_ticket_shop()
 
 
-def test_cuts_give_each_score_its_share_even_when_most_values_tie():
+def test_equal_figures_get_equal_scores_by_default_right_closed_as_pandas_cut():
+    """Most customers ordered once. Each cut is the p-quantile value (the
+    smallest value v with at least the share p of customers at or below v),
+    computed here from the sorted figures, and a customer scores 1 + the
+    number of cuts strictly below their figure: a value equal to a cut goes
+    to the lower bin, as pandas' right-closed `cut` puts it."""
+    import math
+    import random
+
+    rnd = random.Random(3)
+    for hist in ({1: 6000, 2: 2000, 3: 1200, 7: 800}, {1: 10, 2: 10, 3: 10, 4: 10, 5: 10},
+                 *({b: rnd.randint(0, 50) for b in range(1, rnd.randint(2, 12))} for _ in range(50))):
+        if not sum(hist.values()):
+            continue
+        cuts = split_cuts(hist, POINTS)
+        values = sorted(b for b, n in hist.items() for _ in range(n))
+        quantile_values = [values[math.ceil(p * len(values)) - 1] for p in POINTS]
+        for b in hist:
+            expected = 1 + sum(q < b for q in quantile_values)
+            got = {1 + sum(not c.below(b, tb) for c in cuts) for tb in (0.0, 0.37, 0.999)}
+            assert got == {expected}, (hist, b, cuts)
+    scores = Counter(1 + sum(not c.below(b, 0.5) for c in split_cuts({1: 6000, 2: 2000, 3: 1200, 7: 800}, POINTS))
+                     for b, n in {1: 6000, 2: 2000, 3: 1200, 7: 800}.items() for _ in range(n))
+    assert scores == {1: 6000, 4: 2000, 5: 2000}  # one-order customers all score 1; scores 2 and 3 are empty
+
+
+def test_split_ties_gives_each_score_its_share_even_when_most_values_tie():
     # Most customers ordered once: a cut on bins alone could not split them.
     hist = {1: 6000, 2: 2000, 3: 1200, 7: 800}
-    cuts = split_cuts(hist, POINTS)
+    cuts = split_cuts(hist, POINTS, split_ties=True)
     users = [(f"{b}-{i}", b) for b, n in hist.items() for i in range(n)]
     scores = Counter(1 + sum(not c.below(b, tiebreak(u)) for c in cuts) for u, b in users)
     total = sum(hist.values())
@@ -71,6 +97,7 @@ def test_a_small_ticket_shop_gets_quintiles_and_current_tiers(shop):
     cuts = p.book.at(end)
     assert cuts is not None and cuts.in_force_ms <= end
     scores = {d: Counter() for d in "rfm"}
+    f_of: dict = {}
     stale = []
     for user_id, state in p.store.items():
         fresh = evaluate(state, state.evaluated_ms, p.rules, user_id)
@@ -79,6 +106,8 @@ def test_a_small_ticket_shop_gets_quintiles_and_current_tiers(shop):
         if state.lifetime_orders and fresh.frequency > 0:
             for d in "fm":
                 scores[d][getattr(fresh, d)] += 1
+            # Equal figures, equal scores: under the same cuts, one F per order count.
+            f_of.setdefault((fresh.cuts.as_of_ms if fresh.cuts else None, fresh.frequency), set()).add(fresh.f)
     assert stale == []  # the cuts moved nobody's tier without a published change
     # Nor did time: every customer evaluated again at their partition's
     # final watermark is where their state says (a wake-up forgotten, e.g.
@@ -87,13 +116,21 @@ def test_a_small_ticket_shop_gets_quintiles_and_current_tiers(shop):
               and (lambda fresh: (fresh.tier, fresh.stage) != (s.tier, s.stage))(
                   evaluate(s, p.swept_to[s.src_partition], p.rules, u))]
     assert behind == []
+    assert f_of and all(len(fs) == 1 for fs in f_of.values()), {k: v for k, v in f_of.items() if len(v) > 1}
+    shares = {}
     for d in "fm":
         total = sum(scores[d].values())
         assert total > 1000
-        shares = {s: round(n / total, 3) for s, n in sorted(scores[d].items())}
-        # Evaluated when each customer last changed, against the cuts then
-        # in force: within 2 points of a fifth each.
-        assert all(abs(share - 0.2) <= 0.02 for share in shares.values()), (d, shares)
+        shares[d] = {s: round(n / total, 3) for s, n in sorted(scores[d].items())}
+    # Most customers of this shop have one or two orders in the window: they
+    # tie, so F's shares are not fifths (each customer is where the figure
+    # puts them, checked above), but every customer with the fewest orders
+    # scores 1 and the most frequent take 5.
+    assert shares["f"][1] > 0.2 and 5 in shares["f"], shares
+    # Net revenue rarely ties (6% bins): evaluated when each customer last
+    # changed, against the cuts then in force, M stays within 2 points of a
+    # fifth each.
+    assert all(abs(share - 0.2) <= 0.02 for share in shares["m"].values()), shares
     # With the fixed thresholds, this shop's customers would all score M = 1.
     assert max(s for s in scores["m"]) == 5
     published = Counter(c["to_tier"] for c in tier_changes(outputs).values())
@@ -168,15 +205,25 @@ def test_a_crash_and_recovery_make_exactly_the_decisions_of_a_run_without_faults
 
 
 def test_the_worked_example_in_docs_scores_md():
-    cuts = split_cuts({1: 6, 2: 3, 3: 1}, POINTS)
-    assert [(c.bin, round(c.share, 3)) for c in cuts] == [(1, 0.333), (1, 0.667), (1, 1.0), (2, 0.667)]
+    hist = {1: 6, 2: 3, 3: 1}
+    cuts = split_cuts(hist, POINTS)
+    assert [c.bin for c in cuts] == [1, 1, 1, 2]
 
-    def f_score(bin_, tb):
+    def f_score(cuts, bin_, tb):
         return 1 + next((i for i, c in enumerate(cuts) if c.below(bin_, tb)), len(cuts))
 
-    assert (f_score(1, 0.5), f_score(2, 0.9), f_score(2, 0.3), f_score(3, 0.0)) == (2, 5, 4, 5)
+    assert {f_score(cuts, 1, tb) for tb in (0.0, 0.5, 0.99)} == {1}
+    assert (f_score(cuts, 2, 0.9), f_score(cuts, 2, 0.3), f_score(cuts, 3, 0.0)) == (4, 4, 5)
+    split = split_cuts(hist, POINTS, split_ties=True)
+    assert [(c.bin, round(c.share, 3)) for c in split] == [(1, 0.333), (1, 0.667), (1, 1.0), (2, 0.667)]
+    assert (f_score(split, 1, 0.5), f_score(split, 2, 0.9), f_score(split, 2, 0.3), f_score(split, 3, 0.0)) == (
+        2, 5, 4, 5)
     days = Counter([0, 0, 1, 2, 3, 5, 8, 13, 21, 34])
-    assert recency_limits(days, POINTS) == (0, 2, 5, 13)
+    limits = recency_limits(days, POINTS)
+    assert limits == (0, 2, 5, 13)
+    from state.quantiles import Cuts
+    r = Cuts(0, 0, {}, limits, None, None)
+    assert (r.score_r(2), r.score_r(3)) == (4, 3)  # equal to a limit: the more recent score
 
 
 def test_idle_partitions_follow_the_others_so_the_cuts_settle_under_the_replay_clock():
