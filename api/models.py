@@ -40,7 +40,9 @@ class CohortsQuery(_Query):
 class SegmentFigures(BaseModel):
     members: int = Field(description="Members at the end of the period")
     revenue: float = Field(description="Orders minus refunds booked to the segment in the period")
-    revenue_share: float | None = Field(description="The segment's share of the period's revenue")
+    revenue_share: float | None = Field(description="The segment's share of the period's order value: its orders' "
+                                        "amounts / every order's amount in the period (before refunds, so shares "
+                                        "lie in [0, 1] and add up to 1 over a kind's segments; docs/metrics.md)")
     mean_ltv: float | None = Field(description="Mean lifetime value (net) of the members at the period's end")
     orders: int
     aov: float | None = Field(description="Order value / orders of the segment in the period")
@@ -222,7 +224,16 @@ class CampaignResults(BaseModel):
     revenue_per_user_uplift: float | None
     revenue_per_user_uplift_ci95: list[float] | None = Field(description="Welch interval")
     incremental_revenue: float | None
-    roi: float | None = Field(description="(incremental value - cost) / cost, when costs are given")
+    cost: float | None = Field(description="cost_per_contact × treatment users assigned; null without a cost")
+    roi: float | None = Field(description="Measured return on investment: (incremental_revenue - cost) / cost, "
+                              "where incremental_revenue = revenue_per_user_uplift × treatment users (order revenue "
+                              "in the goal window, treatment minus control per user); null without a cost "
+                              "(docs/metrics.md, Campaigns)")
+    value_per_conversion: float | None = Field(description="The campaign's configured value of one conversion")
+    roi_at_value_per_conversion: float | None = Field(
+        description="Return if each incremental conversion were worth value_per_conversion: "
+                    "(incremental_conversions × value_per_conversion - cost) / cost; an assumption, not a "
+                    "measurement; null without both figures")
     sample_size_per_arm_needed: int | None = Field(description="More users per arm to detect `min_effect`")
     min_effect: float
 

@@ -125,7 +125,7 @@ def render_campaigns(doc: dict[str, Any], fmt: str, console: Console) -> None:
         return
     table = Table(title="Campaigns: treatment against the holdout (closed windows)", header_style="bold")
     for title in ("campaign", "trigger", "treatment n", "control n", "conv. t", "conv. c", "uplift", "95% CI",
-                  "p", "incr. conv.", "incr. revenue", "ROI", "n/arm still needed"):
+                  "p", "incr. conv.", "incr. revenue", "cost", "ROI", "ROI at value/conv.", "n/arm still needed"):
         table.add_column(title, justify="left" if title in ("campaign", "trigger") else "right")
     for c in doc["campaigns"]:
         t, k = c["treatment"], c["control"]
@@ -137,11 +137,15 @@ def render_campaigns(doc: dict[str, Any], fmt: str, console: Console) -> None:
             "–" if c["p_value"] is None else f"{c['p_value']:.3f}",
             "–" if c["incremental_conversions"] is None else f"{c['incremental_conversions']:,.1f}",
             "–" if c["incremental_revenue"] is None else f"{c['incremental_revenue']:,.2f}",
-            _pct(c["roi"], signed=True), _cell(c["sample_size_per_arm_needed"]),
+            "–" if c.get("cost") is None else f"{c['cost']:,.2f}",
+            _pct(c["roi"], signed=True), _pct(c.get("roi_at_value_per_conversion"), signed=True),
+            _cell(c["sample_size_per_arm_needed"]),
         )
     console.print(table)
     console.print("[dim]Rates count assignments whose conversion window has closed; "
-                  "senders act on `treatment` only.[/dim]")
+                  "senders act on `treatment` only. ROI = (incr. revenue - cost) / cost, measured; "
+                  "ROI at value/conv. assumes each incremental conversion is worth the campaign's "
+                  "value_per_conversion (docs/metrics.md).[/dim]")
 
 
 def _pct(value: float | None, signed: bool = False) -> str:

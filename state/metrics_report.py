@@ -136,7 +136,9 @@ def kpi_row(
         return {
             "members": members,
             "revenue": _money(seg_revenue),
-            "revenue_share": _ratio(seg_revenue, revenue),
+            # Of the order value, not of net revenue: refunds booked to other
+            # tiers made one tier's share of a small net total exceed 100%.
+            "revenue_share": _ratio(g(f"order_cents|{kind}={name}", 0), g("order_cents", 0)),
             "mean_ltv": _money(round(end.get(f"ltv|{kind}={name}", 0) / members)) if members else None,
             "orders": g(f"orders|{kind}={name}", 0),
             "aov": _money(round(g(f"order_cents|{kind}={name}", 0) / g(f"orders|{kind}={name}")))

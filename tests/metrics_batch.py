@@ -246,7 +246,7 @@ def expected_row(r: dict[str, Any], tiers: list[str], stages: list[str]) -> dict
         return {
             "members": members,
             "revenue": money(rev),
-            "revenue_share": ratio(rev, revenue),
+            "revenue_share": ratio(g(f"order_cents|{kind}={name}", 0), g("order_cents", 0)),
             "mean_ltv": money(round(end.get(f"ltv|{kind}={name}", 0) / members)) if members else None,
             "orders": orders,
             "aov": money(round(g(f"order_cents|{kind}={name}", 0) / orders)) if orders else None,

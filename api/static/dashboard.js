@@ -196,8 +196,14 @@
       if (c.uplift == null) {
         line.textContent = "uplift: not yet measurable (no closed window in one of the arms)";
       } else {
+        // ROI as docs/metrics.md defines it: from the measured incremental
+        // revenue, shown beside it; the value-per-conversion figure is labelled.
+        const roi = (c.roi != null ? ` · incremental revenue ${money(c.incremental_revenue)} for a cost of ` +
+          `${money(c.cost)}: ROI ${pct(c.roi)}` : "") +
+          (c.roi_at_value_per_conversion != null ? ` · ROI at ${money(c.value_per_conversion)} per conversion ` +
+          `${pct(c.roi_at_value_per_conversion)}` : "");
         line.append(`uplift ${(c.uplift * 100).toFixed(1)} points, 95% interval ${pct(c.uplift_ci95[0])} to ` +
-          `${pct(c.uplift_ci95[1])}, p = ${c.p_value.toFixed(3)}` + (c.roi != null ? ` · ROI ${pct(c.roi)}` : ""),
+          `${pct(c.uplift_ci95[1])}, p = ${c.p_value.toFixed(3)}` + roi,
           cell("br"), Charts.intervalBar(c.uplift, c.uplift_ci95[0], c.uplift_ci95[1], "%"));
       }
       box.append(line);

@@ -128,3 +128,23 @@ async def test_campaign_results_come_from_the_outcomes(api):
     assert (await get(session, "/v1/campaigns/win_back"))[1] == win
     status, err = await get(session, "/v1/campaigns/nope")
     assert status == 404 and "win_back" in err["error"]
+
+
+def test_openapi_and_docs_define_roi_and_revenue_share_alike():
+    """One definition each (docs/metrics.md), used by the OpenAPI text: ROI
+    from the measured incremental revenue, the value-per-conversion figure
+    apart, revenue share of the order value."""
+    from pathlib import Path
+
+    from api.openapi import openapi_document
+
+    schemas = openapi_document()["components"]["schemas"]
+    campaign = schemas["CampaignResults"]["properties"]
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    assert "(incremental_revenue - cost) / cost" in campaign["roi"]["description"]
+    assert "**(`incremental_revenue` − `cost`) / `cost`**" in docs
+    assert "an assumption" in campaign["roi_at_value_per_conversion"]["description"] and "an assumption" in docs
+    assert "cost_per_contact × treatment users" in campaign["cost"]["description"]
+    share = schemas["SegmentFigures"]["properties"]["revenue_share"]["description"]
+    assert "order value" in share and "before refunds" in share
+    assert "**`revenue_share` = the segment's order amounts in P / every order's amount" in docs

@@ -57,8 +57,20 @@ def test_sample_size_matches_the_usual_formula():
     assert 680 <= sample_size_per_arm(0.10, 0.05) <= 690
 
 
-def test_summary_roi_uses_the_value_per_conversion_when_given():
-    s = summarize(Arm(1000, 150, revenue=15_000, revenue_sq=15_000 * 100), Arm(1000, 100, 10_000, 10_000 * 100),
-                  cost_per_contact=1.0, value_per_conversion=40.0)
+def test_roi_is_measured_and_the_value_per_conversion_figure_is_named_apart():
+    """docs/metrics.md, Campaigns: ROI = (incremental revenue - cost) / cost,
+    incremental revenue = (treatment revenue per user - control's) x treated.
+    The configured value per conversion gives its own, labelled figure."""
+    # Treatment converts more (15% vs 10%) but spends less per user (9 vs 10):
+    # the case that once showed ROI +27% beside a negative incremental revenue.
+    t = Arm(1000, 150, revenue=9_000, revenue_sq=9_000 * 100)
+    c = Arm(1000, 100, revenue=10_000, revenue_sq=10_000 * 100)
+    s = summarize(t, c, cost_per_contact=1.0, value_per_conversion=40.0)
     assert round(s["uplift"], 4) == 0.05 and round(s["incremental_conversions"]) == 50
-    assert round(s["roi"], 2) == round((50 * 40 - 1000) / 1000, 2)
+    assert round(s["incremental_revenue"], 2) == round((9_000 / 1000 - 10_000 / 1000) * 1000, 2) == -1000.0
+    assert s["cost"] == 1000.0
+    assert round(s["roi"], 4) == round((-1000 - 1000) / 1000, 4) == -2.0  # negative with the revenue, always
+    assert round(s["roi_at_value_per_conversion"], 4) == round((50 * 40 - 1000) / 1000, 4) == 1.0
+    assert s["value_per_conversion"] == 40.0
+    bare = summarize(t, c)
+    assert bare["roi"] is None and bare["cost"] is None and bare["roi_at_value_per_conversion"] is None
