@@ -146,6 +146,9 @@ class Pipeline:
         self.tally = metrics.Tally()
         self.freezer = HeapFreezer()
         self.changelog_topic = streams.users.changelog_topic.get_topic_name()
+        # The configuration in force these rules are (state.config), as JSON
+        # for the API; written to Redis with the segments.
+        self.config_summary: bytes | None = None
         streams.users.on_active_partitions = self.on_active_partitions
 
     # -- ownership -------------------------------------------------------
@@ -769,6 +772,8 @@ class Pipeline:
             return
         try:
             await self.membership.declare_segments(self.rules.tier_names, STAGES)
+            if self.config_summary is not None:
+                await self.membership.write_config(self.config_summary)
         except Exception:  # Redis down at start: flushes will retry, counts just miss zeros
             log.exception("could not declare segments in Redis")
 
@@ -906,8 +911,9 @@ def kafka_producer(app: Any) -> Any:
     return app.producer._ensure_producer()
 
 
-def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
-    """Attach the agent, the sweep timer and the Redis flusher to the app."""
+def install(streams: StreamApp, settings: Settings, rules: Rules, config_summary: bytes | None = None) -> Pipeline:
+    """Attach the agent, the sweep timer and the Redis flusher to the app.
+    `config_summary`: the configuration in force `rules` come from (state.config)."""
     app = streams.app
     redis = Redis.from_url(settings.redis_url)
     # With exactly-once the feed would show records before their transaction
@@ -916,6 +922,7 @@ def install(streams: StreamApp, settings: Settings, rules: Rules) -> Pipeline:
     feed = None if settings.processing_guarantee == "exactly_once" else FeedWriter(
         redis, settings.redis_prefix, settings.user_history)
     pipeline = Pipeline(streams, settings, rules, MembershipWriter(redis, settings.redis_prefix), feed)
+    pipeline.config_summary = config_summary
     if pipeline.book is not None:
         from agents.population import PopulationReader
 

@@ -11,15 +11,15 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from api.config import rules_in_force
 from api.models import CohortsQuery, FlowsQuery, KpisQuery
 from state.calendar import Calendar, parse_label
 from state.metrics_store import MetricsStore
 from state.model import DAY_MS
-from state.rules import STAGES, Rules
+from state.rules import STAGES
 from state.uplift import Arm, summarize
 
 STORE = web.AppKey("metrics_store", MetricsStore)
-RULES = web.AppKey("rules", Rules)
 MAX_PERIODS = 1000  # per request: bounds the Redis reads of one answer
 DEFAULT_PERIODS = 30
 
@@ -56,12 +56,12 @@ async def _latest(request: web.Request, grain: str) -> int | None:
     latest = await request.app[STORE].latest_ms()
     if latest is None:
         return None
-    return Calendar(request.app[RULES].metrics.timezone).periods(latest)[("day", "week", "month").index(grain)]
+    return Calendar((await rules_in_force(request)).metrics.timezone).periods(latest)[("day", "week", "month").index(grain)]
 
 
 async def get_kpis(request: web.Request) -> web.Response:
     q: KpisQuery = _query(KpisQuery, request)
-    rules = request.app[RULES]
+    rules = await rules_in_force(request)
     if q.tier is not None and q.tier not in rules.tier_names:
         raise BadQuery(f"unknown tier {q.tier!r}; tiers are {', '.join(rules.tier_names)}")
     if q.stage is not None and q.stage not in STAGES:
@@ -90,7 +90,7 @@ async def get_kpis(request: web.Request) -> web.Response:
 
 async def get_flows(request: web.Request) -> web.Response:
     q: FlowsQuery = _query(FlowsQuery, request)
-    rules = request.app[RULES]
+    rules = await rules_in_force(request)
     index = _period(q.grain, q.period, "period") if q.period else await _latest(request, q.grain)
     if index is None:
         raise web.HTTPNotFound(text="no metrics yet: no event has been processed")
@@ -108,7 +108,7 @@ async def get_cohorts(request: web.Request) -> web.Response:
     latest = await _latest(request, q.grain)
     cohorts = [] if latest is None else list(range(latest - q.periods + 1, latest + 1))
     rows = await request.app[STORE].cohorts(q.by, q.grain, cohorts, q.periods, latest)
-    return _json({"grain": q.grain, "by": q.by, "timezone": request.app[RULES].metrics.timezone, "cohorts": rows})
+    return _json({"grain": q.grain, "by": q.by, "timezone": (await rules_in_force(request)).metrics.timezone, "cohorts": rows})
 
 
 def _campaign_doc(campaign: Any, cells: dict[str, int]) -> dict[str, Any]:
@@ -131,13 +131,13 @@ def _campaign_doc(campaign: Any, cells: dict[str, int]) -> dict[str, Any]:
 
 
 async def get_campaigns(request: web.Request) -> web.Response:
-    rules = request.app[RULES]
+    rules = await rules_in_force(request)
     found = await request.app[STORE].hashes(f"campaign:{c.name}" for c in rules.campaigns)
     return _json({"campaigns": [_campaign_doc(c, found.get(f"campaign:{c.name}", {})) for c in rules.campaigns]})
 
 
 async def get_campaign(request: web.Request) -> web.Response:
-    rules = request.app[RULES]
+    rules = await rules_in_force(request)
     name = request.match_info["name"]
     campaign = rules.campaigns_by_name.get(name)
     if campaign is None:

@@ -240,3 +240,14 @@ class CampaignResults(BaseModel):
 
 class CampaignsResponse(BaseModel):
     campaigns: list[CampaignResults]
+
+
+class ConfigDoc(BaseModel):
+    version: str = Field(description="Content hash of the rules and campaigns texts (state.config); every tier "
+                                     "change and churn alert carries the version that decided it as rules_version")
+    published_by: str = Field(description="Who put it in force, as stated (a worker, or `tierstream config publish --by`)")
+    published_at_ms: int = Field(description="When it was published (wall clock, epoch ms)")
+    rules_source: str = Field(description="The file the rules were read from")
+    campaigns_source: str | None = Field(description="The file the campaigns were read from; null without campaigns")
+    rules: str = Field(description="The rules file's text (TOML)")
+    campaigns: str | None = Field(description="The campaigns file's text (TOML); null without campaigns")

@@ -44,6 +44,8 @@ ROUTES = (
           m.FeedEvent, content_type="text/event-stream"),
     Route("/v1/scores/thresholds", "The score thresholds in force: fixed, or the population's latest quantile "
           "cut points", m.ThresholdsDoc),
+    Route("/v1/config", "The configuration in force: the rules and campaigns every worker runs, with their "
+          "version (404 until a worker has published one)", m.ConfigDoc),
     Route("/healthz", "Redis reachable", m.Health),
 )
 

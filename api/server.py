@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api import dashboard, feed, metrics
+from api.config import CONFIG, RulesInForce, get_config, rules_in_force
 from api.access import require_token
 from api.json_errors import JsonErrorAppRunner
 from api.metrics import BadQuery
@@ -65,7 +66,7 @@ async def get_user(request: web.Request) -> web.Response:
 async def get_thresholds(request: web.Request) -> web.Response:
     doc = await request.app[READER].thresholds()
     if doc is None:  # no worker has settled cut points yet (or the rules use fixed thresholds only)
-        return _json(thresholds_doc(request.app[metrics.RULES], None))
+        return _json(thresholds_doc(await rules_in_force(request), None))
     return web.Response(body=doc, content_type="application/json")
 
 
@@ -151,6 +152,7 @@ HANDLERS: dict[str, tuple[str, Handler]] = {
     "/v1/changes/{user_id}": ("/v1/changes/{user_id:.+}", feed.get_user_changes),
     "/v1/feed": ("/v1/feed", feed.get_feed),
     "/v1/scores/thresholds": ("/v1/scores/thresholds", get_thresholds),
+    "/v1/config": ("/v1/config", get_config),
     "/healthz": ("/healthz", healthz),
 }
 
@@ -164,7 +166,7 @@ def build_api(redis_url: str, prefix: str, rules: Rules | None = None, token: st
     )
     app[READER] = MembershipReader(redis, prefix)
     app[metrics.STORE] = MetricsStore(redis, prefix)
-    app[metrics.RULES] = rules if rules is not None else load_rules()
+    app[CONFIG] = RulesInForce(app[READER], rules if rules is not None else load_rules())
     app[feed.HUB] = feed.FeedHub(FeedReader(redis, prefix))
     for route in ROUTES:
         path, handler = HANDLERS[route.path]

@@ -18,6 +18,7 @@ from state.membership import MembershipUpdate, MembershipWriter
 from state.quantiles import ThresholdBook, population_reports
 from state.rules import STAGES, Rules
 from stream import topics
+from stream.config_topic import in_force as config_in_force
 from stream.admin import ensure_topics
 from stream.codecs import decode_state, user_record
 from stream.recovery import true_end_offsets
@@ -141,6 +142,9 @@ async def rebuild_membership(settings: Settings, rules: Rules) -> tuple[int, int
     try:
         await writer.clear()
         await writer.declare_segments(rules.tier_names, STAGES)
+        current = await config_in_force(settings.broker)
+        if current is not None:  # clear() took the API's copy of it too
+            await writer.write_config(orjson.dumps(current.summary()))
         updates = []
         for user_id, data in latest.items():
             state = decode_state(data)

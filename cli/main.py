@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 from pathlib import Path
 
 import click
+import orjson
 
 from stream.settings import Settings
 
@@ -19,20 +21,60 @@ def _settings() -> Settings:
         raise click.ClickException(f"bad TIERSTREAM_* setting:\n{exc}") from exc
 
 
-def _rules(settings: Settings):  # type: ignore[no-untyped-def]
-    """The rules, or a clean exit naming the line and the problem."""
-    from state.rules import RulesError, load_rules
+def _local_document(settings: Settings):  # type: ignore[no-untyped-def]
+    """This process's own rules and campaigns (TIERSTREAM_RULES,
+    TIERSTREAM_CAMPAIGNS) as one document, or a clean exit naming the file."""
+    from state.campaigns import example_campaigns_text
+    from state.config import ConfigDocument
+    from state.rules import default_rules_text
 
-    from state.campaigns import load_campaigns
+    def read(path: str, setting: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError as exc:
+            raise click.ClickException(f"{path}: cannot read ({exc.strerror}); check {setting}") from exc
+
+    if settings.rules is None:
+        rules_text, rules_source = default_rules_text(), "default_rules.toml"
+    else:
+        rules_text, rules_source = read(str(settings.rules), "TIERSTREAM_RULES"), str(settings.rules)
+    campaigns_text = campaigns_source = None
+    if settings.campaigns == "example":
+        campaigns_text, campaigns_source = example_campaigns_text(), "example_campaigns.toml"
+    elif settings.campaigns:
+        campaigns_text, campaigns_source = read(settings.campaigns, "TIERSTREAM_CAMPAIGNS"), settings.campaigns
+    return ConfigDocument(rules_text, campaigns_text, rules_source, campaigns_source)
+
+
+def _parsed(document):  # type: ignore[no-untyped-def]
+    """The document's rules, or a clean exit naming the line and the problem."""
+    from state.rules import RulesError
 
     try:
-        rules = load_rules(settings.rules)
-        if settings.campaigns:
-            path = None if settings.campaigns == "example" else settings.campaigns
-            rules = rules.with_campaigns(load_campaigns(path, rules.tier_names))
-        return rules
+        return document.rules()
     except RulesError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _rules(settings: Settings):  # type: ignore[no-untyped-def]
+    """The rules every tool evaluates with: the version in force on
+    tierstream.config (what the workers run), whatever this shell's
+    TIERSTREAM_RULES / TIERSTREAM_CAMPAIGNS say; this process's own files
+    only while no worker has published a version."""
+    from stream.config_topic import in_force
+
+    local = _local_document(settings)
+    try:
+        published = _run(in_force(settings.broker))
+    except Exception as exc:  # no broker: the tool's own call will say so more precisely
+        click.echo(f"note: could not read the configuration in force ({exc}); using this shell's rules", err=True)
+        published = None
+    if published is None:
+        return _parsed(local)
+    if published.document.version != local.version and (settings.rules is not None or settings.campaigns):
+        click.echo(f"note: using rules version {published.document.version}, in force on the workers "
+                   f"(this shell's TIERSTREAM_RULES / TIERSTREAM_CAMPAIGNS are version {local.version})", err=True)
+    return _parsed(published.document)
 
 
 def _run(coro):  # type: ignore[no-untyped-def]
@@ -60,14 +102,25 @@ def worker() -> None:
     from stream.admin import ensure_topics
     from stream.app import build_app
 
+    from state.config import ConfigMismatch
+    from stream.config_topic import establish
+
     settings = _settings()
-    rules = _rules(settings)
+    local = _local_document(settings)
+    _parsed(local)  # a bad file stops here, naming the line, before anything is published
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     _run(ensure_topics(settings.broker, settings.partitions))
+    try:
+        published = _run(establish(settings.broker, local, by=f"worker on {socket.gethostname()}"))
+    except ConfigMismatch as exc:
+        raise click.ClickException(str(exc)) from exc
+    rules = _parsed(published.document)
+    logging.getLogger(__name__).info("rules version %s in force (%s, %s)", rules.version,
+                                     published.document.rules_source, published.document.campaigns_source)
     streams = build_app(settings)
-    install(streams, settings, rules)
+    install(streams, settings, rules, orjson.dumps(published.summary()))
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     faust.Worker(streams.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
@@ -156,7 +209,7 @@ def snapshot(as_of: str, out: Path, wait: float | None) -> None:
     if parked:
         click.echo(f"warning: {len(parked)} users could not be brought to the snapshot time and show their "
                    "last evaluation", err=True)
-    click.echo(f"wrote {users} users to {out}")
+    click.echo(f"wrote {users} users to {out} (rules version {rules.version})")
 
 
 @cli.command()
@@ -196,14 +249,77 @@ def campaigns(fmt: str, api: str | None) -> None:
     render_campaigns(doc, fmt, Console(width=220 if fmt == "table" else None))
 
 
+@cli.group()
+def config() -> None:
+    """The configuration in force: the rules and campaigns every worker and tool runs (docs/config.md)."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="The whole document as JSON (texts included)")
+@click.option("--rules-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the rules text in force to this file")
+@click.option("--campaigns-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the campaigns text in force to this file")
+def config_show(as_json: bool, rules_out: Path | None, campaigns_out: Path | None) -> None:
+    """Say which version is in force, and since when."""
+    from datetime import UTC, datetime
+
+    from stream.config_topic import history
+
+    s = _settings()
+    versions = _run(history(s.broker))
+    if not versions:
+        raise click.ClickException("no configuration is in force yet: the first worker to start publishes its "
+                                   "TIERSTREAM_RULES and TIERSTREAM_CAMPAIGNS")
+    current = versions[-1]
+    if rules_out is not None:
+        rules_out.write_text(current.document.rules_text)
+    if campaigns_out is not None:
+        campaigns_out.write_text(current.document.campaigns_text or "")
+    if as_json:
+        click.echo(orjson.dumps(current.summary()).decode())
+        return
+    local = _local_document(s)
+    when = datetime.fromtimestamp(current.at_ms / 1000, UTC).isoformat(timespec="seconds")
+    click.echo(f"rules version {current.document.version} in force since {when}, published by {current.by}")
+    click.echo(f"  rules from {current.document.rules_source}; campaigns from "
+               f"{current.document.campaigns_source or 'none'}; {len(versions)} version(s) published so far")
+    if local.version != current.document.version:
+        click.echo(f"  this shell's TIERSTREAM_RULES / TIERSTREAM_CAMPAIGNS are version {local.version}, not in force")
+
+
+@config.command("publish")
+@click.option("--by", required=True, help="Who is putting this version in force (kept with it)")
+def config_publish(by: str) -> None:
+    """Put this shell's TIERSTREAM_RULES and TIERSTREAM_CAMPAIGNS in force.
+
+    Stop every worker first, then start them with the same files: a worker
+    whose files are not the version in force refuses to start."""
+    from stream.admin import ensure_topics
+    from stream.config_topic import in_force, publish
+
+    s = _settings()
+    local = _local_document(s)
+    _parsed(local)
+    _run(ensure_topics(s.broker, s.partitions))
+    current = _run(in_force(s.broker))
+    if current is not None and current.document.version == local.version:
+        click.echo(f"rules version {local.version} is already in force")
+        return
+    _run(publish(s.broker, local, by))
+    click.echo(f"rules version {local.version} in force (was {current.document.version if current else 'none'}); "
+               "start the workers with these files")
+
+
 @cli.command("rebuild-cache")
 def rebuild_cache() -> None:
     """Rebuild Redis membership from the users table's changelog."""
     from cli.io import rebuild_membership
 
     s = _settings()
-    users, written = _run(rebuild_membership(s, _rules(s)))
-    click.echo(f"rebuilt membership of {users} users ({written} records written)")
+    rules = _rules(s)
+    users, written = _run(rebuild_membership(s, rules))
+    click.echo(f"rebuilt membership of {users} users ({written} records written) with rules version {rules.version}")
 
 
 @cli.command()

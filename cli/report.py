@@ -63,7 +63,15 @@ def build(api: str, grain: str, start: str | None, end: str | None) -> dict[str,
     flows = fetch(api, "/v1/metrics/flows", grain=grain, period=last) if last else None
     cohort_grain = "month" if grain == "month" else "week"
     cohorts = fetch(api, "/v1/metrics/cohorts", grain=cohort_grain, by="first_seen", periods=8)
-    return {"kpis": kpis, "flows": flows, "cohorts": cohorts}
+    return {"kpis": kpis, "flows": flows, "cohorts": cohorts, "rules_version": rules_version(api)}
+
+
+def rules_version(api: str) -> str | None:
+    """The rules version in force, as the API serves it; None before a worker published one."""
+    try:
+        return fetch(api, "/v1/config")["version"]
+    except ReportError:
+        return None
 
 
 def render(report: dict[str, Any], fmt: str, console: Console) -> None:
@@ -86,6 +94,8 @@ def render(report: dict[str, Any], fmt: str, console: Console) -> None:
         table.add_row(*(_cell(row[k], k) + ("" if row["closed"] or k != "period" else " *") for k, _ in KPI_COLUMNS))
     console.print(table)
     console.print("[dim]* still open: the watermark has not passed its end[/dim]")
+    if report.get("rules_version"):
+        console.print(f"[dim]rules version {report['rules_version']} in force[/dim]")
     if kpis["periods"]:
         last = kpis["periods"][-1]
         tiers = Table(title=f"Tiers at the end of {last['period']}", header_style="bold")

@@ -43,6 +43,7 @@ class TierChange:
     to_stage: str
     assessment: Assessment
     correction: bool = False
+    rules_version: str | None = None  # the configuration in force that decided it (state.config)
 
 
 @dataclass(slots=True)
@@ -52,6 +53,7 @@ class ChurnAlert:
     level: str
     assessment: Assessment
     correction: bool = False
+    rules_version: str | None = None
 
 
 @dataclass(slots=True)
@@ -120,6 +122,7 @@ def reassess(
                 to_stage=a.stage,
                 assessment=a,
                 correction=correction,
+                rules_version=rules.version,
             )
         )
         if a.stage != state.stage and a.stage in ALERT_LEVELS:
@@ -133,6 +136,7 @@ def reassess(
                     level=a.stage,
                     assessment=a,
                     correction=correction,
+                    rules_version=rules.version,
                 )
             )
         if a.tier != state.tier:
@@ -184,7 +188,8 @@ def _churn_risk(user_id: str, state: UserState, a: Assessment, now_ms: int, rule
     lows = [since, *range((last_order // cadence + 1) * cadence - 1, since, cadence)]
     if any(alive_at(state, t, rules) < limit for t in lows):
         return None  # below already earlier in this spell: alerted then, or it began below
-    return ChurnAlert(_stable_id(user_id, "churn_risk", last_order), user_id, "churn_risk", a, correction)
+    return ChurnAlert(_stable_id(user_id, "churn_risk", last_order), user_id, "churn_risk", a, correction,
+                      rules.version)
 
 
 def _campaign_step(user_id: str, state: UserState, now_ms: int, rules: Rules, decisions: list[Decision],

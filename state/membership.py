@@ -139,6 +139,10 @@ class MembershipWriter:
         names = [f"tier:{t}" for t in tiers] + [f"stage:{s}" for s in stages]
         await self._redis.sadd(self._prefix + "segments", *names)
 
+    async def write_config(self, summary: bytes) -> None:
+        """The configuration in force (state.config), for the API to serve."""
+        await self._redis.set(self._prefix + "config", summary)
+
     async def clear(self) -> int:
         """Delete the membership under the prefix (before a rebuild): every
         key but the operator metrics' (`m:*`), and of each user's hash only
@@ -188,6 +192,10 @@ class MembershipReader:
     async def thresholds(self) -> bytes | None:
         """The latest quantile cut points, as the workers wrote them (agents.population)."""
         return await self._redis.get(self._prefix + "scores:thresholds")
+
+    async def config(self) -> bytes | None:
+        """The configuration in force, as the workers wrote it (state.config)."""
+        return await self._redis.get(self._prefix + "config")
 
     async def user(self, user_id: str) -> bytes | None:
         return await self._redis.hget(self._prefix + "user:" + user_id, "doc")

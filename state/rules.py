@@ -217,6 +217,13 @@ class Rules(_Strict):
     # (state.quantiles.ThresholdBook), attached by the worker with
     # `with_thresholds`; None scores with the fixed thresholds only.
     thresholds: Any = Field(None, exclude=True)
+    # The version of the configuration in force these rules come from
+    # (state.config: a content hash of the rules and campaigns texts), carried
+    # by every decision; None for rules not read as such a document.
+    version: str | None = Field(None, exclude=True)
+
+    def with_version(self, version: str) -> Rules:
+        return self.model_copy(update={"version": version})
 
     def with_campaigns(self, campaigns: list[Any]) -> Rules:
         return self.model_copy(update={"campaigns": tuple(campaigns)})
@@ -322,6 +329,9 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
     try:
         if "campaigns" in raw:
             raise RulesError(f"{source}: campaigns go in their own file (TIERSTREAM_CAMPAIGNS), not in the rules")
+        if "version" in raw:
+            raise RulesError(f"{source}: 'version' is not a rules key: the version is a hash of the texts "
+                             "(tierstream config show)")
         return Rules.model_validate(raw)
     except ValidationError as exc:
         problems = []

@@ -16,6 +16,8 @@ async def ensure_topics(bootstrap: str, partitions: int) -> None:
         existing = set(await admin.list_topics())
         wanted = [topics.EVENTS, *topics.OUTPUTS]
         missing = [NewTopic(name, partitions, 1) for name in wanted if name not in existing]
+        if topics.CONFIG not in existing:  # one partition: its records' order is the versions' order
+            missing.append(NewTopic(topics.CONFIG, 1, 1))
         if missing:
             try:
                 await admin.create_topics(missing)

@@ -157,6 +157,7 @@ def tier_change_record(c: TierChange) -> dict[str, Any]:
         **figures(a),
         # Quantile scores: the population's cut points this decision used.
         "thresholds": a.cuts.summary() if a.cuts is not None else None,
+        "rules_version": c.rules_version,
     }
 
 
@@ -174,6 +175,7 @@ def churn_alert_record(alert: ChurnAlert) -> dict[str, Any]:
         "correction": alert.correction,
         # With the churn model, once fitted: what a churn_risk alert is about.
         **({"churn": figures(a)["churn"]} if a.cuts is not None and a.cuts.churn is not None else {}),
+        "rules_version": alert.rules_version,
     }
 
 

@@ -19,6 +19,11 @@ CAMPAIGN_OUTCOMES = "tierstream.campaign-outcomes"
 # points (state.quantiles); keyed by partition.
 POPULATION = "tierstream.population"
 
+# The configuration in force (state.config): the rules and campaigns every
+# worker and tool evaluates with, one versioned document per record; one
+# partition, the latest record in force, the earlier ones its history.
+CONFIG = "tierstream.config"
+
 OUTPUTS = (TIER_CHANGES, CHURN_ALERTS, DEAD_LETTERS, METRICS, METRIC_FACTS, ACTIONS, CAMPAIGN_OUTCOMES, POPULATION)
 
 # The users table's changelog is internal: Faust names it

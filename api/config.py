@@ -1,0 +1,73 @@
+"""The configuration in force, as the API sees it: the workers write it to
+Redis (state.config, agents.pipeline.declare_segments); the API serves it
+at GET /v1/config and evaluates its pages (tiers, campaigns, time zone)
+with it, so that the API never shows another rules version than the
+workers run. Until a worker has written one, the API's own rules serve.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+from aiohttp import web
+
+from state.config import ConfigDocument
+from state.membership import MembershipReader
+from state.rules import Rules, RulesError
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 2.0  # a new version reaches the API's pages within this
+
+
+class RulesInForce:
+    def __init__(self, reader: MembershipReader, fallback: Rules) -> None:
+        self.reader = reader
+        self.rules = fallback
+        self.summary: dict | None = None  # the document in force, once a worker wrote one
+        self._checked = 0.0
+
+    async def current(self) -> Rules:
+        now = time.monotonic()
+        if now - self._checked >= REFRESH_SECONDS:
+            self._checked = now
+            await self._refresh()
+        return self.rules
+
+    async def _refresh(self) -> None:
+        raw = await self.reader.config()
+        if raw is None:
+            return
+        summary = orjson.loads(raw)
+        if self.summary is not None and summary.get("version") == self.summary.get("version"):
+            return
+        doc = ConfigDocument(summary["rules"], summary.get("campaigns"), summary.get("rules_source") or "<rules>",
+                             summary.get("campaigns_source"))
+        try:
+            self.rules = doc.rules()
+        except RulesError:  # written by a worker that validated it: a newer tierstream's, say
+            log.exception("the configuration in force (version %s) does not parse here; keeping %s",
+                          summary.get("version"), self.rules.version)
+            return
+        self.summary = summary
+        log.info("rules version %s in force", doc.version)
+
+
+CONFIG = web.AppKey("config", RulesInForce)
+
+
+async def rules_in_force(request: web.Request) -> Rules:
+    return await request.app[CONFIG].current()
+
+
+async def get_config(request: web.Request) -> web.Response:
+    holder = request.app[CONFIG]
+    await holder.current()
+    if holder.summary is None:
+        return web.Response(
+            body=orjson.dumps({"error": "no worker has published the configuration in force yet: start a worker "
+                                        "(it publishes its TIERSTREAM_RULES and TIERSTREAM_CAMPAIGNS)"}),
+            status=404, content_type="application/json")
+    return web.Response(body=orjson.dumps(holder.summary), content_type="application/json")
