@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.live import Live
 
+from cli import dev_state
 from cli.demo import DemoClock, DemoGenerator, run_demo
 from cli.embedded import EmbeddedServers, free_port, spawn, stop, wait_for_port
 from cli.live_view import ViewState, follow_outputs, poll_counts, poll_kpis, render
@@ -50,12 +51,14 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, bro
         api = spawn([sys.executable, "-m", "cli.main", "api"], env=env, log=servers.workdir / "api.log")
         procs.append(api)
         wait_for_port(api_port, api, what="tierstream api")
+        state = dev_state.write(servers.broker, servers.redis_url, api_port, PARTITIONS, servers.workdir)
         header = (
             f"broker    {servers.broker}   ({BROKER_NAMES[broker]})\n"
             f"redis     {servers.redis_url}\n"
             f"dashboard http://127.0.0.1:{api_port}/\n"
             f"api       http://127.0.0.1:{api_port}/v1/segments   (all endpoints: /openapi.json)\n"
-            f"logs      {servers.workdir}"
+            f"logs      {servers.workdir}\n"
+            f"state     {state}   (tierstream commands in other shells use these addresses)"
         )
         console.print(header)
         view = ViewState(header=header)
@@ -67,6 +70,7 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, bro
         )
         return 0
     finally:
+        dev_state.remove()
         for proc in reversed(procs):
             stop(proc)
         servers.stop()

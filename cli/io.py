@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from state.evaluate import evaluate
 from state.membership import MembershipUpdate, MembershipWriter
-from state.quantiles import ThresholdBook, population_reports
+from state.quantiles import PopulationReports, ThresholdBook, population_reports
 from state.rules import STAGES, Rules
 from stream import topics
 from stream.config_topic import in_force as config_in_force
@@ -124,14 +124,20 @@ async def with_population(settings: Settings, rules: Rules) -> Rules:
     points and fits the workers settled, from their reports on
     tierstream.population, so an evaluation here (a snapshot, a cache
     rebuild) scores as the workers did."""
+    return (await read_population(settings, rules))[0]
+
+
+async def read_population(settings: Settings, rules: Rules) -> tuple[Rules, PopulationReports | None]:
+    """`with_population`, and the reports read (None without quantile
+    scores or the churn model): how far each partition has reported."""
     if not rules.scores.from_population:
-        return rules
+        return rules, None
     reports = population_reports(settings.partitions, rules)
     book = ThresholdBook(rules.cadence_ms)
     async for r in read_to_end(settings, topics.POPULATION):
         for boundary, cuts in reports.add(orjson.loads(r.value)):
             book.settle(boundary, cuts)
-    return rules.with_thresholds(book)
+    return rules.with_thresholds(book), reports
 
 
 async def rebuild_membership(settings: Settings, rules: Rules) -> tuple[int, int]:

@@ -15,8 +15,12 @@ from stream.settings import Settings
 
 
 def _settings() -> Settings:
+    """TIERSTREAM_* from the environment; what it leaves unset of the broker,
+    Redis and API addresses comes from a running `tierstream dev` (cli.dev_state)."""
+    from cli.dev_state import defaults
+
     try:
-        return Settings()
+        return Settings(**defaults())
     except Exception as exc:  # pydantic's message names the variable and the problem
         raise click.ClickException(f"bad TIERSTREAM_* setting:\n{exc}") from exc
 

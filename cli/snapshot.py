@@ -18,10 +18,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
-from cli.io import read_users_changelog, with_population
+from cli.io import read_population, read_users_changelog
 from state.engine import UserParked, advance
 from state.evaluate import evaluate
 from state.model import UserState
+from state.quantiles import boundary_at_or_before
 from state.rules import Rules
 from stream import topics
 from stream.codecs import decode_state, iso, money
@@ -116,12 +117,42 @@ async def wait_caught_up(settings: Settings, timeout: float) -> None:
         await probe.stop()
 
 
+def cuts_needed(as_of_ms: int, rules: Rules) -> int:
+    """The boundary whose cut points (and churn fit) are in force at
+    `as_of_ms` (state.quantiles.ThresholdBook.at)."""
+    return boundary_at_or_before(as_of_ms, rules.cadence_ms) - rules.cadence_ms
+
+
+async def with_settled_population(settings: Settings, rules: Rules, as_of_ms: int, wait: float | None) -> Rules:
+    """The rules with the workers' cut points and fits, once the ones in
+    force at `as_of_ms` are settled: evaluating with whatever had settled
+    so far (older cuts, an older fit) gave another answer than the workers
+    and than another snapshot of the same history. Waits up to `wait`
+    seconds for the reports, then refuses, naming the partitions behind."""
+    deadline = time.monotonic() + (wait or 0)
+    needed = cuts_needed(as_of_ms, rules)
+    while True:
+        settled, reports = await read_population(settings, rules)
+        if reports is None or settled.thresholds.settled(needed):
+            return settled
+        if time.monotonic() >= deadline:
+            behind = {p: iso(b) for p, b in sorted(reports.through.items()) if b < needed}
+            silent = sorted(set(range(settings.partitions)) - set(reports.through))
+            raise SnapshotError(
+                f"the cut points in force at {iso(as_of_ms)} (from the population at {iso(needed)}) are not settled "
+                f"yet: partitions {silent} have not reported, and these only through: {behind}. The workers "
+                "decide nothing past that point either; wait for them (--wait SECONDS) or snapshot an earlier time")
+        await asyncio.sleep(1)
+
+
 async def take_snapshot(settings: Settings, rules: Rules, as_of_ms: int, out: Path, wait: float | None,
                         parked: list[UserParked] | None = None) -> int:
+    started = time.monotonic()
     if wait:
         await wait_caught_up(settings, wait)
+    rules = await with_settled_population(settings, rules, as_of_ms,
+                                          None if wait is None else max(0.0, wait - (time.monotonic() - started)))
     latest = await read_users_changelog(settings)
-    rules = await with_population(settings, rules)
     rows = snapshot_rows({u: decode_state(b) for u, b in latest.items()}, as_of_ms, rules, parked)
     write_rows(rows, out)
     return len(rows)

@@ -48,12 +48,36 @@ def kills_for_run(i: int) -> tuple[str, ...]:
     return (f"outputs_acked:{2 + i % 5}", f"batch_done:{1 + i % 3}", f"sweep_decided:{100 + 60 * i}")
 
 
+LATENESS_MS = DAY_MS  # the workers' TIERSTREAM_ALLOWED_LATENESS_MS in these runs
+
+
 def history(users: int = 3000, events: int = 30_000, seed: int = 29, days: int = 730) -> list[dict]:
     """A deterministic history (two years by default), in event-time order
     (the order it is produced in, so every run sees the same order per
-    partition)."""
-    return sorted(workload.history(users=users, events=events, days=days, seed=seed),
-                  key=lambda b: (b["ts"], b["event_id"]))
+    partition). It closes with one login per partition, an allowed lateness
+    after its last event: every partition's watermark then ends at that
+    last event (`snapshot_time`), where the workers' answer, a snapshot's
+    and another run's can be compared user by user."""
+    bodies = sorted(workload.history(users=users, events=events, days=days, seed=seed),
+                    key=lambda b: (b["ts"], b["event_id"]))
+    end = bodies[-1]["ts"] + LATENESS_MS
+    closers: dict[int, str] = {}
+    for n in range(1000):
+        user = f"closer-{n}"
+        closers.setdefault(_partition_of(user), user)
+        if len(closers) == PARTITIONS:
+            break
+    return bodies + [{"event_id": f"close-{u}", "user_id": u, "type": "login", "ts": end}
+                     for _, u in sorted(closers.items())]
+
+
+def snapshot_time(bodies: list[dict]) -> int:
+    """Where every partition's watermark ends for a `history()`."""
+    return bodies[-1]["ts"] - LATENESS_MS
+
+
+def _partition_of(user_id: str) -> int:
+    return DefaultPartitioner()(user_id.encode(), list(range(PARTITIONS)), list(range(PARTITIONS)))
 
 
 @dataclass
@@ -66,6 +90,23 @@ class Outcome:
     metric_records: dict[str, dict] = field(default_factory=dict)  # tierstream.metrics id -> record
     records: dict[str, dict] = field(default_factory=dict)  # decision id -> its record (the last delivery)
     workdir: str = ""  # the run's broker, Redis and worker logs (kept after the run)
+    # `tierstream snapshot` at `snapshot_time`: user -> row
+    snapshot: dict[str, dict] = field(default_factory=dict)
+
+    def snapshot_disagreements(self, reference: Outcome | None = None) -> dict[str, list[str]]:
+        """Users whose snapshot row differs from the reference run's, and
+        users whose Redis tier and stage (what the API serves) differ from
+        this run's own snapshot."""
+        out: dict[str, list[str]] = {}
+        if reference is not None:
+            out["snapshot_vs_reference"] = sorted(
+                u for u in self.snapshot.keys() | reference.snapshot.keys()
+                if self.snapshot.get(u) != reference.snapshot.get(u))
+        out["redis_vs_snapshot"] = sorted(
+            u for u in self.snapshot.keys() | {u for u in self.membership if not u.startswith("closer-")}
+            if (self.membership.get(u, (0, None, None))[1:]
+                != (self.snapshot.get(u, {}).get("tier"), self.snapshot.get(u, {}).get("stage"))))
+        return out
 
     def compare(self, reference: Outcome) -> dict[str, int]:
         lost = set(reference.ids) - set(self.ids)
@@ -197,6 +238,22 @@ async def _decisions(broker: str, isolation_level: str = "read_uncommitted") -> 
     return ids, records
 
 
+async def _snapshot(servers: EmbeddedServers, group: str, at_ms: int) -> dict[str, dict]:
+    """`tierstream snapshot --as-of at_ms --wait` of the run, under the
+    rules version the workers published."""
+    from cli.snapshot import take_snapshot
+    from stream.config_topic import in_force
+    from stream.settings import Settings
+
+    settings = Settings(broker=servers.broker, redis_url=servers.redis_url, partitions=PARTITIONS, app_id=group)
+    published = await in_force(servers.broker)
+    assert published is not None, "the workers published no configuration"
+    out = servers.workdir / "snapshot.jsonl"
+    await take_snapshot(settings, published.document.rules(), at_ms, out, wait=120)
+    rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    return {r["user_id"]: r for r in rows if not r["user_id"].startswith("closer-")}
+
+
 class Workers:
     """Worker processes in slots; slot 0 is the one the kills are aimed at."""
 
@@ -234,7 +291,7 @@ class Workers:
 
 async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
               reference: Outcome | None = None, timeout: float = 300, exactly_once: bool = False,
-              population_rules: bool = False, settle_s: float = 90) -> Outcome:
+              population_rules: bool = False, settle_s: float = 90, snapshot_at: int | None = None) -> Outcome:
     """One run on fresh servers. Slot 0 starts with the first kill's crash
     point; each time it dies by SIGKILL it is restarted with the next one,
     and after the last with none. The run ends when the group has
@@ -244,7 +301,8 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
     use Kafka transactions and the outputs are read as a read_committed
     consumer would. `population_rules`: the default rules with quantile
     scores and the churn model on (state.rules.population_rules_text); `settle_s`:
-    how long the outputs may trail the committed input."""
+    how long the outputs may trail the committed input; `snapshot_at`: take
+    a `tierstream snapshot` at that event time once settled (Outcome.snapshot)."""
     started = time.monotonic()
     servers = new_servers()
     group = f"crash-{os.getpid()}-{int(started)}"
@@ -324,6 +382,8 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
             await asyncio.sleep(1)
             result = await outcome()
             polls += 1
+        if snapshot_at is not None:
+            result.snapshot = await _snapshot(servers, group, snapshot_at)
         if population_rules:  # the reports every cut came from, for a diff against another run's
             reports = await read_topic(servers.broker, topics.POPULATION, isolation)
             (servers.workdir / "population.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in reports))

@@ -2,6 +2,7 @@
 changing within a minute, stops cleanly and leaves no process behind."""
 
 import re
+import signal
 import subprocess
 import sys
 
@@ -44,3 +45,85 @@ def test_dev_shows_changes_and_alerts_and_cleans_up():
     assert "This week and last" in out and re.search(r"\d{4}-W\d{2}", out)
     leftovers = our_processes() - before
     assert leftovers == set(), leftovers
+
+
+def _without_addresses(extra: dict[str, str]) -> dict[str, str]:
+    """A second shell: no TIERSTREAM_* address of its own."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTREAM_") or k == "TIERSTREAM_TEST_BROKER"}
+    return {**env, **extra}
+
+
+def test_snapshot_after_dev_returns_and_agrees_with_the_workers_and_tools_find_dev(tmp_path):
+    """Issue #21's hang, driven as a user met it: `tierstream dev --no-demo`
+    with the replay clock (its worker runs the example campaigns), a history
+    replayed into it, then `tierstream snapshot --wait` from another shell
+    whose environment names no campaigns (and no address: the CLI finds dev
+    through its state file). The snapshot returns, and agrees user by user
+    with what the API serves; `report` and `campaigns` work with no flags."""
+    import json
+    import os
+    import time
+    import urllib.request
+
+    from bench import workload
+    from tests.integration.crash import _partition_of
+
+    state_file = tmp_path / "dev.json"
+    shell = _without_addresses({"TIERSTREAM_DEV_STATE": str(state_file)})
+    bodies = sorted(workload.history(users=200, events=2000, days=90, seed=5), key=lambda b: (b["ts"], b["event_id"]))
+    end = bodies[-1]["ts"]
+    closers = {}
+    for n in range(1000):  # every partition's watermark ends at `end`
+        closers.setdefault(_partition_of(f"closer-{n}"), f"closer-{n}")
+    bodies += [{"event_id": f"close-{u}", "user_id": u, "type": "login", "ts": end} for u in closers.values()]
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(json.dumps(b) + "\n" for b in bodies))
+    dev = subprocess.Popen([sys.executable, "-m", "cli.main", "dev", "--no-demo", "--duration", "400", "--broker", BROKER],
+                           env={**shell, "TIERSTREAM_CLOCK": "replay"}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not state_file.exists():
+            assert dev.poll() is None and time.monotonic() < deadline, "tierstream dev did not start"
+            time.sleep(0.5)
+        assert oct(state_file.stat().st_mode & 0o777) == "0o600"
+        api = f"http://127.0.0.1:{json.loads(state_file.read_text())['api_port']}"
+
+        def tool(*args, timeout=400):
+            run = subprocess.run([sys.executable, "-m", "cli.main", *args], env=shell, capture_output=True,
+                                 text=True, timeout=timeout)
+            assert run.returncode == 0, (args, run.stderr[-3000:])
+            return run
+
+        tool("replay", str(history), "--no-progress")
+        out = tmp_path / "s.jsonl"
+        snap = tool("snapshot", "--as-of", str(end), "--out", str(out), "--wait", "300")
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) >= 190 and "rules version" in snap.stdout
+
+        def api_doc(user):
+            with urllib.request.urlopen(f"{api}/v1/users/{user}", timeout=10) as r:
+                return json.loads(r.read())
+
+        # The API trails the worker by a Redis flush: wait until it holds still.
+        deadline = time.monotonic() + 60
+        while True:
+            served = {r["user_id"]: (api_doc(r["user_id"])["tier"], api_doc(r["user_id"])["stage"]) for r in rows}
+            differing = {u: (served[u], (r["tier"], r["stage"])) for r in rows
+                         for u in [r["user_id"]] if served[u] != (r["tier"], r["stage"])}
+            if not differing or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert differing == {}, list(differing.items())[:5]
+        # The CLI finds dev's API with no --api and no TIERSTREAM_API_PORT.
+        assert "KPIs per" in tool("report").stdout
+        assert "win_back" in tool("campaigns").stdout
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+    assert not state_file.exists(), "dev leaves no state file behind"

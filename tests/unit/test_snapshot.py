@@ -35,3 +35,42 @@ def test_snapshot_refuses_to_rewind():
     p, _ = feed(bodies)
     with pytest.raises(SnapshotError, match="cannot be rewound"):
         snapshot_rows(dict(p.store), workload.START_MS + DAY_MS, RULES)
+
+
+async def test_a_snapshot_waits_for_the_cut_points_in_force_then_refuses_naming_the_partitions_behind(monkeypatch):
+    """With quantile scores, evaluating with whatever had settled (older
+    cuts, an older churn fit) gave other scores than the workers and than
+    another snapshot of the same history: the cut points in force at the
+    snapshot time must be settled first."""
+    import cli.snapshot as snap
+    from state.quantiles import PopulationIndex, empty_doc, population_reports, snapshot_doc, ThresholdBook
+    from state.rules import parse_rules, population_rules_text
+    from stream.settings import Settings
+
+    rules = parse_rules(population_rules_text())
+    settings = Settings(partitions=2)
+    day = 20_000 * DAY_MS
+    index = PopulationIndex()
+    index.update("a", (19_990, 2, 100))
+    docs = [snapshot_doc(0, day, index), empty_doc(1, day + 1), snapshot_doc(0, day + DAY_MS, index)]
+    reads = {"n": 0}
+
+    async def read_population(_settings, _rules):
+        # Partition 1 reports on the second boundary only from the third read on.
+        reads["n"] += 1
+        reports, book = population_reports(2, rules), ThresholdBook(rules.cadence_ms)
+        for doc in docs + ([snapshot_doc(1, day + DAY_MS, PopulationIndex())] if reads["n"] >= 3 else []):
+            for boundary, cuts in reports.add(doc):
+                book.settle(boundary, cuts)
+        return rules.with_thresholds(book), reports
+
+    monkeypatch.setattr(snap, "read_population", read_population)
+    at = day + 2 * DAY_MS + 5  # the cuts of day + 1 are in force then
+    assert snap.cuts_needed(at, rules) == day + DAY_MS
+    with pytest.raises(SnapshotError, match=r"not settled yet.*\{1: '") as refused:
+        await snap.with_settled_population(settings, rules, at, wait=None)
+    assert "--wait" in str(refused.value)
+    settled = await snap.with_settled_population(settings, rules, at, wait=30)
+    assert settled.thresholds.settled(day + DAY_MS) and reads["n"] == 3
+    # An earlier time, whose cuts are settled, needs no wait.
+    assert (await snap.with_settled_population(settings, rules, day + DAY_MS + 5, wait=None)).thresholds is not None
