@@ -113,8 +113,12 @@ class MetricsAggregator:
         for tp in assigned:
             if tp.partition in rebuild:
                 # Redis lost this partition's cells (or never had them):
-                # apply its facts again from the first one.
-                log.warning("metrics of partition %d missing in redis: reading its facts from the start", tp.partition)
+                # apply its facts again from the first one. Never had them
+                # (nothing committed yet: a first start) is no news.
+                lost = await consumer.committed(tp) is not None
+                (log.warning if lost else log.info)(
+                    "metrics of partition %d %s: reading its facts from the start", tp.partition,
+                    "missing in redis" if lost else "not in redis yet (first start)")
                 await consumer.seek_to_beginning(tp)
                 batch.pop(tp, None)
         if rebuild:

@@ -29,6 +29,10 @@ RESPONSE = {"win_back": {"control": 0.10, "treatment": 0.15}}
 RESPONSE_DAYS = 30
 PERSONAS = ("loyal", "bargain", "one_time", "drifting", "newcomer")
 WEIGHTS = (0.15, 0.25, 0.2, 0.25, 0.15)
+# Mean simulated days a shopper of the persona keeps coming (exponential);
+# one-time buyers and drifting users end by their own rules. With arrivals
+# every day this keeps the shop's size, and the load on the worker, steady.
+LIFETIME_DAYS = {"loyal": 300.0, "bargain": 150.0, "newcomer": 120.0}
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Shopper:
     # Drifting users wait longer and longer between visits, then stop.
     gap_days: float = 2.0
     silent: bool = False
+    leaves_ms: int | None = None  # after this a shopper stops coming (customers churn in every shop)
 
 
 @dataclass
@@ -57,10 +62,18 @@ class DemoClock:
 
 
 class DemoGenerator:
-    def __init__(self, users: int, clock: DemoClock, seed: int = 42) -> None:
+    """`users` shoppers at the start, then `arrivals_per_day` new ones every
+    simulated day for as long as it runs: a shop whose customers only age
+    would, within minutes, have no newcomer, no `potential` tier, no new
+    cohort and nobody for the first-repeat campaign."""
+
+    def __init__(self, users: int, clock: DemoClock, seed: int = 42, arrivals_per_day: float = 5.0) -> None:
         self.rnd = random.Random(seed)
         self.clock = clock
         self.users = users
+        self.arrivals_per_day = arrivals_per_day
+        self._arrivals_from: int | None = None  # simulated time up to which arrivals were made
+        self._arrival_debt = 0.0  # fractional arrivals carried to the next call
         self.sent = 0
         self._next_user = 0
         self._seq = 0
@@ -72,6 +85,8 @@ class DemoGenerator:
     def _join(self, at_ms: int) -> Shopper:
         persona = self.rnd.choices(PERSONAS, WEIGHTS)[0]
         shopper = Shopper(f"user-{self._next_user:05d}", persona, at_ms)
+        if persona in LIFETIME_DAYS:
+            shopper.leaves_ms = at_ms + int(self.rnd.expovariate(1 / LIFETIME_DAYS[persona]) * DAY_MS)
         self._by_id[shopper.user_id] = shopper
         self._next_user += 1
         self._schedule(shopper, at_ms)
@@ -92,12 +107,18 @@ class DemoGenerator:
     def due_events(self) -> list[dict]:
         """Everything the simulated shoppers do up to the clock's now."""
         now = self.clock.now_ms()
-        if self._next_user == 0:
-            # Most shoppers exist from the start; newcomers keep arriving.
-            for _ in range(int(self.users * 0.7)):
+        if self._arrivals_from is None:
+            # The shop exists already: its shoppers joined over the last three weeks.
+            for _ in range(self.users):
                 self._join(now - self.rnd.randint(0, 20) * DAY_MS)
-        elif self._next_user < self.users and self.rnd.random() < 0.3:
-            self._join(now)
+            self._arrivals_from = now
+        elif now > self._arrivals_from:
+            # Steady arrivals, spread over the simulated time since the last call.
+            self._arrival_debt += (now - self._arrivals_from) / DAY_MS * self.arrivals_per_day
+            while self._arrival_debt >= 1:
+                self._arrival_debt -= 1
+                self._join(self.rnd.randint(self._arrivals_from + 1, now))
+            self._arrivals_from = now
         out: list[dict] = []
         while self._queue and self._queue[0][0] <= now:
             at, _, shopper = heapq.heappop(self._queue)
@@ -123,6 +144,8 @@ class DemoGenerator:
     def _act(self, s: Shopper, at: int) -> list[dict]:
         r = self.rnd
         events: list[dict] = []
+        if s.leaves_ms is not None and at >= s.leaves_ms and not s.silent:
+            return events  # gone: no more visits (a campaign's response may still bring an order)
         if s.orders == 0 and s.joined_ms == at and not s.silent:
             events.append(self._event(s, "signup", at))
         events.append(self._event(s, r.choice(["login", "view", "view"]), at + 1))

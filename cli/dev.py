@@ -28,7 +28,8 @@ PARTITIONS = 4
 BROKER_NAMES = {"tansu": "Kafka protocol; Tansu, memory storage", "kafka": "Apache Kafka, single KRaft node"}
 
 
-def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, broker: str = "tansu") -> int:
+def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, broker: str = "tansu",
+            arrivals: float = 2.0) -> int:
     console = Console()
     servers = EmbeddedServers(broker_kind=broker).start(PARTITIONS)
     api_port = free_port()
@@ -62,7 +63,8 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, bro
         )
         console.print(header)
         view = ViewState(header=header)
-        asyncio.run(_live(servers, view, demo=demo, speed=speed, users=users, duration=duration, console=console,
+        asyncio.run(_live(servers, view, demo=demo, speed=speed, users=users, arrivals=arrivals, duration=duration,
+                          console=console,
                           api=f"http://127.0.0.1:{api_port}"))
         console.print(
             f"stopped: {view.events_sent} events sent, {view.total_changes} tier changes, "
@@ -76,7 +78,7 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, bro
         servers.stop()
 
 
-async def _live(servers, view, *, demo, speed, users, duration, console, api) -> None:  # type: ignore[no-untyped-def]
+async def _live(servers, view, *, demo, speed, users, arrivals, duration, console, api) -> None:  # type: ignore[no-untyped-def]
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -90,7 +92,7 @@ async def _live(servers, view, *, demo, speed, users, duration, console, api) ->
     clock = None
     if demo:
         clock = DemoClock(speed=speed)
-        generator = DemoGenerator(users=users, clock=clock)
+        generator = DemoGenerator(users=users, clock=clock, arrivals_per_day=arrivals)
         view.on_action = generator.treat  # simulated users respond to campaigns (a known true effect)
 
         def sent(n: int) -> None:

@@ -81,6 +81,13 @@ def _rules(settings: Settings):  # type: ignore[no-untyped-def]
     return _parsed(published.document)
 
 
+def _configure_logging(settings: Settings) -> None:
+    """Worker and API: every line with its time and level."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+
 def _run(coro):  # type: ignore[no-untyped-def]
     # A private loop, closed after: Faust later builds its own.
     loop = asyncio.new_event_loop()
@@ -112,9 +119,7 @@ def worker() -> None:
     settings = _settings()
     local = _local_document(settings)
     _parsed(local)  # a bad file stops here, naming the line, before anything is published
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiokafka", "faust", "mode"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    _configure_logging(settings)
     _run(ensure_topics(settings.broker, settings.partitions))
     try:
         published = _run(establish(settings.broker, local, by=f"worker on {socket.gethostname()}"))
@@ -127,7 +132,11 @@ def worker() -> None:
     install(streams, settings, rules, orjson.dumps(published.summary()))
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    faust.Worker(streams.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    worker_ = faust.Worker(streams.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    # Faust's start-up spinner (a public attribute it checks before each use)
+    # writes cursor codes even where stdout is a log file, not a terminal.
+    worker_.spinner = None
+    worker_.execute_from_commandline()
 
 
 @cli.command()
@@ -136,8 +145,11 @@ def api() -> None:
     from api.server import run_api
 
     s = _settings()
-    rules = _rules(s)
-    click.echo(f"tierstream API on http://{s.api_host}:{s.api_port} (dashboard at /)", err=True)
+    _configure_logging(s)
+    # Its own files serve only until a worker has written the version in
+    # force to Redis (api.config); the API talks to Redis alone, never Kafka.
+    rules = _parsed(_local_document(s))
+    logging.getLogger("api").info("tierstream API on http://%s:%s (dashboard at /)", s.api_host, s.api_port)
     run_api(s.redis_url, s.redis_prefix, s.api_host, s.api_port, rules, s.api_token)
 
 
@@ -329,17 +341,21 @@ def rebuild_cache() -> None:
 @cli.command()
 @click.option("--no-demo", is_flag=True, help="Start everything but the demo event generator.")
 @click.option("--speed", type=float, default=2.0, show_default=True, help="Demo: simulated days per second.")
-@click.option("--users", type=int, default=300, show_default=True, help="Demo: how many users to simulate.")
+@click.option("--users", type=int, default=200, show_default=True, help="Demo: shoppers at the start.")
+@click.option("--arrivals", type=float, default=2.0, show_default=True,
+              help="Demo: new shoppers per simulated day (customers also leave, so the shop stays about this size "
+                   "x 150).")
 @click.option("--duration", type=float, default=None, help="Stop by itself after this many seconds.")
 @click.option("--broker", type=click.Choice(["tansu", "kafka"]), default="tansu", show_default=True,
               help="tansu: the embedded broker; kafka: Apache Kafka (needs Java and Maven; fetched once).")
-def dev(no_demo: bool, speed: float, users: int, duration: float | None, broker: str) -> None:
+def dev(no_demo: bool, speed: float, users: int, arrivals: float, duration: float | None, broker: str) -> None:
     """Embedded default: broker, Redis, worker, API, demo generator, live view."""
     from cli.apache_kafka import KafkaUnavailable
     from cli.dev import run_dev
 
     try:
-        sys.exit(run_dev(demo=not no_demo, speed=speed, users=users, duration=duration, broker=broker))
+        sys.exit(run_dev(demo=not no_demo, speed=speed, users=users, duration=duration, broker=broker,
+                         arrivals=arrivals))
     except KafkaUnavailable as exc:
         raise click.ClickException(f"--broker kafka: {exc}; the default broker (tansu) needs neither") from exc
 

@@ -401,14 +401,17 @@ async def audit(runs: int, workers: int, exactly_once: bool, population_rules: b
     # the population topic (every partition's report, then the cuts): the
     # decisions of a replay trail its committed input by minutes here.
     settle_s = 400 if population_rules else 90
-    reference = await run(bodies, population_rules=population_rules, settle_s=settle_s)
+    at = snapshot_time(bodies)
+    reference = await run(bodies, population_rules=population_rules, settle_s=settle_s, snapshot_at=at)
     print(f"reference: {len(reference.ids)} decision ids, {len(reference.membership)} users in Redis, "
-          f"{reference.seconds:.0f}s", flush=True)
+          f"{reference.seconds:.0f}s, snapshot of {len(reference.snapshot)} users; Redis and snapshot differ for "
+          f"{len(reference.snapshot_disagreements()['redis_vs_snapshot'])}", flush=True)
     rows = []
     for i in range(runs):
         outcome = await run(bodies, kills_for_run(i), workers=workers, reference=reference, exactly_once=exactly_once,
-                            population_rules=population_rules, settle_s=settle_s)
-        row = {"run": i + 1, "kills": ",".join(outcome.kills), **outcome.compare(reference),
+                            population_rules=population_rules, settle_s=settle_s, snapshot_at=at)
+        one_answer = {f"{k}_users": len(v) for k, v in outcome.snapshot_disagreements(reference).items()}
+        row = {"run": i + 1, "kills": ",".join(outcome.kills), **outcome.compare(reference), **one_answer,
                "seconds": round(outcome.seconds)}
         print(orjson.dumps(row).decode(), flush=True)
         rows.append(row)
@@ -428,7 +431,8 @@ def main() -> None:
           f"{'population' if args.population_rules else 'default'} rules", flush=True)
     rows = asyncio.run(audit(args.runs, args.workers, args.exactly_once, args.population_rules))
     totals = {k: sum(r[k] for r in rows) for k in ("lost", "unexpected", "duplicates", "redis_disagreements",
-                                                   "metric_cells_differing", "metric_records_differing")}
+                                                   "metric_cells_differing", "metric_records_differing",
+                                                   "snapshot_vs_reference_users", "redis_vs_snapshot_users")}
     print("total:", orjson.dumps(totals).decode())
     args.out.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
 

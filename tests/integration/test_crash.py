@@ -25,7 +25,7 @@ BODIES = crash.history()
 
 @pytest.fixture(scope="module")
 def reference():
-    return asyncio.run(crash.run(BODIES))
+    return asyncio.run(crash.run(BODIES, snapshot_at=crash.snapshot_time(BODIES)))
 
 
 def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int, users: int = 3000, decisions: int = 40_000,
@@ -57,7 +57,8 @@ def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int, users: i
 
 
 def test_three_kills_of_one_worker_lose_no_decision_and_leave_redis_right(reference):
-    outcome = asyncio.run(crash.run(BODIES, crash.THREE_KILLS, reference=reference))
+    outcome = asyncio.run(crash.run(BODIES, crash.THREE_KILLS, reference=reference,
+                                    snapshot_at=crash.snapshot_time(BODIES)))
     check(outcome, reference, kills=3)
 
 
@@ -65,7 +66,8 @@ def test_a_worker_killed_while_sharing_partitions_loses_no_decision(reference):
     # Killed with its changelog records in flight; its partitions move to the
     # other worker; restarted, it is killed again after its first batch,
     # in the middle of taking partitions back.
-    outcome = asyncio.run(crash.run(BODIES, ("changelog_sent:3", "batch_done:1"), workers=2, reference=reference))
+    outcome = asyncio.run(crash.run(BODIES, ("changelog_sent:3", "batch_done:1"), workers=2, reference=reference,
+                                    snapshot_at=crash.snapshot_time(BODIES)))
     check(outcome, reference, kills=2)
 
 

@@ -1,10 +1,12 @@
 """`tierstream dev` end to end: starts everything, shows tiers and alerts
 changing within a minute, stops cleanly and leaves no process behind."""
 
+import os
 import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +30,8 @@ def test_dev_shows_changes_and_alerts_and_cleans_up():
         [sys.executable, "-m", "cli.main", "dev", "--duration", "45", "--users", "150", "--speed", "3",
          "--broker", BROKER],
         capture_output=True, text=True, timeout=180,
+        # INFO, so that the log check below has lines to read
+        env={**os.environ, "TIERSTREAM_LOG_LEVEL": "INFO"},
     )
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout
@@ -45,6 +49,16 @@ def test_dev_shows_changes_and_alerts_and_cleans_up():
     assert "This week and last" in out and re.search(r"\d{4}-W\d{2}", out)
     leftovers = our_processes() - before
     assert leftovers == set(), leftovers
+    # A healthy start is quiet, and every worker and API log line says when and how bad.
+    logs = Path(re.search(r"^logs\s+(\S+)", out, re.M).group(1))
+    for name in ("worker.log", "api.log"):
+        lines = (logs / name).read_text().splitlines()
+        assert lines, name
+        # Ours ("2026-… INFO name: …") or Faust's once its worker runs ("[2026-…] [pid] [INFO] …"); a
+        # record of several lines (Faust's recovery tables) goes on with table rows.
+        stamped = re.compile(r"^\[?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]? (\[\d+\] )?\[?(DEBUG|INFO|WARNING|ERROR|CRITICAL)\]? ")
+        assert [line for line in lines if not stamped.match(line) and not line.startswith(("|", "+"))] == [], name
+        assert [line for line in lines if re.search(r"\bWARNING\b|\bERROR\b|\bCRITICAL\b", line)] == [], name
 
 
 def _without_addresses(extra: dict[str, str]) -> dict[str, str]:
