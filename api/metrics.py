@@ -52,8 +52,8 @@ def _period(grain: str, text: str, name: str) -> int:
         raise BadQuery(f"{name}={text!r} is not a {grain} (e.g. {examples})") from None
 
 
-async def _latest(request: web.Request, grain: str) -> int | None:
-    latest = await request.app[STORE].latest_ms()
+async def _latest(request: web.Request, grain: str, latest: int | None = None) -> int | None:
+    latest = await request.app[STORE].latest_ms() if latest is None else latest
     if latest is None:
         return None
     return Calendar((await rules_in_force(request)).metrics.timezone).periods(latest)[("day", "week", "month").index(grain)]
@@ -69,10 +69,13 @@ async def get_kpis(request: web.Request) -> web.Response:
     if q.tier is not None and q.stage is not None:
         raise BadQuery("give tier or stage, not both")
     tz = rules.metrics.timezone
+    # One read of the watermark serves the whole answer (and the page's "as of").
+    as_of = await request.app[STORE].latest_ms()
     start = _period(q.grain, q.from_, "from") if q.from_ else None
-    to = _period(q.grain, q.to, "to") if q.to else await _latest(request, q.grain)
+    to = _period(q.grain, q.to, "to") if q.to else await _latest(request, q.grain, as_of)
     if to is None:
-        return _json({"grain": q.grain, "timezone": tz, "tier": q.tier, "stage": q.stage, "periods": []})
+        return _json({"grain": q.grain, "timezone": tz, "tier": q.tier, "stage": q.stage, "as_of_ms": as_of,
+                      "periods": []})
     if start is None:
         start = to - DEFAULT_PERIODS + 1
     if start > to:
@@ -85,7 +88,8 @@ async def get_kpis(request: web.Request) -> web.Response:
         kind, name = ("tiers", q.tier) if q.tier else ("stages", q.stage)
         rows = [{"period": r["period"], "start": r["start"], "end": r["end"], "closed": r["closed"], **r[kind][name]}
                 for r in rows]
-    return _json({"grain": q.grain, "timezone": tz, "tier": q.tier, "stage": q.stage, "periods": rows})
+    return _json({"grain": q.grain, "timezone": tz, "tier": q.tier, "stage": q.stage, "as_of_ms": as_of,
+                  "periods": rows})
 
 
 async def get_flows(request: web.Request) -> web.Response:

@@ -98,6 +98,9 @@ class KpisResponse(BaseModel):
     timezone: str
     tier: str | None = None
     stage: str | None = None
+    as_of_ms: int | None = Field(None, description="The event time the figures are counted up to (the furthest "
+                                 "partition's watermark); the open period's members are the members at this time. "
+                                 "Null before any event")
     periods: list[KpiRow] | list[SegmentRow]
 
 

@@ -28,17 +28,55 @@
 
   const pct = v => (v == null ? "–" : `${(v * 100).toFixed(1)}%`);
   const money = v => (v == null ? "–" : Number(v).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }));
-  const when = ms => (ms == null ? "–" : new Date(ms).toISOString().replace("T", " ").slice(0, 16) + " UTC");
+  // The event time the figures are counted up to (the KPIs' as_of_ms): the
+  // page's "now", which relative times count back from.
+  let asOfMs = null;
+
+  // Absolute in the rules' time zone (labelled), e.g. "2024-03-05 14:02 Europe/Paris".
+  function absolute(ms) {
+    const parts = Object.fromEntries(new Intl.DateTimeFormat("en-CA", {
+      timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+      hourCycle: "h23" }).formatToParts(new Date(ms)).map(p => [p.type, p.value]));
+    return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute} ${tz}`;
+  }
+
+  // Relative to the data's "now" (event time, not the wall clock: a replayed history is years old).
+  function relative(ms) {
+    if (asOfMs == null) return "";
+    const days = (asOfMs - ms) / 86400000;
+    if (Math.abs(days) < 1 / 24) return "just now";
+    const [n, unit] = Math.abs(days) >= 2 ? [Math.round(Math.abs(days)), "days"]
+      : [Math.round(Math.abs(days) * 24), "hours"];
+    return days >= 0 ? `${n} ${unit} ago` : `in ${n} ${unit}`;
+  }
+
+  // A time as people read it: "3 days ago · 2024-03-05 14:02 UTC"; ISO strings and epoch ms alike.
+  function when(t) {
+    if (t == null || t === "") return "–";
+    const ms = typeof t === "number" ? t : Date.parse(t);
+    if (Number.isNaN(ms)) return String(t);
+    const rel = relative(ms);
+    return rel ? `${rel} · ${absolute(ms)}` : absolute(ms);
+  }
+
+  function empty(text) { return cell("p", text, { class: "note empty" }); }
 
   // -- members now -----------------------------------------------------
-  // In the rules' order (as the KPIs list them), then any other segment.
-  function renderCounts(segments, kpis) {
+  // From the same read as every other panel: the latest period's members
+  // at its end, i.e. at the figures' as-of time (a separate read of the live
+  // membership once disagreed with the table below by a few users).
+  function renderCounts(kpis) {
     const latest = kpis.periods[kpis.periods.length - 1];
+    $("now-asof").textContent = asOfMs == null ? "" : `as of ${absolute(asOfMs)} (event time); the tables below ` +
+      "are read at the same moment";
+    $("now-asof").dataset.asOf = asOfMs ?? "";
     for (const [id, kind] of [["tier-counts", "tiers"], ["stage-counts", "stages"]]) {
       const box = $(id);
-      const order = latest ? Object.keys(latest[kind]) : [];
-      const rank = name => (order.includes(name) ? order.indexOf(name) : order.length);
-      const entries = Object.entries(segments[kind] || {}).sort((a, b) => rank(a[0]) - rank(b[0]));
+      const entries = latest ? Object.entries(latest[kind]).map(([name, f]) => [name, f.members]) : [];
+      if (!entries.some(([, n]) => n > 0)) {
+        box.replaceChildren(empty(kind === "tiers" ? "No users yet: send events to tierstream.events." : ""));
+        continue;
+      }
       const top = Math.max(1, ...entries.map(([, n]) => n));
       box.replaceChildren(...entries.flatMap(([name, n], k) => {
         const bar = cell("div", null, { class: "bar", role: "presentation" });
@@ -56,6 +94,10 @@
     const names = rows.length ? Object.keys(rows[rows.length - 1][kind]) : [];
     const series = names.map(name => ({ name, values: rows.map(r => r[kind][name].members) }));
     const box = $("membership-chart");
+    if (!rows.length) {
+      box.replaceChildren(empty("No periods yet: the chart starts with the first event."));
+      return;
+    }
     box.replaceChildren(Charts.stackedArea(rows.map(r => r.period), series,
       `${kind === "tiers" ? "Tier" : "Stage"} members per ${kpis.grain}`), Charts.legend(series));
   }
@@ -88,6 +130,13 @@
       return tr;
     }));
     const names = latest ? Object.keys(latest[kind]) : [];
+    $("kpi-segments").querySelector("caption").textContent = latest
+      ? `Per ${kind === "tiers" ? "tier" : "stage"}, ${latest.period}: members at its end, its revenue and AOV`
+      : "Per segment: no period yet";
+    if (!latest) {
+      $("kpi-overall").tBodies[0].replaceChildren(cell("tr", null).appendChild(
+        cell("td", "No periods yet.", { colspan: 3, class: "empty" })).parentNode);
+    }
     $("kpi-segments").tBodies[0].replaceChildren(...names.map(name => {
       const tr = cell("tr", null, { "data-segment": name });
       tr.append(cell("th", name, { scope: "row" }));
@@ -118,8 +167,12 @@
 
   async function renderFlows(grain, tiers) {
     const period = $("flow-period").value;
-    if (!period) return;
+    if (!period) {
+      $("flow-empty").textContent = "No periods yet.";
+      return;
+    }
     const flows = await api(`v1/metrics/flows?grain=${grain}&period=${encodeURIComponent(period)}`);
+    $("flow-empty").textContent = flows.flows.length ? "" : `No tier changed in ${period}.`;
     const from = ["-", ...tiers];
     const top = Math.max(1, ...flows.flows.map(f => f.users));
     const table = $("flow-matrix");
@@ -152,7 +205,9 @@
       ...Array.from({ length: width }, (_, k) => cell("th", `${grain[0]}${k}`, { scope: "col" })));
     table.tHead.replaceChildren(head);
     // Cohorts nobody joined (before the first event, or a quiet week) are left out.
-    table.tBodies[0].replaceChildren(...doc.cohorts.filter(c => c.size > 0).map(c => {
+    const joined = doc.cohorts.filter(c => c.size > 0);
+    $("cohort-empty").textContent = joined.length ? "" : "No cohort yet: cohorts start with users' first events.";
+    table.tBodies[0].replaceChildren(...joined.map(c => {
       const tr = cell("tr", null, { "data-cohort": c.cohort });
       tr.append(cell("th", c.cohort, { scope: "row" }), cell("td", fmt(c.size)));
       c.retention.forEach((r, k) => {
@@ -234,6 +289,7 @@
     li.append(cell("time", when(r.at_ms), { datetime: r.at }), cell("span"));
     li.lastChild.append(...describe(kind, r));
     const feed = $("feed");
+    $("feed-empty").hidden = true;
     feed.prepend(li);
     while (feed.children.length > FEED_MAX) shown.delete(feed.lastChild.dataset.id), feed.lastChild.remove();
   }
@@ -255,14 +311,19 @@
     try {
       const [user, changes] = await Promise.all([api(`v1/users/${encodeURIComponent(id)}`),
         api(`v1/changes/${encodeURIComponent(id)}`)]);
+      const churn = user.churn && user.churn.p_alive != null
+        ? `P(alive) ${pct(user.churn.p_alive)} · ${user.churn.expected_orders.toFixed(2)} orders expected in the next ` +
+          `${user.churn.horizon_days} days`
+        : (user.churn ? "no order yet" : "not fitted yet (or the churn model is off)");
       const rows = [
-        ["tier", `${user.tier} since ${user.tier_since || "–"}`], ["stage", `${user.stage} since ${user.stage_since || "–"}`],
+        ["tier", `${user.tier} since ${when(user.tier_since)}`], ["stage", `${user.stage} since ${when(user.stage_since)}`],
+        ["churn model", churn],
         ["RFM scores", user.rfm ? `R ${user.rfm.r} · F ${user.rfm.f} · M ${user.rfm.m}` : "–"],
         ["engagement", user.engagement ? `${user.engagement.score} (${user.engagement.actions} actions)` : "not scored"],
         ["recency", `${fmt(user.recency_days)} days since last order`], ["inactive", `${fmt(user.days_inactive)} days`],
         ["orders", `${fmt(user.frequency)} in the window, ${fmt(user.lifetime_orders)} in all`],
         ["monetary", money(user.monetary)], ["LTV", money(user.ltv)], ["AOV", money(user.aov)],
-        ["first seen", user.first_seen || "–"], ["last active", user.last_active || "–"], ["last order", user.last_order || "–"],
+        ["first seen", when(user.first_seen)], ["last active", when(user.last_active)], ["last order", when(user.last_order)],
       ];
       const dl = cell("dl", null, { class: "user", "data-user": user.user_id });
       for (const [k, v] of rows) dl.append(cell("dt", k), cell("dd", v, { "data-field": k }));
@@ -283,18 +344,19 @@
   async function refresh() {
     const grain = $("grain").value, kind = $("kind").value;
     try {
-      const [segments, kpis, campaigns] = await Promise.all([
-        api("v1/segments"), api(`v1/metrics/kpis?grain=${grain}`), api("v1/campaigns")]);
+      const [kpis, campaigns] = await Promise.all([api(`v1/metrics/kpis?grain=${grain}`), api("v1/campaigns")]);
       tz = kpis.timezone;
+      asOfMs = kpis.as_of_ms;
       document.querySelectorAll(".tz").forEach(n => { n.textContent = tz; });
-      renderCounts(segments, kpis);
+      renderCounts(kpis);
       renderMembership(kpis, kind);
       renderKpis(kpis, kind);
       renderCampaigns(campaigns);
       fillPeriods(kpis);
       const tiers = kpis.periods.length ? Object.keys(kpis.periods[kpis.periods.length - 1].tiers) : [];
       await Promise.all([renderFlows(grain, tiers), renderCohorts()]);
-      $("status").textContent = `updated ${new Date().toLocaleTimeString()} · periods in ${tz}`;
+      $("status").textContent = (asOfMs == null ? "no data yet" : `data as of ${absolute(asOfMs)} (event time)`) +
+        ` · updated ${new Date().toLocaleTimeString()}`;
       $("status").classList.remove("error");
       if (!document.body.dataset.loaded) {
         document.body.dataset.loaded = "true";

@@ -28,6 +28,7 @@ SHOWN = """
 const all = (sel, f) => [...document.querySelectorAll(sel)].map(f);
 return {
   counts: Object.fromEntries(all('[data-count]', n => [n.dataset.segment, +n.dataset.count])),
+  asOf: +document.getElementById('now-asof').dataset.asOf || null,
   area: Object.fromEntries(all('#membership-chart [data-series]', n => [n.dataset.series, n.dataset.values])),
   kpis: Object.fromEntries(all('#kpi-overall tr[data-kpi]', n => [n.dataset.kpi, n.querySelector('[data-value]').dataset.value])),
   members: Object.fromEntries(all('#kpi-segments tr[data-segment]', n => [n.dataset.segment, n.querySelector('[data-field=members]').dataset.value])),
@@ -58,8 +59,8 @@ def num(text: str) -> float | None:
 
 def expected(port: int) -> dict:
     """What the page should show, from the API."""
-    segments = api(port, "/v1/segments")[1]
-    kpis = api(port, "/v1/metrics/kpis?grain=day")[1]["periods"]
+    answer = api(port, "/v1/metrics/kpis?grain=day")[1]
+    kpis = answer["periods"]
     # The tables show the last period the stream has moved past (the page's shownPeriod).
     latest = kpis[-2] if len(kpis) > 1 and not kpis[-1]["closed"] else kpis[-1]
     flows = api(port, f"/v1/metrics/flows?grain=day&period={latest['period']}")[1]
@@ -67,7 +68,10 @@ def expected(port: int) -> dict:
     cohorts = api(port, "/v1/metrics/cohorts?grain=week&by=first_seen&periods=12")[1]["cohorts"]
     campaigns = api(port, "/v1/campaigns")[1]["campaigns"]
     return {
-        "counts": {f"{k}:{n}": v for k in ("tiers", "stages") for n, v in segments[k].items()},
+        # "Members now": the same read's latest period, members at its end (the as-of time).
+        "counts": {f"{k}:{n}": f["members"] for k in ("tiers", "stages") for n, f in kpis[-1][k].items()
+                   if any(g["members"] for g in kpis[-1][k].values())},
+        "asOf": answer["as_of_ms"],
         "area": {t: ",".join(str(r["tiers"][t]["members"]) for r in kpis) for t in tiers},  # every period
         "kpis": {k: latest[k] for k in ("active_users", "new_users", "buyers", "orders", "revenue", "aov",
                                         "repurchase_rate", "churn_rate", "reactivated")},
@@ -84,6 +88,7 @@ def as_shown(page: dict) -> dict:
     """The page's strings as numbers, in the shape of `expected`."""
     return {
         "counts": page["counts"],
+        "asOf": page["asOf"],
         "area": page["area"],
         "kpis": {k: num(page["kpis"][k]) for k in ("active_users", "new_users", "buyers", "orders", "revenue",
                                                     "aov", "repurchase_rate", "churn_rate", "reactivated")},
@@ -165,6 +170,11 @@ async def test_the_dashboard_shows_what_the_api_says_live(dashboard_cluster):
             "return [...document.querySelectorAll('#lookup-result dd')].map(n => [n.dataset.field, n.textContent]);"))
         assert fields["tier"].startswith(doc["tier"] + " since") and fields["stage"].startswith(doc["stage"])
         assert fields["LTV"] == "80.00"
+        # Readable times: relative to the data's as-of time, then absolute in the rules' time zone, labelled.
+        import re
+        assert re.fullmatch(r"(just now|\d+ (hours|days) ago|in \d+ (hours|days)) · \d{4}-\d\d-\d\d \d\d:\d\d UTC",
+                            fields["first seen"]), fields["first seen"]
+        assert "churn model" in fields  # P(alive) and expected orders, or why there are none
         ids = browser.execute_script("return [...document.querySelectorAll('#lookup-result .changes li')].map(n => n.dataset.id);")
         assert ids == [shown_id]
 

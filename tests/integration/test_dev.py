@@ -141,3 +141,71 @@ def test_snapshot_after_dev_returns_and_agrees_with_the_workers_and_tools_find_d
         except subprocess.TimeoutExpired:
             dev.kill()
     assert not state_file.exists(), "dev leaves no state file behind"
+
+
+def test_the_demo_still_fills_every_panel_after_ten_minutes_worth_of_shop(tmp_path):
+    """The demo at ten times its default pace for a minute: as much simulated
+    time (1,200 days) as ten minutes of `./scripts/dev.sh`. At the end the
+    dashboard, in a real browser, has data in every panel, and the figures
+    are of the shop's late days (it once ran dry within minutes)."""
+    import json
+    import time
+
+    from tests.browser import chromium, console_errors, wait_for
+
+    state_file = tmp_path / "dev.json"
+    env = {**_without_addresses({"TIERSTREAM_DEV_STATE": str(state_file)})}
+    speed, seconds = 20.0, 60.0
+    dev = subprocess.Popen([sys.executable, "-m", "cli.main", "dev", "--speed", str(speed), "--duration", "400",
+                            "--broker", BROKER], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not state_file.exists():
+            assert dev.poll() is None and time.monotonic() < deadline, "tierstream dev did not start"
+            time.sleep(0.5)
+        started = time.monotonic()
+        demo_start_ms = time.time() * 1000 - 10 * 365 * 86_400_000  # cli.demo.DemoClock starts ten years back
+        url = f"http://127.0.0.1:{json.loads(state_file.read_text())['api_port']}/"
+        time.sleep(seconds)
+        with chromium() as browser:
+            browser.get(url)
+            # The figures have reached the shop's late days (the worker may trail the generator).
+            simulated_days = (time.monotonic() - started) * speed
+            as_of = wait_for(browser, "+document.getElementById('now-asof').dataset.asOf", 120, "the figures")
+            reached_days = (as_of - demo_start_ms) / 86_400_000
+            assert reached_days > 0.6 * simulated_days, (reached_days, simulated_days)
+            first = wait_for(browser, "document.querySelector('#cohort-heatmap tr[data-cohort]')"
+                                      " && document.querySelector('#cohort-heatmap tr[data-cohort]').dataset.cohort",
+                             120, "a cohort")
+            panels = {
+                "members now": "document.querySelectorAll('#tier-counts [data-count]').length",
+                "members over time": "document.querySelectorAll('#membership-chart [data-series]').length",
+                "KPIs": "document.querySelectorAll('#kpi-overall tr[data-kpi]').length",
+                "per segment": "document.querySelectorAll('#kpi-segments tr[data-segment]').length",
+                "flows": "[...document.querySelectorAll('#flow-matrix td[data-users]')].some(n => +n.dataset.users > 0)",
+                "cohorts": "document.querySelectorAll('#cohort-heatmap tr[data-cohort]').length",
+                "campaigns": "document.querySelectorAll('[data-campaign] tr[data-arm]').length",
+                "live feed": "document.querySelectorAll('#feed li').length",
+            }
+            for name, script in panels.items():
+                wait_for(browser, script, 60, f"the {name} panel to have data")
+            # Every tier and the new stage are populated at the end, not only early on.
+            counts = browser.execute_script(
+                "return Object.fromEntries([...document.querySelectorAll('[data-count]')]"
+                ".map(n => [n.dataset.segment, +n.dataset.count]));")
+            assert all(counts.get(f"tiers:{t}", 0) > 0 for t in ("high_value", "potential", "mid_value", "low_value")), counts
+            assert counts.get("stages:new", 0) > 0 and counts.get("stages:active", 0) > 0, counts
+            # The newest cohorts have members: signups go on.
+            sizes = browser.execute_script(
+                "return [...document.querySelectorAll('#cohort-heatmap tr[data-cohort] td:nth-child(2)')]"
+                ".map(n => +n.textContent.replace(/,/g, ''));")
+            assert sizes and all(n > 0 for n in sizes[-4:]), sizes
+            assert console_errors(browser) == []
+            print(f"simulated {simulated_days:.0f} days, figures reached day {reached_days:.0f}; first cohort shown "
+                  f"{first}; {counts}")
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            dev.kill()
