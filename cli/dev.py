@@ -101,17 +101,38 @@ async def _live(servers, view, *, demo, speed, users, arrivals, duration, consol
         tasks.append(asyncio.create_task(run_demo(servers.broker, generator, stop_event, on_batch=sent)))
     if duration is not None:
         loop.call_later(duration, stop_event.set)
+    def tick() -> None:
+        if clock is not None:
+            view.sim_time = datetime.fromtimestamp(clock.now_ms() / 1000, tz=UTC).strftime("%Y-%m-%d")
+
     try:
-        with Live(render(view), console=console, refresh_per_second=4, transient=False) as live:
-            while not stop_event.is_set():
-                if clock is not None:
-                    view.sim_time = datetime.fromtimestamp(clock.now_ms() / 1000, tz=UTC).strftime("%Y-%m-%d")
-                live.update(render(view))
-                try:
-                    await asyncio.wait_for(stop_event.wait(), timeout=0.25)
-                except TimeoutError:
-                    pass
+        if console.is_terminal:
+            with Live(render(view), console=console, refresh_per_second=4, transient=False) as live:
+                while not await _stopped(stop_event, 0.25):
+                    tick()
+                    live.update(render(view))
+        else:
+            # Output to a file or a pipe: a live view redraws nothing there, so
+            # a plain line every ten seconds says the system is alive.
+            while not await _stopped(stop_event, 10.0):
+                tick()
+                console.print(status_line(view), highlight=False)
+            console.print(render(view))  # the whole view once, at the end
     finally:
         stop_event.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await redis.aclose()
+
+
+async def _stopped(stop_event: asyncio.Event, within: float) -> bool:
+    try:
+        await asyncio.wait_for(stop_event.wait(), timeout=within)
+    except TimeoutError:
+        return False
+    return True
+
+
+def status_line(view: ViewState) -> str:
+    return (f"{datetime.now().strftime('%H:%M:%S')}  event time {view.sim_time or '-'}  events sent "
+            f"{view.events_sent}  tier changes {view.total_changes}  churn alerts {view.total_alerts}  "
+            f"dead letters {view.total_dead_letters}")

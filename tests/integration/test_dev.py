@@ -47,6 +47,8 @@ def test_dev_shows_changes_and_alerts_and_cleans_up():
     assert numbers["dead letters"] == 0
     # The live view's KPIs of the current and previous week, from the read API.
     assert "This week and last" in out and re.search(r"\d{4}-W\d{2}", out)
+    # Not a terminal: a plain status line every ten seconds while it runs.
+    assert len(re.findall(r"^\d\d:\d\d:\d\d  event time \d{4}-\d\d-\d\d  events sent \d+", out, re.M)) >= 3, out[-3000:]
     leftovers = our_processes() - before
     assert leftovers == set(), leftovers
     # A healthy start is quiet, and every worker and API log line says when and how bad.
