@@ -17,11 +17,15 @@ import pstats
 import time
 import zlib
 from types import SimpleNamespace
+from typing import Any
+
+import orjson
 
 from prometheus_client import REGISTRY
 
 from agents.pipeline import Pipeline
 from bench import workload
+from state.quantiles import population_reports
 from state.rules import fixed_threshold_rules
 from stream import topics
 from stream.settings import Settings
@@ -45,6 +49,28 @@ def messages(events: int, users: int, span_days: int = 365) -> list[SimpleNamesp
         SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(k) % PARTITIONS, offset=i, key=k, value=v)
         for i, (k, v) in enumerate(workload.events(events, users, span_days=span_days))
     ]
+
+
+def through_pipeline(bodies: list[dict], rules: Any) -> tuple[Pipeline, float]:
+    """`bodies` through a pipeline that owns every partition, with its own
+    population reports looped back (quantile scores, the churn model), as one
+    process would; outputs dropped chunk by chunk. Returns it and the seconds taken."""
+    settings = Settings(clock="replay", max_future_seconds=10**9, partitions=PARTITIONS)
+    p = Pipeline(SimpleNamespace(users=_Table()), settings, rules, None)
+    if rules.scores.from_population:
+        p.loopback = population_reports(PARTITIONS, rules)
+    p.on_active_partitions(set(range(PARTITIONS)))
+    started = time.perf_counter()
+    for i, b in enumerate(bodies):
+        p.on_message(SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(b["user_id"].encode()) % PARTITIONS,
+                                     offset=i, key=b["user_id"].encode(), value=orjson.dumps(b)))
+        if i % settings.batch_max == 0:
+            p.resume()
+            p.outputs.clear()
+            p.changelog.clear()
+            p.pending.clear()
+    p.resume()
+    return p, time.perf_counter() - started
 
 
 def run(events: int, users: int, profile: bool) -> None:

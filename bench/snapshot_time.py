@@ -16,22 +16,14 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-import zlib
-from types import SimpleNamespace
 
-import orjson
-
-from agents.pipeline import Pipeline
 from bench import workload
-from bench.offline_pipeline import PARTITIONS, _Table
+from bench.offline_pipeline import through_pipeline
 from cli.snapshot import snapshot_rows
 from state.campaigns import example_campaigns_text
 from state.config import ConfigDocument
 from state.model import DAY_MS
-from state.quantiles import population_reports
 from state.rules import default_rules_text
-from stream import topics
-from stream.settings import Settings
 
 
 def main() -> None:
@@ -42,21 +34,8 @@ def main() -> None:
     rules = ConfigDocument(default_rules_text(), example_campaigns_text()).rules()
     bodies = sorted(workload.history(users=args.users, events=args.users * args.events_per_user, days=365),
                     key=lambda b: (b["ts"], b["event_id"]))
-    settings = Settings(clock="replay", max_future_seconds=10**9, partitions=PARTITIONS)
-    p = Pipeline(SimpleNamespace(users=_Table()), settings, rules, None)
-    p.loopback = population_reports(PARTITIONS, rules)
-    p.on_active_partitions(set(range(PARTITIONS)))
-    started = time.perf_counter()
-    for i, b in enumerate(bodies):
-        p.on_message(SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(b["user_id"].encode()) % PARTITIONS,
-                                     offset=i, key=b["user_id"].encode(), value=orjson.dumps(b)))
-        if i % settings.batch_max == 0:
-            p.resume()
-            p.outputs.clear()
-            p.changelog.clear()
-            p.pending.clear()
-    p.resume()
-    print(f"{args.users} users, {len(bodies)} events through the pipeline in {time.perf_counter() - started:.0f} s")
+    p, seconds = through_pipeline(bodies, rules)
+    print(f"{args.users} users, {len(bodies)} events through the pipeline in {seconds:.0f} s")
     end = max(b["ts"] for b in bodies)
     for label, at in (("at the history's end", end), ("90 days after it", end + 90 * DAY_MS)):
         states = copy.deepcopy(dict(p.store))

@@ -14,21 +14,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
-import zlib
 from collections import Counter
-from types import SimpleNamespace
 
-import orjson
-
-from agents.pipeline import Pipeline
-from bench.offline_pipeline import PARTITIONS, _Table
+from bench.offline_pipeline import through_pipeline
 from state.evaluate import evaluate
 from state.model import DAY_MS
-from state.quantiles import population_reports
 from state.rules import parse_rules, population_rules_text
-from stream import topics
-from stream.settings import Settings
 
 START_MS = 1_704_067_200_000  # 2024-01-01
 
@@ -53,22 +44,7 @@ def shop(customers: int, once: float, days: int = 270, seed: int = 5) -> list[di
 
 
 def run(bodies: list[dict], rules_text: str) -> tuple[Counter, Counter, Counter, float]:
-    rules = parse_rules(rules_text)
-    settings = Settings(clock="replay", max_future_seconds=10**9, partitions=PARTITIONS)
-    p = Pipeline(SimpleNamespace(users=_Table()), settings, rules, None)
-    p.loopback = population_reports(PARTITIONS, rules)
-    p.on_active_partitions(set(range(PARTITIONS)))
-    started = time.perf_counter()
-    for i, b in enumerate(bodies):
-        p.on_message(SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(b["user_id"].encode()) % PARTITIONS,
-                                     offset=i, key=b["user_id"].encode(), value=orjson.dumps(b)))
-        if i % settings.batch_max == 0:
-            p.resume()
-            p.outputs.clear()
-            p.changelog.clear()
-            p.pending.clear()
-    p.resume()
-    elapsed = time.perf_counter() - started
+    p, elapsed = through_pipeline(bodies, parse_rules(rules_text))
     end = min(p.swept_to.values())
     f_scores, tiers, f_by_orders = Counter(), Counter(), Counter()
     for user_id, state in p.store.items():

@@ -1,11 +1,14 @@
 """`tierstream dev` end to end: starts everything, shows tiers and alerts
 changing within a minute, stops cleanly and leaves no process behind."""
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -63,10 +66,29 @@ def test_dev_shows_changes_and_alerts_and_cleans_up():
         assert [line for line in lines if re.search(r"\bWARNING\b|\bERROR\b|\bCRITICAL\b", line)] == [], name
 
 
+@contextmanager
+def running_dev(state_file, env, *args):
+    """`tierstream dev ARGS` in the background, once its state file says it
+    is up; stopped with Ctrl-C (SIGINT) after. Yields its state (addresses)."""
+    dev = subprocess.Popen([sys.executable, "-m", "cli.main", "dev", "--broker", BROKER, *args],
+                           env={**env, "TIERSTREAM_DEV_STATE": str(state_file)}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not state_file.exists():
+            assert dev.poll() is None and time.monotonic() < deadline, "tierstream dev did not start"
+            time.sleep(0.5)
+        yield json.loads(state_file.read_text())
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+
+
 def _without_addresses(extra: dict[str, str]) -> dict[str, str]:
     """A second shell: no TIERSTREAM_* address of its own."""
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTREAM_") or k == "TIERSTREAM_TEST_BROKER"}
     return {**env, **extra}
 
@@ -78,9 +100,6 @@ def test_snapshot_after_dev_returns_and_agrees_with_the_workers_and_tools_find_d
     whose environment names no campaigns (and no address: the CLI finds dev
     through its state file). The snapshot returns, and agrees user by user
     with what the API serves; `report` and `campaigns` work with no flags."""
-    import json
-    import os
-    import time
     import urllib.request
 
     from bench import workload
@@ -96,16 +115,9 @@ def test_snapshot_after_dev_returns_and_agrees_with_the_workers_and_tools_find_d
     bodies += [{"event_id": f"close-{u}", "user_id": u, "type": "login", "ts": end} for u in closers.values()]
     history = tmp_path / "history.jsonl"
     history.write_text("".join(json.dumps(b) + "\n" for b in bodies))
-    dev = subprocess.Popen([sys.executable, "-m", "cli.main", "dev", "--no-demo", "--duration", "400", "--broker", BROKER],
-                           env={**shell, "TIERSTREAM_CLOCK": "replay"}, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not state_file.exists():
-            assert dev.poll() is None and time.monotonic() < deadline, "tierstream dev did not start"
-            time.sleep(0.5)
+    with running_dev(state_file, {**shell, "TIERSTREAM_CLOCK": "replay"}, "--no-demo", "--duration", "400") as dev:
         assert oct(state_file.stat().st_mode & 0o777) == "0o600"
-        api = f"http://127.0.0.1:{json.loads(state_file.read_text())['api_port']}"
+        api = f"http://127.0.0.1:{dev['api_port']}"
 
         def tool(*args, timeout=400):
             run = subprocess.run([sys.executable, "-m", "cli.main", *args], env=shell, capture_output=True,
@@ -136,12 +148,6 @@ def test_snapshot_after_dev_returns_and_agrees_with_the_workers_and_tools_find_d
         # The CLI finds dev's API with no --api and no TIERSTREAM_API_PORT.
         assert "KPIs per" in tool("report").stdout
         assert "win_back" in tool("campaigns").stdout
-    finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            dev.kill()
     assert not state_file.exists(), "dev leaves no state file behind"
 
 
@@ -150,24 +156,15 @@ def test_the_demo_still_fills_every_panel_after_ten_minutes_worth_of_shop(tmp_pa
     time (1,200 days) as ten minutes of `./scripts/dev.sh`. At the end the
     dashboard, in a real browser, has data in every panel, and the figures
     are of the shop's late days (it once ran dry within minutes)."""
-    import json
-    import time
-
     from tests.browser import chromium, console_errors, wait_for
 
     state_file = tmp_path / "dev.json"
-    env = {**_without_addresses({"TIERSTREAM_DEV_STATE": str(state_file)})}
+    env = _without_addresses({})
     speed, seconds = 20.0, 60.0
-    dev = subprocess.Popen([sys.executable, "-m", "cli.main", "dev", "--speed", str(speed), "--duration", "400",
-                            "--broker", BROKER], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not state_file.exists():
-            assert dev.poll() is None and time.monotonic() < deadline, "tierstream dev did not start"
-            time.sleep(0.5)
+    with running_dev(state_file, env, "--speed", str(speed), "--duration", "400") as dev:
         started = time.monotonic()
         demo_start_ms = time.time() * 1000 - 10 * 365 * 86_400_000  # cli.demo.DemoClock starts ten years back
-        url = f"http://127.0.0.1:{json.loads(state_file.read_text())['api_port']}/"
+        url = f"http://127.0.0.1:{dev['api_port']}/"
         time.sleep(seconds)
         with chromium() as browser:
             browser.get(url)
@@ -205,9 +202,3 @@ def test_the_demo_still_fills_every_panel_after_ten_minutes_worth_of_shop(tmp_pa
             assert console_errors(browser) == []
             print(f"simulated {simulated_days:.0f} days, figures reached day {reached_days:.0f}; first cohort shown "
                   f"{first}; {counts}")
-    finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            dev.kill()
