@@ -17,7 +17,8 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 BROKERS="${TIERSTREAM_TEST_BROKER:-both}"
-PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider)
+# --durations=10: every run ends with its ten slowest tests (docs/performance.md keeps the table).
+PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider --durations=10)
 case "$BROKERS" in
   tansu|kafka|both) ;;
   *) echo "TIERSTREAM_TEST_BROKER must be tansu, kafka or both, not '$BROKERS'" >&2; exit 2 ;;
