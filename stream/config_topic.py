@@ -22,15 +22,17 @@ log = logging.getLogger(__name__)
 
 
 async def history(broker: str) -> list[Published]:
-    """Every version published, oldest first, to the topic's true end."""
-    ends = await true_end_offsets(broker, {TP(topics.CONFIG, 0)})
-    end = ends[TP(topics.CONFIG, 0)]
-    if end == 0:
-        return []
+    """Every version published, oldest first, to the topic's true end; none
+    before the topic exists (no worker has started on this cluster yet)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=None, enable_auto_commit=False)
     await consumer.start()
     out: list[Published] = []
     try:
+        if topics.CONFIG not in await consumer.topics():
+            return []
+        end = (await true_end_offsets(broker, {TP(topics.CONFIG, 0)}))[TP(topics.CONFIG, 0)]
+        if end == 0:
+            return []
         tp = TopicPartition(topics.CONFIG, 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
