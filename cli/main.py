@@ -343,8 +343,8 @@ def rebuild_cache() -> None:
 @click.option("--speed", type=float, default=2.0, show_default=True, help="Demo: simulated days per second.")
 @click.option("--users", type=int, default=200, show_default=True, help="Demo: shoppers at the start.")
 @click.option("--arrivals", type=float, default=2.0, show_default=True,
-              help="Demo: new shoppers per simulated day (customers also leave, so the shop stays about this size "
-                   "x 150).")
+              help="Demo: new shoppers per simulated day (shoppers also leave: the active shop levels off at "
+                   "about 150 times this).")
 @click.option("--duration", type=float, default=None, help="Stop by itself after this many seconds.")
 @click.option("--broker", type=click.Choice(["tansu", "kafka"]), default="tansu", show_default=True,
               help="tansu: the embedded broker; kafka: Apache Kafka (needs Java and Maven; fetched once).")
