@@ -17,7 +17,8 @@ from agents.population import PopulationReader
 from bench.workload import history
 from state.model import DAY_MS
 from state.quantiles import population_reports
-from state.rules import parse_rules, population_rules_text
+from state.config import ConfigDocument
+from state.rules import population_rules_text
 from stream import topics
 from stream.codecs import decode_state
 from stream.settings import Settings
@@ -29,7 +30,9 @@ QUANTILE_RULES = population_rules_text()
 
 
 def quantile_rules():
-    rules = parse_rules(QUANTILE_RULES, "the population rules")
+    """The population rules as a worker started with them as its only file
+    runs them: the same version (state.config) in every decision."""
+    rules = ConfigDocument(QUANTILE_RULES, None).rules()
     assert rules.scores.quantiles == ["r", "f", "m"] and rules.scores.churn_model
     return rules
 
