@@ -195,7 +195,11 @@ async def _membership(redis_url: str, prefix: str = "tierstream:") -> dict[str, 
         for k in keys:
             pipe.hmget(k, "v", "tier", "stage")
         rows = await pipe.execute()
-        return {k.decode()[len(prefix) + 5:]: (int(v), t.decode(), s.decode()) for k, (v, t, s) in zip(keys, rows)}
+        # A user's hash may hold only the aggregator's `mv` for a moment (a
+        # Redis refilled from empty: the metrics' rebuild can write it before
+        # the worker's membership): not a member yet.
+        return {k.decode()[len(prefix) + 5:]: (int(v), t.decode(), s.decode()) for k, (v, t, s) in zip(keys, rows)
+                if v is not None}
     finally:
         await redis.aclose()
 
