@@ -81,11 +81,25 @@ def _rules(settings: Settings):  # type: ignore[no-untyped-def]
     return _parsed(published.document)
 
 
+class _RetriedCoordinatorLookup(logging.Filter):
+    """aiokafka logs a failed group-coordinator lookup as an ERROR even when
+    it retries it, as it does on every start against a fresh Apache Kafka,
+    whose coordinator is still loading: that is no error. Such a record
+    becomes INFO, shown only where aiokafka's INFO is. Any other error stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and "GroupCoordinatorNotAvailableError" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger("aiokafka").getEffectiveLevel() <= logging.INFO
+        return True
+
+
 def _configure_logging(settings: Settings) -> None:
     """Worker and API: every line with its time and level."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_RetriedCoordinatorLookup())
 
 
 def _run(coro):  # type: ignore[no-untyped-def]

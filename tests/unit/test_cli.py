@@ -41,3 +41,31 @@ def test_exactly_once_demands_faust_recovery():
     with pytest.raises(ValidationError, match="TIERSTREAM_RECOVERY=faust"):
         Settings(processing_guarantee="exactly_once")
     assert Settings(processing_guarantee="exactly_once", recovery="faust").processing_guarantee == "exactly_once"
+
+
+def test_a_retried_coordinator_lookup_is_not_logged_as_an_error():
+    """aiokafka says ERROR for a group-coordinator lookup it retries (every
+    start on a fresh Apache Kafka); the worker's log shows it as INFO, only
+    where aiokafka's INFO is on. Other errors stay errors."""
+    import logging
+
+    from cli.main import _RetriedCoordinatorLookup
+
+    f = _RetriedCoordinatorLookup()
+    aiokafka = logging.getLogger("aiokafka")
+    level = aiokafka.level
+
+    def record(msg):
+        return logging.LogRecord("aiokafka.consumer.group_coordinator", logging.ERROR, __file__, 1, msg, None, None)
+
+    transient = "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+    try:
+        aiokafka.setLevel(logging.WARNING)
+        r = record(transient)
+        assert f.filter(r) is False and r.levelname == "INFO"
+        aiokafka.setLevel(logging.INFO)
+        assert f.filter(record(transient)) is True
+        other = record("Group Coordinator Request failed: [Error 29] GroupAuthorizationFailedError")
+        assert f.filter(other) is True and other.levelname == "ERROR"
+    finally:
+        aiokafka.setLevel(level)
