@@ -17,7 +17,7 @@ import pytest
 from cli.embedded import spawn, stop
 from cli.snapshot import snapshot_rows
 from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, wait_until
-from tests.quantile_shop import QUANTILE_RULES, kafka_partition, run_shop, small_ticket_shop, tier_changes
+from tests.support.quantile_shop import QUANTILE_RULES, kafka_partition, run_shop, small_ticket_shop, tier_changes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 START_1995 = int(datetime(1995, 1, 1, tzinfo=UTC).timestamp() * 1000)

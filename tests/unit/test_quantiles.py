@@ -21,7 +21,7 @@ from state.quantiles import (
 )
 from stream import topics
 from state.rules import parse_rules
-from tests.quantile_shop import QUANTILE_RULES, Crash, kafka_partition, run_shop, small_ticket_shop, tier_changes
+from tests.support.quantile_shop import QUANTILE_RULES, Crash, kafka_partition, run_shop, small_ticket_shop, tier_changes
 
 POINTS = (0.2, 0.4, 0.6, 0.8)
 

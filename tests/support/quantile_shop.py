@@ -77,7 +77,8 @@ class Crash:
     commit_lag: int = 0
 
 
-def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=None, crash: Crash | None = None):
+def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=None, crash: Crash | None = None,
+             lateness_ms: int | None = None):
     """The pipeline over `bodies`, owning every partition, its own reports
     looped back. `chunk`: messages are taken partition by partition, `chunk`
     at a time in random order, so partitions drift apart in event time (as
@@ -85,9 +86,11 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=Non
     `crash`: the first process dies as it says, and a second one recovers
     what was durable (the changelog, the committed input, the population
     reports published) and reads the input again from the committed
-    offsets; the outputs returned are those that reached Kafka, from both."""
+    offsets; the outputs returned are those that reached Kafka, from both.
+    `lateness_ms`: the allowed lateness (default: the setting's)."""
     rules = rules if rules is not None else quantile_rules()
-    settings = Settings(clock="replay", max_future_seconds=10**9, partitions=partitions)
+    settings = Settings(clock="replay", max_future_seconds=10**9, partitions=partitions,
+                        **({"allowed_lateness_ms": lateness_ms} if lateness_ms is not None else {}))
     per_partition = [[] for _ in range(partitions)]
     for body in bodies:
         per_partition[kafka_partition(body["user_id"], partitions)].append(body)
@@ -107,6 +110,7 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=Non
             committed[partition] = offset + 1
     reports = [orjson.loads(r.value) for r in outputs if r.topic == topics.POPULATION]
     p, reader = _worker(settings, rules, store, reports, committed)
+    p._seal_facts()
     outputs += p.outputs
     p.outputs.clear()
     queues = [list(enumerate(q))[committed[i]:] for i, q in enumerate(per_partition)]
@@ -161,6 +165,7 @@ def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None) -> list[St
         if idle and idle_rule:
             reader.follow_idle(idle)
         p.resume()
+        p._seal_facts()  # as publishing does: the metric facts go out with the step's outputs
         steps.append(Step(taken, list(p.outputs), list(p.changelog)))
         p.outputs.clear()
         p.changelog.clear()
@@ -169,5 +174,6 @@ def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None) -> list[St
     while idle_rule and reader.follow_idle(set(range(partitions))):  # the history's end: every partition is idle
         pass
     p.resume()
+    p._seal_facts()
     steps.append(Step([], list(p.outputs), list(p.changelog)))
     return steps
