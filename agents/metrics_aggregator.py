@@ -3,7 +3,7 @@ tierstream.metrics out.
 
 Runs in each worker as a task with its own consumer group, so workers
 share the facts partitions as they share the events. For each fetched
-batch: apply the facts to Redis (state.metrics_store: each step once, by
+batch: apply the facts to Redis (store.metrics_store: each step once, by
 version), publish what became final, then commit the input offsets. A
 crash anywhere in between redelivers facts that Redis then skips.
 
@@ -36,7 +36,7 @@ from state.calendar import Calendar, parse_label
 from state.kpis import Step
 from state.model import DAY_MS
 from state.metrics_report import cell_targets
-from state.metrics_store import MetricsReset, MetricsStore
+from store.metrics_store import MetricsReset, MetricsStore
 from state.rules import STAGES, Rules
 from stream import topics
 from stream.settings import Settings

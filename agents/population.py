@@ -6,8 +6,8 @@ every partition's reports, whoever owns it. `PopulationReports` (pure)
 settles a boundary once every partition has reported on it; the same
 records give the same cuts in every worker, at the same event time. The
 pipeline's partitions that waited at a period's end for those cuts then
-go on. The latest cuts are also written to Redis for the read API
-(`GET /v1/scores/thresholds`).
+go on (engine.coordinator). The latest cuts are also written to Redis for
+the read API (`GET /v1/scores/thresholds`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from agents import metrics
+from engine.coordinator import Coordinator
 from state.quantiles import population_reports, thresholds_doc
 from stream import topics
 from stream.settings import Settings
@@ -32,12 +32,12 @@ WAIT_WARNING_SECONDS = 30.0
 
 
 class PopulationReader:
-    def __init__(self, settings: Settings, pipeline: Any, redis: Redis | None,
+    def __init__(self, settings: Settings, engine: Coordinator, redis: Redis | None,
                  send_out: Callable[[], Awaitable[None]] | None,
                  idle_partitions: Callable[[], set[int]] | None = None) -> None:
-        rules = pipeline.rules
+        rules = engine.rules
         self.settings = settings
-        self.pipeline = pipeline
+        self.engine = engine
         self.redis = redis
         self.send_out = send_out
         # Replay clock: which owned partitions are idle now (caught up, and
@@ -83,15 +83,15 @@ class PopulationReader:
         # partition keeps in step with the others' reports as they come.
         followed = self.idle_partitions is not None and self.follow_idle(self.idle_partitions())
         if settled:
-            self.pipeline.settle(settled)
+            self.engine.settle(settled)
             metrics.CUTS_SETTLED.inc(len(settled))
-            self.pipeline.resume()
+            self.engine.resume()
         if settled or followed:
             assert self.send_out is not None
             await self.send_out()
         if settled and self.redis is not None:
             await self.redis.set(self.settings.redis_prefix + "scores:thresholds",
-                                 orjson.dumps(thresholds_doc(self.pipeline.rules, self.pipeline.book)))
+                                 orjson.dumps(thresholds_doc(self.engine.rules, self.engine.book)))
         self._warn_if_stuck()
 
     def _add_all(self, docs: list[dict]) -> list:
@@ -102,24 +102,25 @@ class PopulationReader:
 
     def follow_idle(self, idle: set[int]) -> bool:
         """Move the idle partitions on to the others' latest boundary
-        (replay clock, `Pipeline.follow`); whether any moved."""
+        (replay clock, `PartitionEngine.follow`); whether any moved."""
         moved = False
         for partition in sorted(idle):
             target = self.reports.follow_target(partition)
-            if target is not None and self.pipeline.follow(partition, target):
+            if target is not None and self.engine.follow(partition, target):
+                metrics.PARTITIONS_FOLLOWED.inc()
                 if partition not in self._followed:
                     log.info("partition %d is idle (caught up, nothing new for %.0fs): it follows the other "
                              "partitions' event time", partition, self.settings.idle_partition_seconds)
                     self._followed.add(partition)
                 moved = True
         if moved:
-            self.pipeline.resume()
+            self.engine.resume()
         return moved
 
     def _warn_if_stuck(self) -> None:
         """A partition that never reports (no event at all, replay clock)
         holds every other back: say which, once in a while."""
-        if not self.pipeline.waiting:
+        if not self.engine.waiting:
             self._waiting_since = None
             return
         now = time.monotonic()
@@ -127,9 +128,9 @@ class PopulationReader:
             self._waiting_since = now
         elif now - self._waiting_since > WAIT_WARNING_SECONDS:
             behind = sorted(set(range(self.settings.partitions)) - {
-                p for p, b in self.reports.through.items() if b >= min(self.pipeline.waiting.values())
-                - self.pipeline.rules.cadence_ms})
+                p for p, b in self.reports.through.items() if b >= min(self.engine.waiting.values())
+                - self.engine.rules.cadence_ms})
             log.warning("quantile scores: partitions %s wait for the cut points of %s; partitions %s have not "
                         "reported that far (no events? with TIERSTREAM_CLOCK=replay only events move time)",
-                        sorted(self.pipeline.waiting), sorted(set(self.pipeline.waiting.values())), behind)
+                        sorted(self.engine.waiting), sorted(set(self.engine.waiting.values())), behind)
             self._waiting_since = now

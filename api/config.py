@@ -1,5 +1,5 @@
 """The configuration in force, as the API sees it: the workers write it to
-Redis (state.config, agents.pipeline.declare_segments); the API serves it
+Redis (state.config, agents.redis_sync.RedisSync.declare_segments); the API serves it
 at GET /v1/config and evaluates its pages (tiers, campaigns, time zone)
 with it, so that the API never shows another rules version than the
 workers run. Until a worker has written one, the API's own rules serve.
@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from state.config import ConfigDocument
-from state.membership import MembershipReader
+from store.membership import MembershipReader
 from state.rules import Rules, RulesError
 
 log = logging.getLogger(__name__)

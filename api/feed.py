@@ -1,6 +1,6 @@
 """The live feed as server-sent events, and a user's latest changes.
 
-One task per API process tails the Redis stream (state.live_feed) and fans
+One task per API process tails the Redis stream (store.live_feed) and fans
 each entry out to every connected client: a blocking XREAD per browser tab
 would hold a pooled Redis connection each. A client too slow to keep up
 (its queue full) is disconnected; its browser reconnects with
@@ -16,7 +16,7 @@ import logging
 import orjson
 from aiohttp import web
 
-from state.live_feed import FeedReader
+from store.live_feed import FeedReader
 
 log = logging.getLogger(__name__)
 

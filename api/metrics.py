@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from api.config import rules_in_force
 from api.models import CohortsQuery, FlowsQuery, KpisQuery
 from state.calendar import Calendar, parse_label
-from state.metrics_store import MetricsStore
+from store.metrics_store import MetricsStore
 from state.model import DAY_MS
 from state.rules import STAGES
 from state.uplift import Arm, summarize

@@ -31,10 +31,10 @@ from api.access import require_token
 from api.json_errors import JsonErrorAppRunner
 from api.metrics import BadQuery
 from api.openapi import ROUTES, openapi_document
-from state.live_feed import FeedReader
-from state.membership import MembershipReader, UnknownSegment
+from store.live_feed import FeedReader
+from store.membership import MembershipReader, UnknownSegment
 from state.quantiles import thresholds_doc
-from state.metrics_store import MetricsStore
+from store.metrics_store import MetricsStore
 from state.rules import Rules, load_rules
 
 log = logging.getLogger(__name__)

@@ -29,11 +29,11 @@ from bench.offline_pipeline import PARTITIONS, _Table, messages
 from bench.redis_heal import updates
 from cli.embedded import free_port, redis_binary, spawn, stop, wait_for_port
 from state.campaigns import load_campaigns
-from state.membership import MembershipWriter
-from state.metrics_store import MetricsStore
+from store.membership import MembershipWriter
+from store.metrics_store import MetricsStore
 from state.rules import fixed_threshold_rules
 from stream.settings import Settings
-from tests.browser import chromium, wait_for
+from tests.support.browser import chromium, wait_for
 
 
 PREFIX = "tierstream:"
@@ -43,16 +43,18 @@ async def fill_metrics(redis: Redis, events: int, users: int) -> None:
     rules = fixed_threshold_rules()
     rules = rules.with_campaigns(load_campaigns(None, rules.tier_names))
     pipeline = Pipeline(SimpleNamespace(users=_Table()), Settings(clock="replay", max_future_seconds=10**9), rules, None)
-    pipeline.index.reset(set(range(PARTITIONS)))
+    pipeline.on_active_partitions(set(range(PARTITIONS)))
     for record in messages(events, users):
         pipeline.on_message(record)
     for p in range(PARTITIONS):
-        pipeline.sweep(p, pipeline.watermark(p, 0))
+        engine = pipeline.engine.engine(p)
+        engine.sweep(engine.watermark(0))
+    steps = metric_steps(pipeline)
     store = MetricsStore(redis, PREFIX)
     await store.set_partitions(PARTITIONS)
     await store.mark_from_start(range(PARTITIONS))
     for p in range(PARTITIONS):
-        await store.apply(p, pipeline.swept_to.get(p, 0), pipeline.facts.get(p, []))
+        await store.apply(p, pipeline.engine.engine(p).swept_to or 0, steps.get(p, []))
 
 
 async def fill_users(redis: Redis, start: int, end: int) -> None:

@@ -28,9 +28,9 @@ from redis.asyncio import Redis
 
 from agents.pipeline import Pipeline
 from bench import workload
-from bench.offline_pipeline import PARTITIONS, _Table, messages
+from bench.offline_pipeline import PARTITIONS, _Table, drop, messages, metric_steps
 from cli.embedded import EmbeddedServers
-from state.metrics_store import MetricsStore
+from store.metrics_store import MetricsStore
 from state.rules import fixed_threshold_rules
 from stream import topics
 from stream.codecs import encode_state
@@ -44,17 +44,12 @@ def feed(users: int, events: int, metrics: bool) -> tuple[Pipeline, float]:
     records = messages(events, users)
     settings = Settings(clock="replay", max_future_seconds=10**9, operator_metrics=metrics)
     pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, fixed_threshold_rules(), None)
-    pipeline.index.reset(set(range(PARTITIONS)))
+    pipeline.on_active_partitions(set(range(PARTITIONS)))
     started = time.perf_counter()
     for start in range(0, len(records), settings.batch_max):
         for record in records[start : start + settings.batch_max]:
             pipeline.on_message(record)
-        pipeline.outputs.clear()
-        pipeline.changelog.clear()
-        pipeline.pending.clear()
-        if metrics:
-            pipeline._seal_facts()  # the facts records, built as a publish would
-            pipeline.outputs.clear()
+        drop(pipeline)  # the records, the facts among them, built as a publish would
     return pipeline, events / (time.perf_counter() - started)
 
 
@@ -81,17 +76,13 @@ async def measure(users: int, per_user: int, servers: EmbeddedServers) -> dict:
     await store.mark_from_start(range(PARTITIONS))
     settings = Settings(clock="replay", max_future_seconds=10**9)
     pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, fixed_threshold_rules(), None)
-    pipeline.index.reset(set(range(PARTITIONS)))
+    pipeline.on_active_partitions(set(range(PARTITIONS)))
     for i, (k, v) in enumerate(workload.events(events, users, span_days=365)):
         pipeline.on_message(SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(k) % PARTITIONS, offset=i,
                                             key=k, value=v))
-        if len(pipeline.facts.get(0, ())) > 2000 or i == events - 1:
-            for p, steps in list(pipeline.facts.items()):
+        if len(pipeline.engine.engine(0).facts or ()) > 2000 or i == events - 1:
+            for p, steps in metric_steps(pipeline).items():
                 await store.apply(p, -1, steps)
-            pipeline.facts.clear()
-        pipeline.outputs.clear()
-        pipeline.changelog.clear()
-        pipeline.pending.clear()
     period_keys, period_bytes = await redis_bytes(redis, PREFIX + "m:*")
     user_keys, user_bytes = await redis_bytes(redis, PREFIX + "user:*")
     await redis.aclose()

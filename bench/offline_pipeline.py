@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY
 
 from agents.pipeline import Pipeline
 from bench import workload
-from state.quantiles import population_reports
+from state.kpis import Step
 from state.rules import fixed_threshold_rules
 from stream import topics
 from stream.settings import Settings
@@ -58,7 +58,7 @@ def through_pipeline(bodies: list[dict], rules: Any) -> tuple[Pipeline, float]:
     settings = Settings(clock="replay", max_future_seconds=10**9, partitions=PARTITIONS)
     p = Pipeline(SimpleNamespace(users=_Table()), settings, rules, None)
     if rules.scores.from_population:
-        p.loopback = population_reports(PARTITIONS, rules)
+        p.engine.loop_back(PARTITIONS)
     p.on_active_partitions(set(range(PARTITIONS)))
     started = time.perf_counter()
     for i, b in enumerate(bodies):
@@ -66,29 +66,44 @@ def through_pipeline(bodies: list[dict], rules: Any) -> tuple[Pipeline, float]:
                                      offset=i, key=b["user_id"].encode(), value=orjson.dumps(b)))
         if i % settings.batch_max == 0:
             p.resume()
-            p.outputs.clear()
-            p.changelog.clear()
-            p.pending.clear()
+            drop(p)
     p.resume()
+    drop(p)
     return p, time.perf_counter() - started
+
+
+def drop(p: Pipeline) -> None:
+    """What a publish would take off the queues (records built, then
+    dropped), and the assessments a Redis flush would take."""
+    p.drain()
+    p.redis.pending.clear()
+
+
+def metric_steps(p: Pipeline) -> dict[int, list[Step]]:
+    """The metric steps booked since the last call, per partition (the
+    facts a publish would send), and the rest of the queue dropped."""
+    steps: dict[int, list[Step]] = {}
+    for facts in p.engine.seal_facts():
+        steps.setdefault(facts.partition, []).extend(facts.steps)
+    drop(p)
+    return steps
 
 
 def run(events: int, users: int, profile: bool) -> None:
     records = messages(events, users)
     settings = Settings(clock="replay", max_future_seconds=10**9)
     pipeline = Pipeline(SimpleNamespace(users=_Table()), settings, fixed_threshold_rules(), None)
-    pipeline.index.reset(set(range(PARTITIONS)))
+    pipeline.on_active_partitions(set(range(PARTITIONS)))
 
     def process() -> None:
         for start in range(0, len(records), settings.batch_max):
             for record in records[start : start + settings.batch_max]:
                 pipeline.on_message(record)
-            pipeline.outputs.clear()
-            pipeline.changelog.clear()
+            pipeline.drain()  # the records, built as a publish would
             pipeline.tally.flush()
-            pending, pipeline.pending = pipeline.pending, {}
+            pending, pipeline.redis.pending = pipeline.redis.pending, {}
             for user_id, assessment in pending.items():  # the Redis documents, built as a flush would
-                pipeline._membership_update(user_id, assessment)
+                pipeline.redis.membership_update(user_id, assessment)
 
     started = time.perf_counter()
     if profile:

@@ -22,7 +22,6 @@ import orjson
 from agents.pipeline import Pipeline
 from bench.offline_pipeline import PARTITIONS, _Table
 from bench.workload import history
-from state.quantiles import population_reports
 from state.rules import fixed_threshold_rules_text, parse_rules, population_rules_text
 from stream import topics
 from stream.settings import Settings
@@ -37,7 +36,7 @@ def rate(bodies: list[dict], rules_text: str) -> tuple[float, int]:
     settings = Settings(clock="replay", max_future_seconds=10**9, partitions=PARTITIONS)
     p = Pipeline(SimpleNamespace(users=_Table()), settings, rules, None)
     if rules.scores.from_population:
-        p.loopback = population_reports(PARTITIONS, rules)
+        p.engine.loop_back(PARTITIONS)
     p.on_active_partitions(set(range(PARTITIONS)))
     messages = [SimpleNamespace(topic=topics.EVENTS, partition=zlib.crc32(b["user_id"].encode()) % PARTITIONS,
                                 offset=i, key=b["user_id"].encode(), value=orjson.dumps(b))
@@ -48,10 +47,9 @@ def rate(bodies: list[dict], rules_text: str) -> tuple[float, int]:
         for m in messages[start:start + settings.batch_max]:
             p.on_message(m)
         p.resume()
-        changes += sum(r.topic == topics.TIER_CHANGES for r in p.outputs)
-        p.outputs.clear()
-        p.changelog.clear()
-        p.pending.clear()
+        outputs, _ = p.drain()
+        changes += sum(r.topic == topics.TIER_CHANGES for r in outputs)
+        p.redis.pending.clear()
     return len(messages) / (time.perf_counter() - started), changes
 
 

@@ -21,7 +21,7 @@ import orjson
 from redis.asyncio import Redis
 
 from cli.embedded import EmbeddedServers
-from state.membership import MembershipUpdate, MembershipWriter
+from store.membership import MembershipUpdate, MembershipWriter
 
 DOC = orjson.dumps({"tier": "mid_value", "stage": "active", "recency_days": 12, "frequency": 4, "monetary": 312.5,
                     "rfm": {"r": 4, "f": 3, "m": 2}, "lifetime_orders": 9, "ltv": 911.2, "aov": 101.2,

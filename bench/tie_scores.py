@@ -45,7 +45,7 @@ def shop(customers: int, once: float, days: int = 270, seed: int = 5) -> list[di
 
 def run(bodies: list[dict], rules_text: str) -> tuple[Counter, Counter, Counter, float]:
     p, elapsed = through_pipeline(bodies, parse_rules(rules_text))
-    end = min(p.swept_to.values())
+    end = min(e.swept_to for e in p.engine.engines.values() if e.swept_to is not None)
     f_scores, tiers, f_by_orders = Counter(), Counter(), Counter()
     for user_id, state in p.store.items():
         a = evaluate(state, end, p.rules, user_id)

@@ -82,6 +82,10 @@ class DemoGenerator:
         self._by_id: dict[str, Shopper] = {}
         self.responded: dict[tuple[str, str], int] = {}  # (campaign, arm) -> users who came back
 
+    def persona_of(self, user_id: str) -> str:
+        """The simulated shopper's persona (what the demo knows and the worker must find out)."""
+        return self._by_id[user_id].persona
+
     def _join(self, at_ms: int) -> Shopper:
         persona = self.rnd.choices(PERSONAS, WEIGHTS)[0]
         shopper = Shopper(f"user-{self._next_user:05d}", persona, at_ms)

@@ -14,14 +14,14 @@ from faust.types import TP
 from redis.asyncio import Redis
 
 from state.evaluate import evaluate
-from state.membership import MembershipUpdate, MembershipWriter
+from store.membership import MembershipUpdate, MembershipWriter
 from state.quantiles import PopulationReports, ThresholdBook, population_reports
 from state.rules import STAGES, Rules
 from stream import topics
 from stream.config_topic import in_force as config_in_force
 from stream.admin import ensure_topics
 from stream.codecs import decode_state, user_record
-from stream.recovery import true_end_offsets
+from stream.faust_ext.recovery import true_end_offsets
 from stream.settings import Settings
 
 

@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from state.membership import MembershipReader
+from store.membership import MembershipReader
 from stream import topics
 
 

@@ -123,7 +123,7 @@ def worker() -> None:
     import faust
     from prometheus_client import start_http_server
 
-    from agents.pipeline import install
+    from agents.wiring import install
     from stream.admin import ensure_topics
     from stream.app import build_app
 

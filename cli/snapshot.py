@@ -19,14 +19,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
 from cli.io import read_population, read_users_changelog
-from state.engine import UserParked, advance
+from state.steps import UserParked, advance
 from state.evaluate import evaluate
 from state.model import UserState
 from state.quantiles import boundary_at_or_before
 from state.rules import Rules
 from stream import topics
 from stream.codecs import decode_state, iso, money
-from stream.recovery import true_end_offsets
+from stream.faust_ext.recovery import true_end_offsets
 from stream.settings import Settings
 
 COLUMNS = ("user_id", "tier", "stage", "recency_days", "days_inactive", "frequency", "monetary",

@@ -40,5 +40,6 @@ if [ "$BROKERS" != "tansu" ]; then
     exit 0
   fi
   echo "== integration tests on Apache Kafka"
-  TIERSTREAM_TEST_BROKER=kafka "${PYTEST[@]}" tests/integration "$@"
+  # tests/integration/redis talks to no broker: it ran in the first half.
+  TIERSTREAM_TEST_BROKER=kafka "${PYTEST[@]}" tests/integration --ignore=tests/integration/redis "$@"
 fi

@@ -149,7 +149,7 @@ def parse_campaigns(text: str, source: str, tiers: list[str]) -> list[Campaign]:
     return parsed.campaigns
 
 
-# -- a user's campaigns (pure; called by state.engine) -----------------------
+# -- a user's campaigns (pure; called by state.steps) -----------------------
 
 # Per user (UserState.camp): [last_contact_ms, {campaign: last_assigned_ms},
 # open assignments: [[campaign, arm, trigger_ms, window_end_ms, revenue_cents,

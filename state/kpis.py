@@ -1,14 +1,14 @@
 """Operator metrics as facts: what each step of a user adds to each period.
 
 The engine takes a user one step at a time (an event applied, a due time
-fired; state.engine). A `Ledger` turns each step into *facts*: increments
+fired; state.steps). A `Ledger` turns each step into *facts*: increments
 of named cells of a period ("day 2024-01-05: orders +1, revenue +2500").
 Facts are tagged with the user and the state version the step produced.
 Versions count the user's steps, so a step re-derived after a crash gets
-the tag it had before, and the aggregator (state.metrics_store) applies each
+the tag it had before, and the aggregator (store.metrics_store) applies each
 tag once. That is how the figures count nothing twice and lose nothing:
 facts are derived from the state transitions the worker commits, published
-before the state they come from (agents.pipeline), and made idempotent by
+before the state they come from (agents.publisher), and made idempotent by
 the tag, never by remembering ids.
 
 Distinct-user figures (active users, buyers per day, week and month) need
@@ -38,7 +38,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from state.calendar import Calendar, label, month_of_day, week_of_day
-from state.model import DAY_MS, ACTIVITY_TYPES, EventType, UserEvent, UserState
+from state.model import DAY_MS, ACTIVITY_TYPES, EventType, KpiMemory, UserEvent, UserState
 
 HORIZON = 64  # periods remembered per grain: how late a late event can be and still be exact
 _MASK = (1 << HORIZON) - 1
@@ -46,30 +46,6 @@ RETENTION_DAYS = (1, 7, 30)
 RECENT_ORDERS = 16  # orders remembered for cart conversion (late carts)
 # marks layout: (anchor, mask) pairs
 ACT_D, ACT_W, ACT_M, BUY_D, BUY_W, BUY_M, CART_D = range(0, 14, 2)
-
-
-@dataclass(slots=True)
-class KpiMemory:
-    """What one user's metrics need to remember (stored in the user's state)."""
-
-    born_ms: int  # first event applied: the first-seen cohort (fixed)
-    signup_ms: int | None = None
-    first_order_ms: int | None = None
-    second_order_ms: int | None = None
-    order_cohort_day: int | None = None  # day of the first order as first applied: its cohort (fixed)
-    # (anchor, mask) pairs; a mask of 0 means nothing marked yet (a set mask
-    # always has its anchor's bit), so any period index, even before 1970, works.
-    marks: list[int] = field(default_factory=lambda: [0, 0] * 7)
-    open_carts: list[list[int]] = field(default_factory=list)  # [day, first cart ts] not yet converted
-    recent_orders: list[int] = field(default_factory=list)
-
-    def to_list(self) -> list:
-        return [self.born_ms, self.signup_ms, self.first_order_ms, self.second_order_ms,
-                self.order_cohort_day, self.marks, self.open_carts, self.recent_orders]
-
-    @classmethod
-    def from_list(cls, v: list) -> KpiMemory:
-        return cls(*v)
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """From aggregated cells to the figures operators read (pure).
 
-Cells are what state.kpis books and state.metrics_store keeps in Redis: one
+Cells are what state.kpis books and store.metrics_store keeps in Redis: one
 hash per period (`day:2024-01-05`, `week:2024-W01`, `month:2024-01`) and per
 cohort (`c:first_seen:week:2024-W01`), each a map of named integers. This
 module holds every formula of docs/metrics.md; the API, the `tierstream.metrics`

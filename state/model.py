@@ -11,10 +11,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from state.kpis import KpiMemory
 
 DAY_MS = 86_400_000
 
@@ -55,6 +51,31 @@ def event_fingerprint(event_id: str) -> int:
     """Stable 63-bit hash of an event id (Python's hash() is salted per process)."""
     digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+@dataclass(slots=True)
+class KpiMemory:
+    """What one user's operator metrics need to remember (state.kpis books
+    them; stored in the user's state)."""
+
+    born_ms: int  # first event applied: the first-seen cohort (fixed)
+    signup_ms: int | None = None
+    first_order_ms: int | None = None
+    second_order_ms: int | None = None
+    order_cohort_day: int | None = None  # day of the first order as first applied: its cohort (fixed)
+    # (anchor, mask) pairs; a mask of 0 means nothing marked yet (a set mask
+    # always has its anchor's bit), so any period index, even before 1970, works.
+    marks: list[int] = field(default_factory=lambda: [0, 0] * 7)
+    open_carts: list[list[int]] = field(default_factory=list)  # [day, first cart ts] not yet converted
+    recent_orders: list[int] = field(default_factory=list)
+
+    def to_list(self) -> list:
+        return [self.born_ms, self.signup_ms, self.first_order_ms, self.second_order_ms,
+                self.order_cohort_day, self.marks, self.open_carts, self.recent_orders]
+
+    @classmethod
+    def from_list(cls, v: list) -> KpiMemory:
+        return cls(*v)
 
 
 @dataclass(slots=True)

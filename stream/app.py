@@ -1,7 +1,8 @@
 """The Faust app, its topics and the users table, built from Settings.
 
 Read top to bottom: app -> topics -> table. Agents live in agents/ and are
-attached by `agents.pipeline.install`.
+attached by `agents.wiring.install`. Faust's internals it builds with are
+in stream.faust_ext.
 """
 
 from __future__ import annotations
@@ -12,48 +13,13 @@ from typing import Any
 
 import faust
 from faust.tables import TableManager
-from faust.types import TP
 
-import stream.codecs  # noqa: F401  (registers the 'tierstate' and 'utf8' codecs)
-from stream.codecs import decode_state
 from stream import topics
-from stream.batching import BatchHandler, RevokeHook, batching_consumer_class
-from stream.recovery import TierstreamTableManager, committed_inputs
+from stream.faust_ext import codecs
+from stream.faust_ext.batching import BatchHandler, RevokeHook, batching_consumer_class
+from stream.faust_ext.recovery import TierstreamTableManager
+from stream.faust_ext.table import UsersTable
 from stream.settings import Settings
-from stream.tuning import set_fetch_max_wait
-
-
-class UsersTable(faust.Table):
-    """The users table, telling the pipeline which partitions it now owns
-    once their state is fully recovered (and only then)."""
-
-    on_active_partitions: Callable[[set[int], dict[int, int] | None], None] | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Faust derives serializers from key/value types (json by default);
-        # ours are the compact codecs of stream.codecs.
-        self.key_serializer = "utf8"
-        self.value_serializer = "tierstate"
-
-    def restore_latest(self, partition: int, latest: dict[bytes, bytes | None]) -> None:
-        """Bulk recovery (stream.recovery): the last changelog value per key."""
-        store = self.data
-        for key, value in latest.items():
-            user_id = key.decode()
-            if value is None:
-                store.pop(user_id, None)
-            else:
-                store[user_id] = decode_state(value)
-
-    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        await super().on_recovery_completed(active_tps, standby_tps)
-        if self.on_active_partitions is not None:
-            partitions = {tp.partition for tp in active_tps}
-            # Where the group's input stands: recovered states past it are
-            # ahead of the events the worker is about to re-read.
-            committed = await committed_inputs(self.app, partitions) if partitions else {}
-            self.on_active_partitions(partitions, committed)
 
 
 @dataclass
@@ -61,14 +27,14 @@ class StreamApp:
     app: faust.App
     events: Any  # the input faust topic
     users: UsersTable
-    # topic name -> handler of whole fetched batches (stream.batching)
+    # topic name -> handler of whole fetched batches (stream.faust_ext.batching)
     batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
     # awaited when partitions are revoked, before Faust flushes the producer
     revoke_hooks: list[RevokeHook] = field(default_factory=list)
 
 
 def build_app(settings: Settings) -> StreamApp:
-    set_fetch_max_wait(settings.fetch_max_wait_ms)
+    codecs.register()
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{b.strip()}" for b in settings.broker.split(",")],
@@ -95,11 +61,11 @@ def build_app(settings: Settings) -> StreamApp:
     batch_handlers: dict[str, BatchHandler] = {}
     revoke_hooks: list[RevokeHook] = []
     # Faust instantiates the transport's consumer class itself.
-    app.transport.Consumer = batching_consumer_class(batch_handlers, revoke_hooks)
+    app.transport.Consumer = batching_consumer_class(batch_handlers, revoke_hooks, settings.fetch_max_wait_ms)
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     # Values stay bytes: the agent parses them itself so that a bad message
     # becomes a dead letter instead of a deserialisation crash. Outputs are
-    # written with the producer directly (agents/pipeline.py), in batches.
+    # written with the producer directly (agents/publisher.py), in batches.
     events = app.topic(topics.EVENTS, partitions=settings.partitions, **raw)
     users = app.tables.add(
         UsersTable(

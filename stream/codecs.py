@@ -1,4 +1,5 @@
-"""Byte encodings: the table's state codec, output records, DLQ records.
+"""Byte encodings: the users' state, output records, DLQ records (pure;
+the Faust codecs wrapping the state's are in stream.faust_ext.codecs).
 
 orjson is used throughout: it is several times faster than the standard
 json module on both ends, and strict about what it accepts.
@@ -13,12 +14,10 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from faust.serializers import codecs
 
-from state.engine import CampaignAction, CampaignOutcome, ChurnAlert, TierChange
+from state.steps import CampaignAction, CampaignOutcome, ChurnAlert, TierChange
 from state.evaluate import Assessment
-from state.kpis import KpiMemory
-from state.model import DAY_MS, UserState
+from state.model import DAY_MS, KpiMemory, UserState
 
 STATE_FORMAT = 1
 _STATE_FIELDS = tuple(f.name for f in fields(UserState))
@@ -69,30 +68,6 @@ def decode_state(data: bytes) -> UserState:
     kpi = kwargs.get("kpi")
     kwargs["kpi"] = KpiMemory.from_list(kpi) if kpi is not None else None
     return UserState(**kwargs)
-
-
-class StateCodec(codecs.Codec):
-    """Faust codec so the users table's changelog holds `encode_state` bytes."""
-
-    def _dumps(self, obj: Any) -> bytes:
-        return encode_state(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return decode_state(s)
-
-
-class Utf8Codec(codecs.Codec):
-    """Keys are user ids: str in memory, UTF-8 on the wire, both ways."""
-
-    def _dumps(self, obj: Any) -> bytes:
-        return obj.encode() if isinstance(obj, str) else bytes(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return s.decode()
-
-
-codecs.register("tierstate", StateCodec())
-codecs.register("utf8", Utf8Codec())
 
 
 _EPOCH = datetime(1970, 1, 1)

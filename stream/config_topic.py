@@ -16,7 +16,7 @@ from faust.types import TP
 
 from state.config import ConfigDocument, ConfigMismatch, Published, mismatch_message
 from stream import topics
-from stream.recovery import true_end_offsets
+from stream.faust_ext.recovery import true_end_offsets
 
 log = logging.getLogger(__name__)
 

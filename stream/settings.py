@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     )
     recovery: Literal["bulk", "faust"] = Field(
         "bulk",
-        description="bulk: read the changelog to its true end in bulk (stream/recovery.py); faust: Faust's own "
+        description="bulk: read the changelog to its true end in bulk (stream/faust_ext/recovery.py); faust: Faust's own "
         "recovery, which loses the changelog's tail on Tansu (its end offsets are under-reported)",
     )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(

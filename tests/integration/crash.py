@@ -32,7 +32,7 @@ from cli.embedded import EmbeddedServers, spawn, stop
 from stream import topics
 from stream.admin import ensure_topics
 from state.rules import population_rules_text
-from tests.fixed_rules import write_fixed_rules
+from tests.support.fixed_rules import write_fixed_rules
 from tests.integration.harness import BROKER, PARTITIONS, new_servers, read_topic
 
 DAY_MS = 86_400_000
@@ -187,7 +187,7 @@ async def _committed(broker: str, group: str) -> dict[int, int]:
         await consumer.stop()
 
 
-async def _membership(redis_url: str, prefix: str = "tierstream:") -> dict[str, tuple[int, str, str]]:
+async def membership(redis_url: str, prefix: str = "tierstream:") -> dict[str, tuple[int, str, str]]:
     redis = Redis.from_url(redis_url)
     try:
         keys = [k async for k in redis.scan_iter(match=prefix + "user:*", count=1000)]
@@ -204,7 +204,7 @@ async def _membership(redis_url: str, prefix: str = "tierstream:") -> dict[str, 
         await redis.aclose()
 
 
-async def _metric_cells(redis_url: str, prefix: str = "tierstream:") -> dict[str, dict[str, int]]:
+async def metric_cells(redis_url: str, prefix: str = "tierstream:") -> dict[str, dict[str, int]]:
     """Every period and cohort hash of the operator metrics (not the
     aggregator's bookkeeping)."""
     redis = Redis.from_url(redis_url)
@@ -272,7 +272,7 @@ class Workers:
                "TIERSTREAM_ALLOWED_LATENESS_MS": str(DAY_MS), "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
                "TIERSTREAM_APP_ID": self.app_id, "TIERSTREAM_LOG_LEVEL": "INFO", "TIERSTREAM_REDIS_CHECK_SECONDS": "1",
                "TIERSTREAM_CAMPAIGNS": "example",
-               "TIERSTREAM_RULES": str(write_fixed_rules(self.servers.workdir)),  # tests/fixed_rules.py
+               "TIERSTREAM_RULES": str(write_fixed_rules(self.servers.workdir)),  # tests/support/fixed_rules.py
                **self.extra_env}
         env.pop("TIERSTREAM_CRASH_AT", None)
         if crash_at:
@@ -358,8 +358,8 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
 
         async def outcome() -> Outcome:
             ids, records = await _decisions(servers.broker, isolation)
-            return Outcome(ids, await _membership(servers.redis_url), done_kills,
-                           time.monotonic() - started, await _metric_cells(servers.redis_url),
+            return Outcome(ids, await membership(servers.redis_url), done_kills,
+                           time.monotonic() - started, await metric_cells(servers.redis_url),
                            await _metric_records(servers.broker, isolation), records, str(servers.workdir))
 
         result = await outcome()

@@ -16,7 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cli.embedded import EmbeddedServers, free_port, spawn, stop, wait_for_port
-from tests.fixed_rules import write_fixed_rules
+from tests.support.fixed_rules import write_fixed_rules
 
 PARTITIONS = 4
 # Which broker the integration tests run on: scripts/test.sh runs them once
@@ -50,7 +50,7 @@ class Cluster:
             "TIERSTREAM_API_PORT": str(self.api_port),
             "TIERSTREAM_LOG_LEVEL": "INFO",
             "TIERSTREAM_RECOVERY_DUMP": str(self.recovery_dump),
-            # Fixed thresholds unless a test asks for others (tests/fixed_rules.py).
+            # Fixed thresholds unless a test asks for others (tests/support/fixed_rules.py).
             "TIERSTREAM_RULES": str(write_fixed_rules(self.servers.workdir)),
             **self.extra_env,
         }

@@ -113,14 +113,14 @@ async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanw
                 return resp.status, resp.content_type, orjson.loads(await resp.read())
 
         async def membership():
-            found = await crash._membership(servers.redis_url)
+            found = await crash.membership(servers.redis_url)
             return found if len(found) == len(users) else None
 
         before = await wait_until(membership, timeout=90, what="every user in Redis")
         _, _, counts = await get("/v1/segments")
 
         async def metrics_cells():
-            cells = await crash._metric_cells(servers.redis_url)
+            cells = await crash.metric_cells(servers.redis_url)
             return cells if sum(h.get("orders", 0) for k, h in cells.items() if ":day:" in k) == len(users) else None
 
         metrics_before = await wait_until(metrics_cells, timeout=60, what="every order in the metrics")
@@ -133,13 +133,13 @@ async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanw
         servers.restart_redis()  # empty
 
         async def repopulated():
-            return await crash._membership(servers.redis_url) == before
+            return await crash.membership(servers.redis_url) == before
 
         await wait_until(repopulated, timeout=30, what="the worker to repopulate Redis")
         assert (await get("/v1/segments"))[2] == counts
 
         async def metrics_rebuilt():
-            return await crash._metric_cells(servers.redis_url) == metrics_before
+            return await crash.metric_cells(servers.redis_url) == metrics_before
 
         # The metrics are rebuilt from tierstream.metric-facts, read again from the start.
         await wait_until(metrics_rebuilt, timeout=60, what="the aggregator to rebuild the metrics")

@@ -16,7 +16,7 @@ from selenium.webdriver.common.keys import Keys
 
 from bench.workload import history
 from cli.embedded import stop
-from tests.browser import chromium, console_errors, wait_for
+from tests.support.browser import chromium, console_errors, wait_for
 from tests.integration.harness import ERA_START_MS, Cluster, new_servers, produce, read_topic, wait_until
 
 pytestmark = pytest.mark.integration

@@ -156,7 +156,7 @@ def test_the_demo_still_fills_every_panel_after_ten_minutes_worth_of_shop(tmp_pa
     time (1,200 days) as ten minutes of `./scripts/dev.sh`. At the end the
     dashboard, in a real browser, has data in every panel, and the figures
     are of the shop's late days (it once ran dry within minutes)."""
-    from tests.browser import chromium, console_errors, wait_for
+    from tests.support.browser import chromium, console_errors, wait_for
 
     state_file = tmp_path / "dev.json"
     env = _without_addresses({})

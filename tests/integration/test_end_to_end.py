@@ -137,7 +137,7 @@ async def test_api_pages_members_and_explains_errors(ready, era):
 
 
 async def test_an_older_update_never_overwrites_a_newer_one(ready, redis):
-    from state.membership import MembershipUpdate, MembershipWriter
+    from store.membership import MembershipUpdate, MembershipWriter
 
     writer = MembershipWriter(redis, "racetest:")  # its own prefix: not the worker's data
     new = MembershipUpdate("race-user", 7, "high_value", "active", b'{"v":7}')

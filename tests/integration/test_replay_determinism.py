@@ -19,10 +19,10 @@ from state.model import DAY_MS
 from state.rules import STAGES
 from stream.codecs import iso
 from cli.embedded import stop
-from tests import metrics_batch
+from tests.support import metrics_batch
 from tests.integration.harness import Cluster, new_servers, read_topic, settled_metrics
-from tests.unit.test_event_time import feed
-from tests.fixed_rules import fixed_rules
+from tests.support.engine import feed
+from tests.support.fixed_rules import fixed_rules
 
 # The module fixture runs three fresh clusters through a two-year history
 # (worker, API and the metrics settling): more than the default 300 s on
@@ -99,7 +99,7 @@ def run(tmp: Path, name: str, send, as_of: int, metrics: bool = True) -> tuple[d
 def pure_snapshot(bodies: list[dict], as_of: int) -> list[dict]:
     """The same history through the pure core and the agent adapter, no Kafka."""
     p, _ = feed(sorted(bodies, key=lambda b: b["ts"]), lateness=LATENESS)
-    rows = snapshot_rows(dict(p.store), as_of, fixed_rules())
+    rows = snapshot_rows(dict(p.users), as_of, fixed_rules())
     return [{k: str(v) for k, v in r.items()} for r in rows]
 
 

@@ -16,13 +16,12 @@ from agents.pipeline import Pipeline
 from agents.population import PopulationReader
 from bench.workload import history
 from state.model import DAY_MS
-from state.quantiles import population_reports
 from state.config import ConfigDocument
 from state.rules import population_rules_text
 from stream import topics
 from stream.codecs import decode_state
 from stream.settings import Settings
-from tests.unit.test_pipeline import FakeTable
+from tests.support.fakes import FakeTable
 
 # The default rules with quantile R, F and M, and the churn model (fitted
 # weekly), on.
@@ -110,9 +109,7 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=Non
             committed[partition] = offset + 1
     reports = [orjson.loads(r.value) for r in outputs if r.topic == topics.POPULATION]
     p, reader = _worker(settings, rules, store, reports, committed)
-    p._seal_facts()
-    outputs += p.outputs
-    p.outputs.clear()
+    outputs += p.drain()[0]
     queues = [list(enumerate(q))[committed[i]:] for i, q in enumerate(per_partition)]
     steps = _drive(p, reader, queues, rnd, chunk, idle_rule)
     return p, outputs + [r for step in steps for r in step.outputs]
@@ -132,15 +129,15 @@ def _worker(settings, rules, store, reports, committed):
     while the worker recovers)."""
     p = Pipeline(SimpleNamespace(users=FakeTable()), settings, rules, None)
     p.store.update(store)
-    p.loopback = population_reports(settings.partitions, rules)
+    p.engine.loop_back(settings.partitions)
     p.on_active_partitions(set(range(settings.partitions)), committed)
     for doc in reports:
-        p.settle(p.loopback.add(doc))
+        p.engine.settle(p.engine.loopback.add(doc))
     p.resume()
     # The replay clock's idle rule, through the worker's own code; here a
     # partition is idle once its events are all taken.
-    reader = PopulationReader(settings, p, None, send_out=None)
-    reader.reports = p.loopback
+    reader = PopulationReader(settings, p.engine, None, send_out=None)
+    reader.reports = p.engine.loopback
     return p, reader
 
 
@@ -154,26 +151,22 @@ def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None) -> list[St
         if chunk is None:
             part = min(live, key=lambda i: queues[i][0][1]["ts"])
         take = 1 if chunk is None else chunk
-        assert p.ready(part)  # the worker would hold its input (agents.pipeline.install)
+        assert p.ready(part)  # the worker would hold its input (agents.wiring.until_ready)
         for offset, body in queues[part][:take]:
             p.on_message(SimpleNamespace(topic=topics.EVENTS, partition=part, offset=offset,
                                          key=body["user_id"].encode(), value=orjson.dumps(body)))
         taken = [(part, offset) for offset, _ in queues[part][:take]]
         del queues[part][:take]
-        p.waited = p.waited or bool(p.waiting)
+        p.waited = p.waited or bool(p.engine.waiting)
         idle = {i for i, q in enumerate(queues) if not q}
         if idle and idle_rule:
             reader.follow_idle(idle)
         p.resume()
-        p._seal_facts()  # as publishing does: the metric facts go out with the step's outputs
-        steps.append(Step(taken, list(p.outputs), list(p.changelog)))
-        p.outputs.clear()
-        p.changelog.clear()
+        steps.append(Step(taken, *p.drain()))  # as publishing does, metric facts and all
     if stop_after is not None and len(steps) >= stop_after:
         return steps
     while idle_rule and reader.follow_idle(set(range(partitions))):  # the history's end: every partition is idle
         pass
     p.resume()
-    p._seal_facts()
-    steps.append(Step([], list(p.outputs), list(p.changelog)))
+    steps.append(Step([], *p.drain()))
     return steps

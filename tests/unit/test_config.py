@@ -7,11 +7,11 @@ import pytest
 
 from state.campaigns import example_campaigns_text
 from state.config import ConfigDocument, Published, mismatch_message
-from state.engine import ChurnAlert, TierChange, advance, on_event
+from state.steps import ChurnAlert, TierChange, advance, on_event
 from state.model import DAY_MS, EventType, UserEvent
 from state.rules import RulesError, fixed_threshold_rules_text, parse_rules
 from stream.codecs import churn_alert_record, tier_change_record
-from tests.factories import T0
+from tests.support.factories import T0
 
 RULES = fixed_threshold_rules_text()
 

@@ -3,7 +3,7 @@ import pytest
 
 from state.model import EventType, UserEvent
 from stream.contract import Rejection, parse_event
-from tests.factories import T0
+from tests.support.factories import T0
 
 NOW = T0 + 10 * 86_400_000
 
@@ -106,7 +106,7 @@ def _deep(levels: int) -> dict:
 @example(orjson.dumps({"event_id": "e", "user_id": "u", "type": "order", "ts": T0, "amount": "1e999999999"}))
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_no_input_is_ever_a_processing_error(payload):
-    from tests.unit.test_pipeline import make, msg
+    from tests.support.fakes import make, msg
 
     p, out = make()
     try:

@@ -38,5 +38,5 @@ def test_the_demo_keeps_signing_up_ordering_and_stays_about_its_size():
     late = sum(len(active_by_month[m]) for m in range(35, 39)) / 4
     assert 0.5 * early < late < 2.5 * early, (early, late)
     # Every persona still visits at the end.
-    last = {demo._by_id[u].persona for m in range(35, 40) for u in active_by_month[m]}
+    last = {demo.persona_of(u) for m in range(35, 40) for u in active_by_month[m]}
     assert last == {"loyal", "bargain", "one_time", "drifting", "newcomer"}

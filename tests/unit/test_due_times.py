@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 
 from hypothesis import given, settings, strategies as st
 
-from state.engine import advance
+from state.steps import advance
 from state.evaluate import evaluate
 from state.model import DAY_MS, EventType, UserEvent
-from tests.factories import T0, ev
+from tests.support.factories import T0, ev
 from state.rules import parse_rules
-from tests.unit.test_rules import ENGAGED_RULES, OR_RULES
-from tests.unit.test_state import FRACTIONAL, RULES, run
+from tests.support.one_user import RULES, run
+from tests.support.rule_texts import ENGAGED_RULES, FRACTIONAL, OR_RULES
 
 # Rules with OR groups, one of them time-driven (days since the last order).
 ENGAGED = parse_rules(ENGAGED_RULES)  # E falls as actions leave the window

@@ -1,8 +1,8 @@
 """Event time: arrival order within the allowed lateness changes nothing;
 later than that, figures are still corrected and changes are flagged.
 
-A partition is simulated with the real agent adapter (tests.unit.test_pipeline
-fakes): watermarks, held events and sweeps all take part."""
+The partition engine is driven directly (tests.support.engine): watermarks,
+held events and sweeps all take part, no adapter in between."""
 
 import random
 from collections import defaultdict
@@ -12,8 +12,9 @@ from hypothesis import given, settings, strategies as st
 
 from state.model import DAY_MS
 from stream import topics
-from tests.factories import T0
-from tests.unit.test_pipeline import make, msg
+from tests.support.engine import EngineRun, feed
+from tests.support.factories import T0
+from tests.support.fixed_rules import fixed_rules
 
 LATENESS = 2 * DAY_MS
 FIGURES = ("first_seen_ms", "last_seen_ms", "last_active_ms", "last_order_ms", "lifetime_orders",
@@ -32,18 +33,6 @@ def history(rnd: random.Random, users: int, events: int, days: int = 720) -> lis
     return sorted(out, key=lambda b: b["ts"])
 
 
-def feed(bodies: list[dict], lateness: int = LATENESS):
-    p, out = make(clock="replay")
-    p.settings = p.settings.model_copy(update={"allowed_lateness_ms": lateness})
-    for offset, body in enumerate(bodies):
-        p.on_message(msg(body, partition=0, offset=offset))
-    per_user = defaultdict(list)
-    for r in p.outbox:
-        if r.topic in (topics.TIER_CHANGES, topics.CHURN_ALERTS):
-            per_user[r.key].append((r.topic, orjson.loads(r.value)))
-    return p, per_user
-
-
 def jitter(bodies: list[dict], rnd: random.Random, within: int) -> list[dict]:
     """Out of order, but never by more than `within` of event time."""
     return sorted(bodies, key=lambda b: b["ts"] + rnd.randrange(within))
@@ -57,8 +46,8 @@ def test_out_of_order_within_lateness_publishes_exactly_what_in_order_does(seed)
     p1, sorted_run = feed(bodies)
     p2, shuffled_run = feed(jitter(bodies, rnd, LATENESS))
     assert shuffled_run == sorted_run  # same ids, same payloads, per user in order
-    for user, state in p1.store.items():
-        other = p2.store[user]
+    for user, state in p1.users.items():
+        other = p2.users[user]
         assert {f: getattr(other, f) for f in FIGURES} == {f: getattr(state, f) for f in FIGURES}
         assert (other.tier, other.stage, other.version, other.held) == (state.tier, state.stage, state.version, state.held)
     assert not any(c["correction"] for run in sorted_run.values() for _, c in run)
@@ -73,7 +62,7 @@ def test_an_event_later_than_the_lateness_corrects_figures_and_is_flagged():
            "amount": 900} for i in range(4)),
     ]
     p, per_user = feed(bodies)
-    state = p.store["late"]
+    state = p.users["late"]
     assert state.lifetime_orders == 5 and state.lifetime_revenue_cents == 361_000  # corrected
     changes = [c for t, c in per_user[b"late"] if t == topics.TIER_CHANGES]
     corrections = [c for c in changes if c["correction"]]
@@ -88,14 +77,14 @@ def test_held_events_wait_for_the_watermark_and_are_released_in_time_order():
     ]
     p, per_user = feed(bodies)
     assert per_user == {}  # nothing is final yet: the watermark is behind both
-    assert [h[0] for h in p.store["u"].held] == [T0, T0 + DAY_MS]
-    p.on_message(msg({"event_id": "3", "user_id": "other", "type": "login", "ts": T0 + 4 * DAY_MS}, partition=0))
+    assert [h[0] for h in p.users["u"].held] == [T0, T0 + DAY_MS]
+    p.event({"event_id": "3", "user_id": "other", "type": "login", "ts": T0 + 4 * DAY_MS}, partition=0)
     changes = [c for _, c in feed_changes(p, b"u")]
     assert [c["at_ms"] for c in changes] == [T0, T0 + DAY_MS]  # signup first, then the order
 
 
-def feed_changes(p, key):
-    return [(r.topic, orjson.loads(r.value)) for r in p.outbox if r.key == key and r.topic == topics.TIER_CHANGES]
+def feed_changes(run, key):
+    return [(t, c) for t, c in run.per_user(topics.TIER_CHANGES)[key]]
 
 
 def test_the_worked_example_in_docs_time_md():
@@ -103,22 +92,21 @@ def test_the_worked_example_in_docs_time_md():
         b = {"event_id": f"w{i}", "user_id": user, "type": kind, "ts": T0 + int(day * DAY_MS)}
         return b | ({"amount": amount} if amount is not None else {})
 
-    p, out = make(clock="replay")
-    p.settings = p.settings.model_copy(update={"allowed_lateness_ms": DAY_MS})
+    p = EngineRun(fixed_rules(), lateness_ms=DAY_MS)
     changes = lambda: [c for _, c in feed_changes(p, b"ann")]  # noqa: E731
-    p.on_message(msg(body(1, "ann", "signup", 0), partition=0))
-    assert changes() == [] and len(p.store["ann"].held) == 1
-    p.on_message(msg(body(2, "bob", "login", 2), partition=0))
+    p.event(body(1, "ann", "signup", 0), partition=0)
+    assert changes() == [] and len(p.users["ann"].held) == 1
+    p.event(body(2, "bob", "login", 2), partition=0)
     assert [(c["to_tier"], c["to_stage"], c["at_ms"]) for c in changes()] == [("low_value", "new", T0)]
-    p.on_message(msg(body(3, "ann", "order", 1.5, 450), partition=0))
-    assert len(changes()) == 1 and len(p.store["ann"].held) == 1
-    p.on_message(msg(body(4, "bob", "login", 3), partition=0))
+    p.event(body(3, "ann", "order", 1.5, 450), partition=0)
+    assert len(changes()) == 1 and len(p.users["ann"].held) == 1
+    p.event(body(4, "bob", "login", 3), partition=0)
     assert changes()[-1]["to_tier"] == "potential" and changes()[-1]["at_ms"] == T0 + int(1.5 * DAY_MS)
-    p.on_message(msg(body(5, "ann", "order", 0.5, 90), partition=0))
-    assert p.store["ann"].lifetime_orders == 2 and len(changes()) == 2  # corrected, nothing changed
+    p.event(body(5, "ann", "order", 0.5, 90), partition=0)
+    assert p.users["ann"].lifetime_orders == 2 and len(changes()) == 2  # corrected, nothing changed
     for i, day in enumerate(range(4, 41)):
-        p.on_message(msg(body(10 + i, "bob", "login", day), partition=0))
-    alerts = [orjson.loads(r.value) for r in p.outbox if r.key == b"ann" and r.topic == topics.CHURN_ALERTS]
+        p.event(body(10 + i, "bob", "login", day), partition=0)
+    alerts = [a for a in p.records(topics.CHURN_ALERTS) if a["user_id"] == "ann"]
     assert [(a["level"], a["at_ms"], a["days_inactive"]) for a in alerts] == [
         ("at_risk", T0 + int(31.5 * DAY_MS), 30)
     ]

@@ -1,6 +1,7 @@
-"""The private parts of Faust that stream/batching.py and stream/recovery.py
-override or call, checked against the installed Faust: a Faust upgrade
-that renames or reshapes one of them fails here, not in production."""
+"""The private parts of Faust and aiokafka that stream/faust_ext/ overrides,
+calls or reads (its __init__ lists them), checked against the installed
+versions: an upgrade that renames or reshapes one of them fails here, not
+in production."""
 
 import inspect
 
@@ -9,8 +10,10 @@ from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from stream.batching import BatchingConsumer
-from stream.recovery import TierstreamTableManager, TrueEndRecovery
+from stream.faust_ext.batching import BatchingConsumer, batching_consumer_class
+from stream.faust_ext.recovery import TierstreamTableManager, TrueEndRecovery
+from stream.faust_ext.table import UsersTable
+from stream.faust_ext.tuning import TunedConsumerThread
 
 
 def params(function) -> list[str]:
@@ -20,7 +23,7 @@ def params(function) -> list[str]:
 def test_the_methods_we_override_have_the_signatures_we_override():
     base = faust_aiokafka.Consumer
     for name in ("_drain_messages", "_filter_tps_with_pending_acks", "_new_offset", "on_partitions_revoked",
-                 "wait_empty"):
+                 "wait_empty", "_new_consumer_thread"):
         assert params(getattr(base, name)) == params(getattr(BatchingConsumer, name)), name
     for name in ("_build_highwaters", "_build_offsets"):
         assert params(getattr(Recovery, name)) == params(getattr(TrueEndRecovery, name)), name
@@ -48,3 +51,43 @@ def test_the_private_state_we_read_is_set_where_we_expect_it():
     assert "offset is not None" in inspect.getsource(faust_consumer.Consumer._filter_committable_offsets)
     recovery = inspect.getsource(Recovery)
     assert "self.tp_to_table" in recovery and "self.active_highwaters" in recovery
+
+
+def test_the_consumer_thread_override_and_what_it_sets():
+    base = faust_aiokafka.AIOKafkaConsumerThread
+    assert params(base._create_worker_consumer) == params(TunedConsumerThread._create_worker_consumer)
+    # Faust's own builds its thread this way; ours builds the tuned one the same way.
+    assert "AIOKafkaConsumerThread(self, loop=self.loop, beacon=self.beacon)" in inspect.getsource(
+        faust_aiokafka.Consumer._new_consumer_thread)
+    # aiokafka reads the fetch wait from this attribute when its fetcher starts.
+    import aiokafka
+
+    assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
+
+
+def test_building_the_app_patches_nothing_process_wide():
+    """The fetch wait used to be set by replacing a method on Faust's class
+    for every app in the process; now each app's consumer builds its own thread."""
+    from stream.app import build_app
+    from stream.settings import Settings
+
+    original = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+    streams = build_app(Settings(fetch_max_wait_ms=7))
+    assert faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer is original
+    consumer_class = streams.app.transport.Consumer
+    assert issubclass(consumer_class, BatchingConsumer)
+    assert consumer_class.consumer_thread_class.fetch_max_wait_ms == 7
+    assert batching_consumer_class({}, None, None).consumer_thread_class.fetch_max_wait_ms is None
+
+
+def test_the_table_hooks_and_producer_internals_we_use():
+    import faust
+
+    assert params(faust.Table.on_recovery_completed) == params(UsersTable.on_recovery_completed)
+    from faust.assignor import PartitionAssignor
+
+    assert params(PartitionAssignor.group_for_topic) == ["self", "topic"]
+    from faust.transport.consumer import TransactionManager
+
+    # stream.faust_ext.producer.transactional_id spells Faust's format out.
+    assert TransactionManager.transactional_id_format == "{group_id}-{tpg.group}-{tpg.partition}"

@@ -8,40 +8,17 @@ from state.calendar import Calendar, label, parse_label, week_of_day
 from state.kpis import Ledger
 from state.metrics_report import cohort_table, fold, kpi_row, on_time
 from state.rules import STAGES
-from tests.unit.test_event_time import feed
-from tests.fixed_rules import fixed_rules
+from tests.support.engine import feed
+from tests.support.metrics_example import EXAMPLE, body, ms
+from tests.support.fixed_rules import fixed_rules
 
 RULES = fixed_rules()
-
-
-def ms(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
-
-
-def body(i: int, user: str, kind: str, at: str, amount: float | None = None) -> dict:
-    b = {"event_id": f"e{i}", "user_id": user, "type": kind, "ts": ms(at)}
-    return b | ({"amount": amount} if amount is not None else {})
-
-
-# docs/metrics.md, "A worked example": three users over two weeks.
-EXAMPLE = [
-    body(1, "ann", "signup", "2024-01-01T09:00"),
-    body(2, "ann", "order", "2024-01-02T10:00", 30),
-    body(3, "bob", "view", "2024-01-02T12:00"),
-    body(4, "bob", "add_to_cart", "2024-01-03T08:00"),
-    body(5, "cat", "signup", "2024-01-03T09:00"),
-    body(6, "cat", "add_to_cart", "2024-01-04T09:00"),
-    body(7, "bob", "order", "2024-01-05T08:00", 20),
-    body(8, "ann", "login", "2024-01-08T09:00"),
-    body(9, "ann", "order", "2024-01-09T09:00", 50),
-    body(10, "ann", "refund", "2024-01-10T09:00", 10),
-]
 
 
 def cells_of(bodies, lateness=0):
     p, _ = feed(bodies, lateness=lateness)
     cells = {}
-    for steps in p.facts.values():
+    for steps in p.steps.values():
         for s in steps:
             fold(cells, s)
     return cells
@@ -89,7 +66,7 @@ def test_each_step_is_booked_once_whatever_the_batching():
     for lateness in (0, 3 * 86_400_000):  # released one by one, or held and released in groups
         p, _ = feed(EXAMPLE, lateness=lateness)
         p.sweep(0, ms("2024-02-01T00:00"))
-        runs.append(sorted((s.user_id, s.version, sorted(s.facts.items())) for steps in p.facts.values()
+        runs.append(sorted((s.user_id, s.version, sorted(s.facts.items())) for steps in p.steps.values()
                            for s in steps))
     tags = [(u, v) for u, v, _ in runs[0]]
     assert len(tags) == len(set(tags)) > len(EXAMPLE)
@@ -127,7 +104,7 @@ def test_periods_follow_the_configured_time_zone():
 def test_history_before_1970_counts_like_any_other():
     """Period indices are negative before 1970 (TIERSTREAM_EARLIEST_EVENT
     allows such history): distinct counts must still work."""
-    from state.engine import on_event
+    from state.steps import on_event
     from state.model import EventType, UserEvent
 
     ledger = Ledger(Calendar())
@@ -147,21 +124,22 @@ def test_facts_go_out_in_records_kafka_accepts_and_the_watermark_only_with_the_l
     only the last record of a partition carries its watermark."""
     import orjson
 
-    from agents import pipeline as pipeline_module
+    from agents import routing
     from agents.metrics_aggregator import decode_facts
     from stream import topics
-    from tests.factories import raw
-    from tests.unit.test_pipeline import make, msg
+    from tests.support.factories import raw
+    from tests.support.fakes import make, msg
 
-    monkeypatch.setattr(pipeline_module, "FACTS_RECORD_BYTES", 4096)
+    monkeypatch.setattr(routing, "FACTS_RECORD_BYTES", 4096)
     p, _ = make()
     for i in range(300):
         p.on_message(msg(raw(f"s{i}", "order", i / 100, amount=10), partition=0))
-    steps = sum(len(v) for v in p.facts.values())
-    p._seal_facts()
-    records = [r for r in p.outputs if r.topic == topics.METRIC_FACTS and r.partition == 0]
+    steps = sum(len(e.facts or []) for e in p.engine.engines.values())
+    outputs, _ = p.drain()
+    records = [r for r in outputs if r.topic == topics.METRIC_FACTS and r.partition == 0]
     assert len(records) > 10 and all(len(r.value) <= 4096 for r in records)
     decoded = [decode_facts(r.value) for r in records]
     assert sum(len(s) for _, _, s in decoded) == steps
-    assert [wm for _, wm, _ in decoded[:-1]] == [-1] * (len(decoded) - 1) and decoded[-1][1] == p.swept_to[0]
+    assert [wm for _, wm, _ in decoded[:-1]] == [-1] * (len(decoded) - 1)
+    assert decoded[-1][1] == p.engine.engine(0).swept_to
     assert orjson.loads(records[-1].value)["p"] == 0

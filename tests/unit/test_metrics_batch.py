@@ -12,9 +12,9 @@ from state.metrics_report import fold, kpi_row
 from state.rules import STAGES
 from state.calendar import Calendar
 from stream import topics
-from tests import metrics_batch
-from tests.unit.test_event_time import feed
-from tests.fixed_rules import fixed_rules
+from tests.support import metrics_batch
+from tests.support.engine import feed
+from tests.support.fixed_rules import fixed_rules
 
 DAY = 86_400_000
 RULES = fixed_rules()
@@ -51,10 +51,10 @@ def compare(cells, months, history, changes, grains=("day", "week", "month")):
 def run(bodies):
     p, _ = feed(bodies, lateness=DAY)
     cells = {}
-    for steps in p.facts.values():
+    for steps in p.steps.values():
         for s in steps:
             fold(cells, s)
-    changes = [orjson.loads(r.value) for r in p.outbox if r.topic == topics.TIER_CHANGES]
+    changes = p.records(topics.TIER_CHANGES)
     months = sorted({k.split(":", 1)[1] for k in cells if k.startswith("month:")})
     return cells, months, changes
 

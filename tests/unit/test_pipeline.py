@@ -1,7 +1,10 @@
-"""The agent adapter with in-memory stand-ins for topics and the table.
+"""The pipeline (ingest, engine, publisher) with in-memory stand-ins for
+topics and the table.
 
 Integration tests run the same code against the real broker and Redis;
-these pin the adapter's decisions (DLQ, re-keying, redelivery, sweeps) fast.
+these pin the adapter's decisions (DLQ, re-keying, redelivery, sweeps, the
+publishing order) fast. The engine's own tests (tests/unit/test_engine.py)
+drive it without the adapter.
 """
 
 from types import SimpleNamespace
@@ -12,70 +15,9 @@ from agents.pipeline import Pipeline
 from state.model import DAY_MS
 from stream import topics
 from stream.settings import Settings
-from tests.factories import T0, raw
-from tests.fixed_rules import fixed_rules
-
-
-CHANGELOG = "tierstream-users-changelog"
-
-
-class FakeTable:
-    def __init__(self):
-        self.data = {}
-        self.on_active_partitions = None
-        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: CHANGELOG)
-
-
-class Outbox:
-    """Read what the pipeline queued for Kafka, per topic."""
-
-    def __init__(self, pipeline):
-        self.p = pipeline
-
-    def raw(self, topic):
-        return [r for r in self.p.outbox if r.topic == topic]
-
-    def records(self, topic):
-        return [orjson.loads(r.value) for r in self.raw(topic)]
-
-    @property
-    def dead_letters(self):
-        return SimpleNamespace(records=lambda: self.records(topics.DEAD_LETTERS))
-
-    @property
-    def tier_changes(self):
-        return SimpleNamespace(records=lambda: self.records(topics.TIER_CHANGES))
-
-    @property
-    def churn_alerts(self):
-        return SimpleNamespace(records=lambda: self.records(topics.CHURN_ALERTS))
-
-    @property
-    def users(self):
-        return SimpleNamespace(data=self.p.store, changelog=[(r.partition, r.key) for r in self.raw(CHANGELOG)])
-
-    @property
-    def events(self):
-        return SimpleNamespace(sent=[(r.key, r.value) for r in self.raw(topics.EVENTS)])
-
-
-def make(clock="replay", wall=T0 + 1000 * DAY_MS):
-    streams = SimpleNamespace(users=FakeTable())
-    settings = Settings(clock=clock, max_future_seconds=10**9)
-    p = Pipeline(streams, settings, fixed_rules(), membership=None, wall_clock_ms=lambda: wall)
-    p.on_active_partitions({0, 1})
-    return p, Outbox(p)
-
-
-offsets = iter(range(10**9))
-
-
-def msg(body, partition=0, key=..., offset=None):
-    value = body if isinstance(body, bytes) else orjson.dumps(body)
-    if key is ...:
-        key = body["user_id"].encode() if isinstance(body, dict) else None
-    return SimpleNamespace(topic="tierstream.events", partition=partition,
-                           offset=next(offsets) if offset is None else offset, key=key, value=value)
+from tests.support.factories import T0, raw
+from tests.support.fakes import CHANGELOG, FakeTable, Outbox, make, msg
+from tests.support.fixed_rules import fixed_rules
 
 
 def test_bad_events_go_to_the_dlq_and_good_ones_keep_flowing():
@@ -91,7 +33,7 @@ def test_bad_events_go_to_the_dlq_and_good_ones_keep_flowing():
 
 def test_a_crash_in_processing_is_a_dead_letter_not_a_stopped_stream(monkeypatch):
     p, s = make()
-    import agents.pipeline as mod
+    import engine.partition as mod
     monkeypatch.setattr(mod, "on_event", lambda *a: 1 / 0)
     p.on_message(msg(raw("u1", "login", 1)))
     assert s.dead_letters.records()[0]["reason"] == "processing_error"
@@ -103,39 +45,6 @@ def test_events_keyed_wrongly_are_rekeyed_not_applied():
     assert s.events.sent[0][0] == b"u1" and not s.users.data
 
 
-def test_redelivered_offsets_are_skipped_but_new_offsets_apply():
-    p, s = make()
-    body = raw("u1", "login", 1)
-    p.on_message(msg(body, offset=10))
-    version = s.users.data["u1"].version
-    p.on_message(msg(raw("u1", "login", 2), offset=10))  # redelivery after a restart
-    assert s.users.data["u1"].version == version
-    p.on_message(msg(body, offset=11))  # same event id again: a producer duplicate
-    assert s.users.data["u1"].version == version
-
-
-def test_silent_users_are_aged_by_other_users_events_in_event_time():
-    p, s = make(clock="replay")
-    p.on_message(msg(raw("quiet", "order", 0, amount=20), partition=1))
-    p.on_message(msg(raw("busy", "login", 45), partition=1))
-    p.on_message(msg(raw("busy", "login", 90), partition=1))
-    alerts = [(a["user_id"], a["level"]) for a in s.churn_alerts.records()]
-    assert ("quiet", "at_risk") in alerts and ("quiet", "churned") in alerts
-    # changelog writes for the sweep go to the user's own partition
-    assert all(part == 1 for part, _ in s.users.changelog)
-
-
-def test_live_clock_ticks_age_users_without_any_event():
-    wall = [T0]
-    p, s = make(clock="live", wall=0)
-    p.wall_clock_ms = lambda: wall[0]
-    p.on_message(msg(raw("quiet", "login", 0), partition=0))
-    wall[0] = T0 + 31 * DAY_MS
-    p.tick()
-    assert [a["level"] for a in s.churn_alerts.records()] == ["at_risk"]
-    assert p.pending["quiet"].stage == "at_risk"
-
-
 async def test_publish_sends_one_batch_per_partition_keyed_like_kafka():
     import asyncio
 
@@ -143,9 +52,12 @@ async def test_publish_sends_one_batch_per_partition_keyed_like_kafka():
     from aiokafka.partitioner import DefaultPartitioner
 
     p, s = make()
+    twin, _ = make()  # the same input: what p queued, read without taking it off p's queue
     for i in range(20):
-        p.on_message(msg(raw(f"u{i}", "order", 1, amount=5), partition=1))
-    expected = {(r.topic, r.key): r.partition for r in p.outbox}
+        for pipeline in (p, twin):
+            pipeline.on_message(msg(raw(f"u{i}", "order", 1, amount=5), partition=1, offset=i))
+    outputs, changelog = twin.drain()
+    expected = {(r.topic, r.key): r.partition for r in outputs + changelog}
     sent = []
 
     class Producer:
@@ -163,7 +75,7 @@ async def test_publish_sends_one_batch_per_partition_keyed_like_kafka():
 
     real = AIOKafkaProducer()  # only its batch builder is used: no connection
     await p.publish(Producer())
-    assert p.outbox == []
+    assert p.drain() == ([], [])
     # every changelog record on the user's own partition, in one batch
     assert (CHANGELOG, 1, 20) in sent
     # outputs spread by key exactly as Kafka's default partitioner does
@@ -175,24 +87,6 @@ async def test_publish_sends_one_batch_per_partition_keyed_like_kafka():
     assert {(t, part, n) for t, part, n in sent if t == topics.TIER_CHANGES} == {
         (topics.TIER_CHANGES, part, n) for part, n in per_partition.items()
     }
-
-
-def test_revoked_partitions_are_not_swept():
-    p, s = make(clock="live", wall=T0)
-    p.on_message(msg(raw("quiet", "login", 0), partition=0))
-    p.on_partitions_revoked({0})
-    p.wall_clock_ms = lambda: T0 + 100 * DAY_MS
-    p.tick()
-    assert s.churn_alerts.records() == []
-
-
-def test_rebalance_rebuilds_the_index_from_the_table():
-    p, s = make(clock="live", wall=T0)
-    p.on_message(msg(raw("quiet", "login", 0), partition=1))
-    p.on_active_partitions({1})
-    p.wall_clock_ms = lambda: T0 + 100 * DAY_MS
-    p.tick()
-    assert [a["level"] for a in s.churn_alerts.records()] == ["at_risk", "churned"]
 
 
 class HeldProducer:
@@ -234,7 +128,7 @@ async def test_changelog_records_reach_the_producer_only_after_the_decisions_are
 
     p, s = make()
     p.on_message(msg(raw("ann", "order", 1, amount=5), partition=1))
-    assert s.tier_changes.records() and s.users.changelog
+    assert [c.decisions for c in p.engine.effects.committed] != [[]]  # a decision and a state to write
     producer = HeldProducer()
     publishing = asyncio.create_task(p.publish(producer))
     await asyncio.sleep(0.05)
@@ -249,7 +143,7 @@ async def test_decisions_kafka_refused_stop_the_worker_and_their_states_stay_unw
 
     import pytest
 
-    from agents.pipeline import PublishFailed
+    from agents.publisher import PublishFailed
 
     p, _ = make()
     p.on_message(msg(raw("bob", "order", 1, amount=5), partition=0))
@@ -260,66 +154,6 @@ async def test_decisions_kafka_refused_stop_the_worker_and_their_states_stay_unw
     with pytest.raises(PublishFailed):
         await publishing
     assert all(topic != CHANGELOG for topic, _ in producer.sent)
-
-
-def test_recovery_sweeps_users_the_recovered_watermark_has_passed():
-    """A crash after a sweep's decisions were acked but before its changelog
-    records were: the recovered state is behind the recovered watermark, and
-    the same decisions come again at once, with the same ids."""
-    p, s = make()
-    p.on_message(msg(raw("quiet", "login", 0), partition=0))
-    p.on_message(msg(raw("clock", "login", 100), partition=0))
-    published = s.churn_alerts.records()
-    assert [a["level"] for a in published] == ["at_risk", "churned"]
-    # The recovered table: "clock" as after its event, "quiet" as before
-    # the sweep that alerted (its changelog record was lost in the crash).
-    from stream.codecs import decode_state, encode_state
-
-    before_sweep, _ = make()
-    before_sweep.on_message(msg(raw("quiet", "login", 0), partition=0))
-    recovered, _ = make()
-    recovered.store["clock"] = decode_state(encode_state(p.store["clock"]))
-    recovered.store["quiet"] = decode_state(encode_state(before_sweep.store["quiet"]))
-    recovered.outputs.clear()
-    recovered.on_active_partitions({0})
-    again = [orjson.loads(r.value) for r in recovered.outputs if r.topic == topics.CHURN_ALERTS]
-    assert [a["alert_id"] for a in again] == [a["alert_id"] for a in published]
-
-
-def test_a_recovered_watermark_counts_only_states_behind_the_committed_input():
-    """The worker died writing a batch's changelog records: "clock"'s went
-    out, "quiet"'s did not, and the batch's input was not committed. Its
-    watermark must not come back from "clock" (that would sweep "quiet"
-    ahead of the events about to be re-read); the re-read event moves it,
-    in order, and the same decisions come, with the same ids."""
-    from stream.codecs import decode_state, encode_state
-
-    p, s = make()
-    quiet_event, clock_event = msg(raw("quiet", "login", 0), partition=0), msg(raw("clock", "login", 100), partition=0)
-    p.on_message(quiet_event)
-    p.on_message(clock_event)
-    published = [a["alert_id"] for a in s.churn_alerts.records()]
-    assert len(published) == 2
-
-    def recover(committed):
-        before_sweep, _ = make()
-        before_sweep.on_message(quiet_event)
-        recovered, _ = make()
-        recovered.store["clock"] = decode_state(encode_state(p.store["clock"]))
-        recovered.store["quiet"] = decode_state(encode_state(before_sweep.store["quiet"]))
-        recovered.outputs.clear()
-        recovered.on_active_partitions({0}, committed)
-        return recovered
-
-    def alerts(pipeline):
-        return [orjson.loads(r.value)["alert_id"] for r in pipeline.outputs if r.topic == topics.CHURN_ALERTS]
-
-    ahead = recover({0: clock_event.offset})  # "clock"'s event is to be read again
-    assert alerts(ahead) == []  # nothing swept ahead of it
-    ahead.on_message(clock_event)  # redelivered: already applied, but it moves the clock
-    assert alerts(ahead) == published
-    behind = recover({0: clock_event.offset + 1})  # committed past it: the watermark comes back at once
-    assert alerts(behind) == published
 
 
 def _iso_ms(text):
@@ -343,21 +177,6 @@ def test_an_epoch_zero_event_for_a_known_customer_is_a_dead_letter_not_a_new_fir
     assert [d["reason"] for d in dlq] == ["implausibly_old", "absurd_timestamp"]
     assert "TIERSTREAM_MAX_EVENT_AGE_DAYS" in dlq[0]["error"] and dlq[0]["key"] == "u1"
     assert p.store["u1"].first_seen_ms == first_seen
-
-
-def test_a_1990s_history_in_order_and_a_new_customers_old_backfill_are_taken():
-    p, s = make()
-    start = _iso_ms("1991-03-01T00:00:00+00:00")
-    for day in range(0, 3000, 97):  # eight years of one customer, in order
-        p.on_message(msg({"event_id": f"o{day}", "user_id": "old", "type": "order", "ts": start + day * DAY_MS,
-                          "amount": 20}))
-    # Another customer's whole history, sent after, twelve years behind the
-    # watermark: a per-customer backfill, not a bug (they have no first event yet).
-    p.on_message(msg({"event_id": "n1", "user_id": "new", "type": "signup", "ts": start - 4000 * DAY_MS}))
-    p.on_message(msg({"event_id": "n2", "user_id": "new", "type": "order", "ts": start - 3990 * DAY_MS,
-                      "amount": 20}))
-    assert s.dead_letters.records() == []
-    assert p.store["old"].lifetime_orders + len(p.store["old"].held) == 31
 
 
 def test_the_age_rule_can_be_turned_off():

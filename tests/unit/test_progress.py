@@ -19,15 +19,15 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import state.engine as engine
+import state.steps as engine
 from cli.snapshot import membership_as_of, snapshot_rows
 from state.campaigns import load_campaigns
 from state.churn_model import Fitted, Params
-from state.engine import CampaignOutcome, UserParked, advance, on_event
+from state.steps import CampaignOutcome, UserParked, advance, on_event
 from state.model import DAY_MS, EventType, UserEvent
 from state.quantiles import Cut, Cuts, ThresholdBook
 from state.rules import Rules, fixed_threshold_rules, parse_rules, population_rules_text
-from tests.factories import T0
+from tests.support.factories import T0
 
 FIXED = fixed_threshold_rules()
 POPULATION = parse_rules(population_rules_text(), "the shipped defaults")

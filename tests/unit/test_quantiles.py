@@ -13,7 +13,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from state.engine import _stable_id
+from state.steps import _stable_id
 from state.evaluate import alive_at, evaluate
 from state.model import DAY_MS
 from state.quantiles import (
@@ -24,6 +24,11 @@ from state.rules import parse_rules
 from tests.support.quantile_shop import QUANTILE_RULES, Crash, kafka_partition, run_shop, small_ticket_shop, tier_changes
 
 POINTS = (0.2, 0.4, 0.6, 0.8)
+
+
+def swept(p) -> dict[int, int]:
+    """How far each partition's engine was swept."""
+    return {n: e.swept_to for n, e in p.engine.engines.items() if e.swept_to is not None}
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +97,9 @@ def test_reports_settle_in_order_once_every_partition_reported_and_the_first_rep
 
 def test_a_small_ticket_shop_gets_quintiles_and_current_tiers(shop):
     p, outputs = run_shop(shop)
-    assert not p.waiting
-    end = max(p.swept_to.values())
-    cuts = p.book.at(end)
+    assert not p.engine.waiting
+    end = max(swept(p).values())
+    cuts = p.engine.book.at(end)
     assert cuts is not None and cuts.in_force_ms <= end
     scores = {d: Counter() for d in "rfm"}
     f_of: dict = {}
@@ -114,7 +119,7 @@ def test_a_small_ticket_shop_gets_quintiles_and_current_tiers(shop):
     # a recency cut crossed, would leave them in an old tier).
     behind = [u for u, s in p.store.items() if s.evaluated_ms is not None
               and (lambda fresh: (fresh.tier, fresh.stage) != (s.tier, s.stage))(
-                  evaluate(s, p.swept_to[s.src_partition], p.rules, u))]
+                  evaluate(s, swept(p)[s.src_partition], p.rules, u))]
     assert behind == []
     assert f_of and all(len(fs) == 1 for fs in f_of.values()), {k: v for k, v in f_of.items() if len(v) > 1}
     shares = {}
@@ -232,15 +237,15 @@ def test_idle_partitions_follow_the_others_so_the_cuts_settle_under_the_replay_c
     bodies = [b for b in small_ticket_shop(users=600, events=6000, days=60, seed=3)
               if kafka_partition(b["user_id"], 4) == 0]
     stuck, _ = run_shop(bodies, partitions=4, idle_rule=False)
-    assert stuck.waiting and stuck.book.latest() is None  # the failure the idle rule is for
+    assert stuck.engine.waiting and stuck.engine.book.latest() is None  # the failure the idle rule is for
 
     p, outputs = run_shop(bodies, partitions=4)
-    assert not p.waiting and p.book.latest() is not None
-    assert set(p.loopback.through) == {0, 1, 2, 3}
+    assert not p.engine.waiting and p.engine.book.latest() is not None
+    assert set(p.engine.loopback.through) == {0, 1, 2, 3}
     # The idle partitions reported no one, so the cuts and the decisions
     # are those of the same customers alone on one partition.
     alone, alone_outputs = run_shop(bodies, partitions=1)
-    assert p.book.latest().summary() == alone.book.latest().summary()
+    assert p.engine.book.latest().summary() == alone.engine.book.latest().summary()
     assert tier_changes(outputs) == tier_changes(alone_outputs) and len(tier_changes(outputs)) > 100
 
 
@@ -267,7 +272,7 @@ def test_tiers_on_p_alive_stay_current_for_silent_buyers_across_refits(shop):
     rules = parse_rules(SLIPPING_RULES, "slipping rules")
     assert rules.p_alive_limits == (0.05, 0.3)
     p, outputs = run_shop(shop, rules=rules)
-    assert not p.waiting
+    assert not p.engine.waiting
     fits = {c["thresholds"]["churn_model"]["as_of_ms"] for c in tier_changes(outputs).values()
             if c["thresholds"] and "churn_model" in c["thresholds"]}
     assert len(fits) >= 10  # many refits came into force during the history
@@ -275,7 +280,7 @@ def test_tiers_on_p_alive_stay_current_for_silent_buyers_across_refits(shop):
     for user_id, state in p.store.items():
         # Everyone due by their partition's watermark has been woken: a
         # fresh evaluation there must agree with what was last decided.
-        now = p.swept_to[state.src_partition]
+        now = swept(p)[state.src_partition]
         fresh = evaluate(state, now, p.rules, user_id)
         tiers[fresh.tier] += 1
         if (fresh.tier, fresh.stage) != (state.tier, state.stage):
@@ -308,7 +313,7 @@ def test_a_churn_risk_alert_comes_once_when_a_silent_buyer_s_p_alive_falls_below
     for user_id, state in p.store.items():
         if state.last_order_ms is None:
             continue
-        start, end = state.last_order_ms, p.swept_to[state.src_partition]
+        start, end = state.last_order_ms, swept(p)[state.src_partition]
         first_boundary = (start // cadence + 1) * cadence
         times = [start, *(t for b in range(first_boundary, end + 1, cadence) for t in (b - 1, b)), end]
         values = [alive_at(state, t, p.rules) for t in times if start <= t <= end]

@@ -1,6 +1,7 @@
 import pytest
 
 from state.rules import RulesError, load_rules, parse_rules, default_rules_text
+from tests.support.rule_texts import ENGAGED_RULES, OR_RULES
 
 
 def test_default_rules_load_and_cover_every_user():
@@ -61,27 +62,13 @@ def test_missing_file_says_which_setting(tmp_path):
 
 # -- OR: a tier may list several condition groups (issue #13) ---------------
 
-OR_RULES = """
-[[tiers]]
-name = "high_value"
-r_min = 4
-f_min = 4
-m_min = 4
 
-[[tiers]]
-# The reference definition: low value = M <= 2, or (R <= 2 and F <= 2).
-name = "low_value"
-any_of = [{ m_max = 2 }, { r_max = 2, f_max = 2 }]
-
-[[tiers]]
-name = "mid_value"
-"""
 
 
 def test_a_tier_matches_when_any_of_its_groups_holds():
     from state.evaluate import evaluate
     from state.model import DAY_MS, apply
-    from tests.factories import T0, ev
+    from tests.support.factories import T0, ev
 
     rules = parse_rules(OR_RULES)
 
@@ -121,30 +108,13 @@ def test_due_times_count_thresholds_inside_any_of():
 
 # -- engagement: an optional fourth score from logins, views and carts -------
 
-ENGAGED_RULES = """
-[scores]
-engagement_actions = [20, 10, 5, 2]
 
-[[tiers]]
-name = "high_value"
-r_min = 4
-m_min = 4
-
-[[tiers]]
-# Browses a lot, buys little: worth a nudge.
-name = "engaged_browser"
-e_min = 4
-m_max = 2
-
-[[tiers]]
-name = "low_value"
-"""
 
 
 def test_the_engagement_score_counts_logins_views_and_carts_in_the_window():
     from state.evaluate import evaluate
     from state.model import DAY_MS, apply
-    from tests.factories import T0, ev
+    from tests.support.factories import T0, ev
 
     rules = parse_rules(ENGAGED_RULES)
     state = None
@@ -170,7 +140,7 @@ def test_state_records_written_before_activity_existed_still_decode():
 
     from state.model import apply
     from stream.codecs import decode_state, encode_state
-    from tests.factories import ev
+    from tests.support.factories import ev
 
     state = apply(None, ev("u", "view", 1), bucket_days=30, window_buckets=13, recent_ids=16)
     assert decode_state(encode_state(state)) == state and state.activity

@@ -4,30 +4,19 @@ import dataclasses
 
 from hypothesis import given, settings, strategies as st
 
-from state.engine import ChurnAlert, TierChange, catch_up, on_event
+from state.steps import ChurnAlert, TierChange, catch_up, on_event
 from state.evaluate import evaluate, next_due
 from state.model import DAY_MS, UserEvent, EventType, apply
 from state.rules import STAGES
 from stream.codecs import decode_state, encode_state
-from tests.factories import T0, ev
-from tests.fixed_rules import fixed_rules
+from tests.support.factories import T0, ev
+from tests.support.fixed_rules import fixed_rules
+from tests.support.one_user import run
+from tests.support.rule_texts import FRACTIONAL
 
 RULES = fixed_rules()
 FIGURES = ("first_seen_ms", "last_seen_ms", "last_active_ms", "last_order_ms", "last_campaign_ms",
            "lifetime_orders", "lifetime_revenue_cents", "lifetime_refunds_cents", "buckets")
-
-
-def run(events, rules=RULES, lateness=0):
-    """Feed one user's events as one partition would: the watermark is the
-    latest event time seen minus the allowed lateness."""
-    state, decisions, latest = None, [], 0
-    for e in events:
-        before = latest - lateness
-        latest = max(latest, e.ts_ms)
-        result = on_event(state, e, before, latest - lateness, rules)
-        state = result.state
-        decisions.extend(result.decisions)
-    return state, decisions
 
 
 def fold(events, rules=RULES):
@@ -181,10 +170,6 @@ def test_a_late_event_lands_in_its_own_bucket():
     assert a.frequency == 3 and a.ltv_cents == 101_900
 
 
-FRACTIONAL = RULES.model_copy(update={
-    "scores": RULES.scores.model_copy(update={"recency_days": [6.5, 29.2, 90.0, 179.9]}),
-    "stages": RULES.stages.model_copy(update={"at_risk_days": 29.5, "churned_days": 59.25, "new_days": 13.7}),
-})
 
 
 @given(events_st, st.integers(0, 400 * DAY_MS), st.sampled_from([RULES, FRACTIONAL]))

@@ -22,37 +22,11 @@ from yarl import URL
 from api import json_errors
 from api.server import build_api, serve
 from cli.embedded import free_port, redis_binary, spawn, stop, wait_for_port
-from state.membership import MembershipUpdate, MembershipWriter
+from store.membership import MembershipUpdate, MembershipWriter
 from stream.contract import Rejection, parse_event
+from tests.support.servers import serving, start_redis
 
 PREFIX = "apitest:"
-
-
-def start_redis(tmp_path, port=None):
-    port = port or free_port()
-    proc = spawn([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                  "--dir", str(tmp_path)])
-    wait_for_port(port, proc, what="redis-server")
-    return proc, port
-
-
-@contextlib.asynccontextmanager
-async def serving(tmp_path_factory, prefix: str, rules=None, token=None):
-    """A real Redis and the API serving it on a free port: (session, redis, app, port)."""
-    proc, redis_port = start_redis(tmp_path_factory.mktemp("redis"))
-    port = free_port()
-    app = build_api(f"redis://127.0.0.1:{redis_port}/0", prefix, rules, token)
-    server = asyncio.create_task(serve(app, "127.0.0.1", port))
-    await asyncio.sleep(0.2)
-    redis = Redis.from_url(f"redis://127.0.0.1:{redis_port}/0")
-    session = aiohttp.ClientSession(f"http://127.0.0.1:{port}")
-    try:
-        yield session, redis, app, port
-    finally:
-        await session.close()
-        await redis.aclose()
-        server.cancel()
-        stop(proc)
 
 
 @pytest.fixture(scope="module")

@@ -16,23 +16,15 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from cli.embedded import stop
 from state.kpis import Step
-from state.metrics_store import MetricsReset, MetricsStore
-from tests.unit.test_api import start_redis
+from store.metrics_store import MetricsReset, MetricsStore
 
 PREFIX = "resettest:"
 
 
 @pytest.fixture
-async def redis(tmp_path):
-    proc, port = start_redis(tmp_path)
-    client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        stop(proc)
+async def redis(own_redis):
+    return own_redis
 
 
 def order(version: int) -> Step:

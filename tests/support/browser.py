@@ -2,7 +2,7 @@
 (`chromium`, `chromium-driver`, which scripts/test.sh installs), driven by
 selenium through the system's chromedriver: nothing is downloaded.
 
-`python -m tests.browser URL OUT.png` saves a screenshot of a page (the one
+`python -m tests.support.browser URL OUT.png` saves a screenshot of a page (the one
 in docs/ was taken of `tierstream dev` this way)."""
 
 from __future__ import annotations

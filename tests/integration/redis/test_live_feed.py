@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import deque
 
 import orjson
 import pytest
 
 from agents.outbox import Record
-from agents.pipeline import FEED_BUFFER, Pipeline
+from agents.redis_sync import RedisSync
 from api.dashboard import STATIC
-from state.live_feed import FeedItem, FeedWriter
-from tests.unit.test_api import serving
+from store.live_feed import FeedItem, FeedWriter
+from stream.settings import Settings
+from tests.support.servers import serving
 
 PREFIX = "feedtest:"
 TOKEN = "t0ken"
@@ -130,15 +130,13 @@ class _FailingFeed:
 
 
 async def test_published_changes_wait_for_redis_and_none_is_lost():
-    pipeline = Pipeline.__new__(Pipeline)  # only the feed's part of the pipeline is under test
-    pipeline.feed = _FailingFeed()
-    pipeline.feed_pending = deque(maxlen=FEED_BUFFER)
+    sync = RedisSync(Settings(), engine=None, membership=None, feed=_FailingFeed())  # the feed's part only
     records = [Record("tierstream.tier-changes", b"u1", change(1).record), Record("tierstream.events.dlq", b"x", b"{}"),
                Record("tierstream.churn-alerts", b"u1", alert(2).record)]
-    pipeline._to_feed(records)
-    assert await pipeline.flush_feed() == 0 and len(pipeline.feed_pending) == 2
-    pipeline._to_feed([Record("tierstream.tier-changes", b"u2", change(3, "u2").record)])
-    pipeline.feed.fail = False
-    assert await pipeline.flush_feed() == 3
-    assert [i.record for i in pipeline.feed.written] == [change(1).record, alert(2).record, change(3, "u2").record]
-    assert [i.kind for i in pipeline.feed.written] == ["tier_change", "churn_alert", "tier_change"]
+    sync.published(records)
+    assert await sync.flush_feed() == 0 and len(sync.feed_pending) == 2
+    sync.published([Record("tierstream.tier-changes", b"u2", change(3, "u2").record)])
+    sync.feed.fail = False
+    assert await sync.flush_feed() == 3
+    assert [i.record for i in sync.feed.written] == [change(1).record, alert(2).record, change(3, "u2").record]
+    assert [i.kind for i in sync.feed.written] == ["tier_change", "churn_alert", "tier_change"]

@@ -9,13 +9,13 @@ import pytest
 
 from state.calendar import Calendar, parse_label
 from state.metrics_report import fold, kpi_row
-from state.metrics_store import MetricsStore
+from store.metrics_store import MetricsStore
 from state.campaigns import load_campaigns
 from state.rules import STAGES
-from tests.unit.test_api import serving
-from tests.unit.test_event_time import feed
-from tests.unit.test_kpis import EXAMPLE
-from tests.fixed_rules import fixed_rules
+from tests.support.servers import serving
+from tests.support.engine import feed
+from tests.support.metrics_example import EXAMPLE
+from tests.support.fixed_rules import fixed_rules
 
 PREFIX = "mtest:"
 RULES = fixed_rules()
@@ -39,21 +39,21 @@ async def get(session, path):
 async def test_redis_cells_agree_with_the_fold_and_each_step_counts_once(api):
     session, store, _ = api
     p, _ = feed(EXAMPLE, lateness=0)
-    steps = p.facts[0]
+    steps = p.steps[0]
     await store.set_partitions(1)
-    await store.apply(0, p.swept_to[0], steps)
+    await store.apply(0, p.swept_to(0), steps)
     first = await get(session, "/v1/metrics/kpis?grain=week&from=2024-01-01&to=2024-01-14")
     # Redelivered (the aggregator restarted) and re-derived (the worker did):
     # the same tags are skipped.
-    await store.apply(0, p.swept_to[0], steps)
-    await store.apply(0, p.swept_to[0], steps[len(steps) // 2:])
+    await store.apply(0, p.swept_to(0), steps)
+    await store.apply(0, p.swept_to(0), steps[len(steps) // 2:])
     assert await get(session, "/v1/metrics/kpis?grain=week&from=2024-01-01&to=2024-01-14") == first
     cells = {}
     for s in steps:
         fold(cells, s)
     months = ["2024-01"]
     want = [kpi_row("week", parse_label("week", w), cells, months, RULES.tier_names, list(STAGES), Calendar(),
-                    closed_until_ms=p.swept_to[0], settle_ms=7 * 86_400_000) for w in ("2024-W01", "2024-W02")]
+                    closed_until_ms=p.swept_to(0), settle_ms=7 * 86_400_000) for w in ("2024-W01", "2024-W02")]
     assert first[0] == 200 and orjson.loads(orjson.dumps(want)) == first[1]["periods"]
     assert first[1]["periods"][0]["period"] == "2024-W01" and first[1]["periods"][0]["orders"] == 2
     status, tier = await get(session, "/v1/metrics/kpis?grain=week&from=2024-W01&to=2024-W02&tier=potential")
@@ -105,17 +105,16 @@ async def test_prometheus_gauges_give_current_membership(api):
 
 async def test_campaign_results_come_from_the_outcomes(api):
     session, store, _ = api
-    from tests.factories import raw
-    from tests.unit.test_campaigns import with_campaigns
-    from tests.unit.test_pipeline import msg
+    from tests.support.factories import raw
+    from tests.support.engine import with_campaigns
 
     p = with_campaigns()
     for i in range(300):
-        p.on_message(msg(raw(f"c{i}", "order", 0, amount=50)))
+        p.event(raw(f"c{i}", "order", 0, amount=50))
     for i in range(0, 300, 3):  # a third come back within the window
-        p.on_message(msg(raw(f"c{i}", "order", 40, amount=20)))
-    p.on_message(msg(raw("clock", "view", 80)))
-    await store.apply(0, -1, p.facts[0])
+        p.event(raw(f"c{i}", "order", 40, amount=20))
+    p.event(raw("clock", "view", 80))
+    await store.apply(0, -1, p.steps[0])
     status, body = await get(session, "/v1/campaigns")
     [win] = [c for c in body["campaigns"] if c["name"] == "win_back"]
     assert status == 200 and win["treatment"]["assigned"] + win["control"]["assigned"] == 300
@@ -140,7 +139,7 @@ def test_openapi_and_docs_define_roi_and_revenue_share_alike():
 
     schemas = openapi_document()["components"]["schemas"]
     campaign = schemas["CampaignResults"]["properties"]
-    docs = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "metrics.md").read_text()
     assert "(incremental_revenue - cost) / cost" in campaign["roi"]["description"]
     assert "**(`incremental_revenue` − `cost`) / `cost`**" in docs
     assert "an assumption" in campaign["roi_at_value_per_conversion"]["description"] and "an assumption" in docs

@@ -1,7 +1,9 @@
 """A worker restart recovers every user's state from the changelog (even on
 Tansu, whose ListOffsets under-reports the end) and re-emits nothing.
 
-Runs last: it replaces the session's worker."""
+It replaces the session's worker; the new one serves the tests that come
+after it as the old one did (its recovery setting is put back for any later
+start), so the order of test files does not matter."""
 
 import asyncio
 import random
@@ -12,9 +14,9 @@ from faust.types import TP
 
 from state.model import apply
 from stream.contract import parse_event
-from stream.recovery import true_end_offsets
+from stream.faust_ext.recovery import true_end_offsets
 from tests.integration.harness import BROKER, PARTITIONS, produce, read_topic, wait_until
-from tests.fixed_rules import fixed_rules
+from tests.support.fixed_rules import fixed_rules
 
 pytestmark = pytest.mark.integration
 RULES = fixed_rules()
@@ -89,7 +91,10 @@ async def test_restart_recovers_every_user_and_re_emits_nothing(ready, redis, er
         assert under_reported == 0
         cluster.extra_env["TIERSTREAM_RECOVERY"] = "faust"
 
-    cluster.start_worker()
+    try:
+        cluster.start_worker()
+    finally:
+        cluster.extra_env.pop("TIERSTREAM_RECOVERY", None)
 
     async def recovered():
         return cluster.recovery_dump.exists()

@@ -34,6 +34,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
 
+from stream.faust_ext.tuning import TunedConsumerThread
+
 log = logging.getLogger(__name__)
 
 # Returns False when it did not take the batch (its partition was revoked,
@@ -49,6 +51,8 @@ class BatchingConsumer(Consumer):
     #: awaited first when partitions are revoked, before Faust waits for
     #: the streams and flushes the producer (see on_partitions_revoked).
     revoke_hooks: list[RevokeHook] = []
+    #: the consumer thread (stream.faust_ext.tuning: the fetch wait)
+    consumer_thread_class: type[TunedConsumerThread] = TunedConsumerThread
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,6 +62,10 @@ class BatchingConsumer(Consumer):
         self._batch_idle = asyncio.Event()
         self._batch_idle.set()
         self._announced: set[str] = set()
+
+    def _new_consumer_thread(self) -> TunedConsumerThread:
+        # Faust's builds AIOKafkaConsumerThread, whose aiokafka consumer has a 1.5 s fetch wait.
+        return self.consumer_thread_class(self, loop=self.loop, beacon=self.beacon)
 
     # -- delivery --------------------------------------------------------
 
@@ -210,9 +218,11 @@ class BatchingConsumer(Consumer):
         await super().wait_empty()
 
 
-def batching_consumer_class(handlers: dict[str, BatchHandler],
-                            revoke_hooks: list[RevokeHook] | None = None) -> type[BatchingConsumer]:
-    """A consumer class bound to one app's handlers (Faust instantiates the
-    transport's Consumer class itself)."""
+def batching_consumer_class(handlers: dict[str, BatchHandler], revoke_hooks: list[RevokeHook] | None = None,
+                            fetch_max_wait_ms: int | None = None) -> type[BatchingConsumer]:
+    """A consumer class bound to one app's handlers and fetch wait (Faust
+    instantiates the transport's Consumer class itself)."""
+    thread = type("TierstreamConsumerThread", (TunedConsumerThread,), {"fetch_max_wait_ms": fetch_max_wait_ms})
     return type("TierstreamConsumer", (BatchingConsumer,),
-                {"batch_handlers": handlers, "revoke_hooks": revoke_hooks if revoke_hooks is not None else []})
+                {"batch_handlers": handlers, "revoke_hooks": revoke_hooks if revoke_hooks is not None else [],
+                 "consumer_thread_class": thread})

@@ -1,7 +1,7 @@
 """The live feed in Redis: recent tier changes and churn alerts for the
 dashboard, and each user's latest ones for the user lookup.
 
-Key layout (prefix P, as in state.membership):
+Key layout (prefix P, as in store.membership):
   P feed            stream  the latest published tier changes and churn alerts,
                     capped near FEED_LENGTH; fields `k` (tier_change | churn_alert)
                     and `r` (the record as published on its topic)
@@ -24,8 +24,11 @@ from dataclasses import dataclass
 import orjson
 from redis.asyncio import Redis
 
+from stream import topics
+
 FEED_LENGTH = 1000  # stream entries kept (approximately: MAXLEN ~ trims whole nodes)
-KINDS = {"tierstream.tier-changes": "tier_change", "tierstream.churn-alerts": "churn_alert"}
+# The topics whose published records the feed shows, and what it calls each.
+KINDS = {topics.TIER_CHANGES: "tier_change", topics.CHURN_ALERTS: "churn_alert"}
 
 # ARGV: prefix, maxlen, keep, then 4 values per entry: kind, user id, id,
 # compact JSON for the user's list; then, after a '' separator, the full

@@ -1,0 +1,161 @@
+"""What crosses partitions in one process: the engines of the partitions it
+has owned, the threshold book every one of them reads (quantile scores),
+and which of them may go on once cut points settle.
+
+Pure, like the engines: the population reader (agents.population) feeds it
+settled cuts, the adapter feeds it events and ticks, and both drain the
+same `Effects`. With `loopback` (one process owning every partition, as in
+tests and benchmarks) the reports it makes are settled here at once,
+instead of going round the population topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, MutableMapping
+
+from engine.clock import Clock
+from engine.effects import Effects, Facts
+from engine.partition import PartitionEngine
+from state.model import DAY_MS, UserState
+from state.quantiles import Cuts, PopulationReports, ThresholdBook, population_reports
+from state.rules import Rules
+
+log = logging.getLogger(__name__)
+
+
+class Coordinator:
+    def __init__(self, rules: Rules, clock: Clock, users: MutableMapping[str, UserState], *,
+                 lateness_ms: int, max_event_age_days: int, metrics: bool = True,
+                 on_point=lambda point: None) -> None:
+        # Quantile scores (state.quantiles): the cut points every worker
+        # agrees on, fed by the population topic (or `loopback`).
+        self.book = ThresholdBook(rules.cadence_ms) if rules.scores.from_population else None
+        if self.book is not None:
+            rules = rules.with_thresholds(self.book)
+        self.rules = rules
+        self.clock = clock
+        self.users = users
+        self.effects = Effects()
+        self.lateness_ms = lateness_ms
+        self.max_event_age_ms = max_event_age_days * DAY_MS
+        self.metrics = metrics
+        self.on_point = on_point
+        self.loopback: PopulationReports | None = None
+        self.engines: dict[int, PartitionEngine] = {}
+
+    def loop_back(self, partitions: int) -> None:
+        """Settle this process's own reports at once (it owns every partition)."""
+        self.loopback = population_reports(partitions, self.rules)
+
+    def engine(self, partition: int) -> PartitionEngine:
+        """The partition's engine, made on first use and kept: what a
+        partition learnt of event time survives losing it and getting it back."""
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = self.engines[partition] = PartitionEngine(
+                partition, self.rules, self.clock, self.users, self.effects, lateness_ms=self.lateness_ms,
+                max_event_age_ms=self.max_event_age_ms, book=self.book, report=self._report,
+                metrics=self.metrics, on_point=self.on_point)
+        return engine
+
+    def _report(self, partition: int, doc: dict) -> None:
+        self.effects.report(partition, doc)
+        if self.loopback is not None:
+            self.settle(self.loopback.add(doc))
+
+    # -- ownership -------------------------------------------------------
+
+    def on_active_partitions(self, partitions: set[int], committed: dict[int, int] | None = None) -> int:
+        """After recovery: the engines of `partitions` take their users from
+        the recovered states; every other partition is no longer swept.
+        Returns how many users the partitions own."""
+        for p, engine in self.engines.items():
+            if p not in partitions:
+                engine.release()
+        by_partition: dict[int, list[tuple[str, UserState]]] = {p: [] for p in partitions}
+        for user_id, state in self.users.items():
+            mine = by_partition.get(state.src_partition)
+            if mine is not None:
+                mine.append((user_id, state))
+        for p in sorted(partitions):
+            engine = self.engine(p)
+            engine.own()
+            engine.recover(by_partition[p], None if committed is None else committed.get(p, 0))
+        return sum(len(users) for users in by_partition.values())
+
+    def catch_up_all(self, partitions: set[int], wall: int) -> None:
+        """After recovery: a crash may have come after a sweep's decisions
+        were published but before its changelog records were: the recovered
+        states are then behind the recovered watermark. Sweeping now derives
+        the same decisions again (same ids), without waiting for the next event."""
+        for p in sorted(partitions):
+            self.engine(p).catch_up(wall)
+
+    def on_partitions_revoked(self, partitions: set[int]) -> None:
+        for p in partitions:
+            if p in self.engines:
+                self.engines[p].disown()
+
+    def owned(self) -> list[int]:
+        return sorted(p for p, e in self.engines.items() if e.owned)
+
+    def owns(self, partition: int) -> bool:
+        engine = self.engines.get(partition)
+        return engine is not None and engine.owned
+
+    def ready(self, partition: int) -> bool:
+        return self.engine(partition).ready()
+
+    # -- time ------------------------------------------------------------
+
+    def tick(self, wall: int) -> None:
+        """Live clock: age silent users of every owned partition to `wall`."""
+        for p in self.owned():
+            self.engines[p].catch_up(wall)
+
+    def settle(self, settled: list[tuple[int, Cuts | None]]) -> None:
+        """Cut points every worker computed alike (from the population topic)."""
+        assert self.book is not None
+        for boundary, cuts in settled:
+            self.book.settle(boundary, cuts)
+
+    def resume(self, wall: int | None = None) -> None:
+        """Let the partitions that waited for cuts go on."""
+        wall = self.clock.now_ms() if wall is None else wall
+        for p in sorted(self.engines):
+            engine = self.engines[p]
+            if engine.recovering is not None and engine.ready():
+                log.info("partition %d: the cut points it recovered into are read again; it goes on", p)
+                engine.catch_up(wall)
+        moved = True
+        while moved:  # a partition going on may report what settles another's wait
+            moved = False
+            for p in sorted(self.engines):
+                engine = self.engines[p]
+                boundary = engine.waiting
+                if boundary is not None and self.book is not None and self.book.settled(
+                        boundary - self.book.cadence_ms):
+                    engine.catch_up(wall)
+                    moved = engine.waiting != boundary or moved
+
+    def follow(self, partition: int, boundary: int) -> bool:
+        return self.engine(partition).follow(boundary)
+
+    @property
+    def waiting(self) -> dict[int, int]:
+        """Partitions waiting for cuts: the boundary each waits to enter."""
+        return {p: e.waiting for p, e in sorted(self.engines.items()) if e.waiting is not None}
+
+    def due_count(self) -> int:
+        return sum(len(e.index) for e in self.engines.values())
+
+    # -- effects ---------------------------------------------------------
+
+    def seal_facts(self) -> Iterator[Facts]:
+        """Each partition's metric facts since the last call (engine order:
+        by partition)."""
+        for p in sorted(self.engines):
+            facts = self.engines[p].seal_facts()
+            if facts is not None:
+                yield facts

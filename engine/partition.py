@@ -1,0 +1,484 @@
+"""One partition of users: its watermark, its held events and due times,
+its sweeps, and (quantile scores) its way through the cadence periods.
+
+Pure: events, wall-clock readings and settled cut points in; effects out
+(engine.effects). The users live in a mapping the adapter provides (the
+Faust table's local store: every partition's users, keyed by user id);
+this object only ever reads and writes its own partition's.
+
+Event time (docs/time.md): the partition's raw watermark is the latest
+event time it has seen (live: or the wall clock), less the allowed
+lateness. With quantile scores it is held at the end of a cadence period
+until the cut points of the next are settled (state.quantiles: every
+partition reports its population at the boundary, and the cuts are
+computed from all the reports). That hold is the only thing that crosses
+partitions, through the threshold book the coordinator keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, MutableMapping
+from enum import Enum
+
+from engine.clock import Clock
+from engine.effects import Effects, Facts
+from state.calendar import Calendar
+from state.churn_model import Fitted, SummaryKey, buyer_summary, refit_wake
+from state.due_index import DueIndex
+from state.evaluate import Assessment, window_figures
+from state.kpis import Ledger, Step
+from state.model import DAY_MS, UserEvent, UserState
+from state.quantiles import (
+    Cuts, PopulationIndex, ThresholdBook, boundary_at_or_before, empty_doc, f_bin, m_bin, r_day, snapshot_doc,
+)
+from state.rules import Rules
+from state.steps import Decision, advance, implausibly_old, on_event, reassess, wake_at
+
+log = logging.getLogger(__name__)
+
+
+class Taken(Enum):
+    """What became of an event handed to the engine."""
+
+    APPLIED = "applied"
+    REDELIVERED = "redelivered"  # its offset was applied before (a restart's re-read)
+    DUPLICATE = "duplicate"  # its event id was seen before: nothing changed
+
+
+class TooOld(str):
+    """An event refused as implausibly old (state.steps.implausibly_old): why."""
+
+
+class PartitionEngine:
+    def __init__(
+        self,
+        partition: int,
+        rules: Rules,
+        clock: Clock,
+        users: MutableMapping[str, UserState],
+        effects: Effects,
+        *,
+        lateness_ms: int,
+        max_event_age_ms: int,
+        book: ThresholdBook | None = None,
+        report: Callable[[int, dict], None] | None = None,
+        metrics: bool = True,
+        on_point: Callable[[str], None] = lambda point: None,
+    ) -> None:
+        self.partition = partition
+        self.rules = rules
+        self.clock = clock
+        self.users = users
+        self.effects = effects
+        self.lateness_ms = lateness_ms
+        self.max_event_age_ms = max_event_age_ms
+        self.book = book
+        self._report = report or effects.report
+        self.on_point = on_point  # crash points (agents.faults): the moments the crash tests kill at
+        self.churn_fit_ms = rules.scores.churn_fit_days * DAY_MS if rules.scores.churn_model else None
+        self.index = DueIndex()
+        self.owned = False
+        # Latest event time seen: the watermark's source. None: no event yet.
+        self.max_event_ms: int | None = None
+        # Replay clock, quantile scores: the event time this partition was
+        # moved on to while idle, following the others (`follow`).
+        self.followed: int | None = None
+        self.population = PopulationIndex()
+        self.reported: int | None = None  # the latest boundary it reported on
+        self.entered: int | None = None  # the latest boundary whose period it evaluates in
+        self.waiting: int | None = None  # the boundary it waits to enter (cuts not settled)
+        # The boundary whose cuts it needs before anything else (recovered
+        # into a period whose cuts this process has not read yet).
+        self.recovering: int | None = None
+        # Operator metrics: each step's facts, and the watermark the
+        # partition was swept to (up to when its facts are complete).
+        self.ledger = Ledger(Calendar(rules.metrics.timezone), rules.metrics.conversion_days) if metrics else None
+        self.facts: list[Step] | None = None  # None: nothing booked since the last record
+        self.swept_to: int | None = None
+        self.facts_sent_wm: int | None = None
+
+    # -- ownership -------------------------------------------------------
+
+    def own(self) -> None:
+        """Assigned (again): its due index starts empty, to be refilled by `recover`."""
+        self.index.reset({self.partition})
+        self.owned = True
+        self.followed = None
+
+    def disown(self) -> None:
+        """Revoked: stop sweeping at once (another worker may own it now)."""
+        self.release()
+        self.recovering = None
+        self.followed = None
+
+    def release(self) -> None:
+        """No longer among the partitions this worker actively owns."""
+        self.index.reset(set())
+        self.owned = False
+
+    def recover(self, users: list[tuple[str, UserState]], committed: int | None) -> None:
+        """After recovery, from the partition's recovered states: the due
+        index, the watermark, and (quantile scores) the population and the
+        period to restart in. `committed`: the group's committed input
+        offset, when known."""
+        for user_id, state in users:
+            self.index.schedule(self.partition, wake_at(state), user_id)
+            # Every event seen is in some user's state (applied or held), so
+            # the watermark comes back from the states; but only from those
+            # behind the committed input. A worker that died writing a
+            # batch's changelog records left some of its users' records past
+            # that point and not others': a watermark taken from those would
+            # run ahead of the events re-read now (its sweep deciding, and
+            # its facts closing periods, before them). Re-read events move
+            # it on in order.
+            if committed is not None and state.src_offset >= committed:
+                continue
+            seen = max(state.last_seen_ms, state.held[-1][0] if state.held else 0)
+            self.max_event_ms = max(self.max_event_ms or 0, seen)
+        if self.book is not None:
+            self._rebuild_population(users)
+
+    def _rebuild_population(self, users: list[tuple[str, UserState]]) -> None:
+        """The index from the recovered states, and the partition restarting
+        at the period of its latest evaluation (its reports and
+        re-assessments there are repeated; the first report on a boundary
+        is the one that counts, and a re-assessment that finds nothing
+        changes nothing). A partition with recovered states but no
+        evaluation yet (it waited for its first cuts) restarts where it
+        first reported: its first report went out before any of its states
+        was written, and a new one, from a later event, would say it had no
+        customers through periods it has not reported on."""
+        assert self.book is not None
+        cadence = self.rules.cadence_ms
+        self.population = PopulationIndex()
+        self.recovering = self.entered = self.reported = self.waiting = None
+        latest: int | None = None
+        first: int | None = None  # the earliest event time in the recovered states
+        for user_id, state in users:
+            seen = min(state.first_seen_ms, state.held[0][0]) if state.held else state.first_seen_ms
+            first = seen if first is None else min(first, seen)
+            if state.evaluated_ms is not None:
+                frequency, cents = window_figures(state, state.evaluated_ms, self.rules)
+                self.population.update(user_id, (r_day(state.last_order_ms), f_bin(frequency), m_bin(cents)))
+                if self.rules.scores.churn_model:
+                    self.population.update_summary(user_id, buyer_summary(state))
+                latest = state.evaluated_ms if latest is None else max(latest, state.evaluated_ms)
+        if latest is not None:
+            restart = boundary_at_or_before(latest, cadence) - cadence
+            self.entered = self.reported = restart
+            # The partition evaluates in the period of `restart` from now
+            # on, and behind it (users due earlier): with the cuts settled
+            # up to restart - cadence, which the process that evaluated it
+            # had. This one's reader may not have read them again yet.
+            if not self.book.settled(restart - cadence):
+                self.recovering = restart - cadence
+        elif first is not None:
+            self.reported = boundary_at_or_before(first - self.lateness_ms, cadence)
+
+    # -- events ----------------------------------------------------------
+
+    def take(self, user_id: str, event: UserEvent, offset: int, wall: int) -> Taken | TooOld:
+        """One validated event for a user of this partition, read at `offset`."""
+        state = self.users.get(user_id)
+        if state is not None and state.src_partition == self.partition and offset <= state.src_offset:
+            # Replayed after a restart: already applied. It moved the
+            # watermark the first time, so it does again, in the same order.
+            self._saw(event.ts_ms, wall)
+            return Taken.REDELIVERED
+        too_old = implausibly_old(state, event.ts_ms, self.watermark(wall), self.max_event_age_ms)
+        if too_old is not None:
+            return TooOld(too_old)
+        before = self._see(event.ts_ms, wall)
+        watermark_before, watermark = before[0], self.watermark(wall)
+        previous_due = wake_at(state) if state is not None else None
+        result = on_event(state, event, watermark_before, watermark, self.rules, self.ledger)
+        self._book()
+        if self.book is not None and result.assessment is not None:
+            self._track(user_id, result.state, result.assessment)
+        if not result.accepted:
+            return Taken.DUPLICATE
+        result.state.src_partition, result.state.src_offset = self.partition, offset
+        self._commit(user_id, result.state, result.decisions, result.assessment, previous_due)
+        self._catch_up_if_moved(wall, before)
+        return Taken.APPLIED
+
+    def _saw(self, ts_ms: int, wall: int) -> None:
+        """An event's time seen again: the watermark moves as it did."""
+        if ts_ms > (self.max_event_ms or 0):
+            self._catch_up_if_moved(wall, self._see(ts_ms, wall))
+
+    def _see(self, ts_ms: int, wall: int) -> tuple[int, int]:
+        """An event time seen; returns the watermark and the raw watermark
+        from before it."""
+        before = self.watermark(wall), self.raw_watermark(wall)
+        self.max_event_ms = max(self.max_event_ms or 0, ts_ms)
+        if self.book is not None and self.reported is None:
+            self._first_report(wall)
+        return before
+
+    def _catch_up_if_moved(self, wall: int, before: tuple[int, int]) -> None:
+        """Sweep when the watermark moved (or, with quantile scores, the raw
+        watermark: it may enter a period while the watermark waits)."""
+        if self.watermark(wall) > before[0] or (self.book is not None and self.raw_watermark(wall) > before[1]):
+            self.catch_up(wall)
+
+    # -- event time ------------------------------------------------------
+
+    def raw_watermark(self, wall: int) -> int:
+        """Latest event time seen (and, live, the wall clock), minus the
+        allowed lateness."""
+        latest = max(self.max_event_ms or 0, self.followed or 0)
+        return self.clock.latest(latest, wall) - self.lateness_ms
+
+    def watermark(self, wall: int) -> int:
+        """Decisions are final up to here: the raw watermark, held back at
+        the end of the current cadence period until the cuts of the next
+        are settled (quantile scores only). Events past it wait in their
+        users' states, as events within the allowed lateness do."""
+        raw = self.raw_watermark(wall)
+        if self.book is None:
+            return raw
+        if self.entered is not None:
+            return min(raw, self.entered + self.book.cadence_ms - 1)
+        return min(raw, self.reported - 1) if self.reported is not None else raw
+
+    def catch_up(self, wall: int) -> int:
+        """Sweep to the watermark, entering each cadence period on the way
+        (state.quantiles: report, wait for the cuts, re-assess whom they move)."""
+        if not self.ready():
+            return 0
+        if self.book is not None and self.owned:
+            self._enter_periods(self.raw_watermark(wall))
+        return self.sweep(self.watermark(wall))
+
+    def ready(self) -> bool:
+        """Whether the partition may go on: not recovered into a period whose
+        cuts this process has yet to read (`recovering`). Until then its
+        input waits (the adapter holds it) and nothing of it is swept: any
+        step now would evaluate with no cuts, or older ones than the process
+        that died had for the same step."""
+        if self.recovering is None:
+            return True
+        assert self.book is not None
+        if not self.book.settled(self.recovering):
+            return False
+        self.recovering = None
+        return True
+
+    def follow(self, boundary: int) -> bool:
+        """Replay clock: an idle partition (caught up with its input, and
+        nothing new for a while) is moved on to `boundary`, the furthest
+        another partition reported on, as an event at that time (plus the
+        allowed lateness) would move it: it reports, enters the periods and
+        ages its users. Without this, a partition that has no more events
+        (or never had any) would hold every other back for ever. Its own
+        events, should any come later, count from where it got to. Returns
+        whether it moved."""
+        if self.book is None or not self.owned:
+            return False
+        target = boundary + self.lateness_ms
+        if target <= max(self.max_event_ms or 0, self.followed or 0):
+            return False
+        self.followed = target
+        self.catch_up(self.clock.now_ms())
+        return True
+
+    # -- quantile scores: the population, period by period ----------------
+
+    def _first_report(self, wall: int) -> None:
+        """The partition's first watermark: it had no customer before."""
+        raw = self.raw_watermark(wall)
+        self.reported = boundary_at_or_before(raw, self.rules.cadence_ms)
+        self._report(self.partition, empty_doc(self.partition, raw))
+
+    def _enter_periods(self, raw: int) -> None:
+        assert self.book is not None
+        cadence = self.rules.cadence_ms
+        if self.reported is None:
+            if self.max_event_ms is None and self.followed is None and not self.clock.live:
+                return  # replay clock, no event yet and not idle long enough to follow: no watermark to report
+            self._first_report(self.clock.now_ms())
+        assert self.reported is not None
+        while True:
+            boundary = self.reported if self.entered is None else self.entered + cadence
+            if boundary > raw:
+                self.waiting = None
+                return
+            self.sweep(boundary - 1)
+            if self.reported < boundary:
+                self._report(self.partition, snapshot_doc(self.partition, boundary, self.population,
+                                                          self.churn_fit_ms))
+                self.reported = boundary
+            if not self.book.settled(boundary - cadence):
+                self.waiting = boundary
+                return
+            self._enter(boundary)
+            self.entered = boundary
+
+    def _track(self, user_id: str, state: UserState, a: Assessment) -> None:
+        self.population.update(user_id, (r_day(state.last_order_ms), f_bin(a.frequency), m_bin(a.monetary_cents)))
+        if self.rules.scores.churn_model:
+            self.population.update_summary(user_id, buyer_summary(state))
+
+    def _enter(self, boundary: int) -> None:
+        """Switch to the cuts in force from `boundary`: re-assess the
+        customers whose score they may move, and wake those whose recency
+        crosses a cut during the period."""
+        assert self.book is not None
+        before, after = self.book.at(boundary - 1), self.book.at(boundary)
+        if after is not before:
+            for user_id in moved_by(self.population, before, after, boundary, self.rules):
+                self._reassess_at(user_id, boundary)
+        limits = self.rules.p_alive_limits
+        if limits and after is not None and after.churn is not None and (
+                before is None or before.churn != after.churn):
+            self._wake_for_refit(boundary, before.churn if before is not None else None, after.churn)
+        if after is not None and after.r is not None:
+            day = boundary // DAY_MS
+            span = self.rules.cadence_ms // DAY_MS
+            for limit in after.r:
+                for user_id in self.population.users("r", day - limit - 1, day + span - limit):
+                    state = self.users[user_id]
+                    crossing = state.last_order_ms + (limit + 1) * DAY_MS
+                    if boundary <= crossing < boundary + self.rules.cadence_ms:
+                        self._wake_by(user_id, state, crossing)
+
+    def _wake_for_refit(self, boundary: int, before: Fitted | None, after: Fitted) -> None:
+        """A new churn-model fit moves every buyer's P(alive), and so the
+        moments it passes the limits tiers test: wake, no later than needed,
+        each buyer whose side of a limit may differ at the boundary or who
+        may cross one before their own due time (state.churn_model.refit_wake).
+        One pass over the partition's buyers per fit (weekly in event time by
+        default), computed once per distinct summary, not per user."""
+        by_summary: dict[SummaryKey, list[str]] = {}
+        for user_id, key in self.population.summary_of.items():
+            by_summary.setdefault(key, []).append(user_id)
+        for key, users in by_summary.items():
+            wake = refit_wake(before, after, key, self.rules.p_alive_limits, boundary)
+            if wake is None:
+                continue
+            for user_id in users:
+                self._wake_by(user_id, self.users[user_id], wake)
+
+    def _wake_by(self, user_id: str, state: UserState, at: int) -> None:
+        """Bring the user's due time forward to `at`, unless they were
+        evaluated at or after it. After a recovery a partition re-enters the
+        periods of its latest evaluations, and some users' recovered states
+        (written past the committed input) are already evaluated beyond them,
+        with the cuts and fit in force then: waking such a user at `at`
+        would evaluate them in the past with figures from later (a decision
+        a run without the crash never made)."""
+        if state.evaluated_ms is not None and at <= state.evaluated_ms:
+            return
+        if state.due_ms is None or at < state.due_ms:
+            state.due_ms = at
+            self.index.schedule(self.partition, wake_at(state), user_id)
+
+    def _reassess_at(self, user_id: str, boundary: int) -> None:
+        state = self.users.get(user_id)
+        if state is None or not state.has_applied:
+            return
+        at = max(boundary, state.evaluated_ms or boundary)
+        before = self.ledger.before(state) if self.ledger is not None else None
+        assessment, found = reassess(user_id, state, at, self.rules)
+        if self.ledger is not None and found:
+            assert before is not None
+            self.ledger.record(user_id, state, before, None, at, decisions=found)
+            self._book()
+        self._track(user_id, state, assessment)
+        if found:
+            self._commit(user_id, state, found, assessment, previous_due=None)
+        else:
+            self.index.schedule(self.partition, wake_at(state), user_id)
+
+    # -- time ------------------------------------------------------------
+
+    def sweep(self, watermark: int) -> int:
+        """Advance every user who needs attention by `watermark`."""
+        if not self.owned:
+            return 0
+        touched = 0
+        for _due, user_id in self.index.pop_due(self.partition, watermark, self._wake_of):
+            state = self.users[user_id]
+            held_before = len(state.held)
+            assessment, decisions = advance(user_id, state, watermark, self.rules, self.ledger)
+            self._book()
+            if self.book is not None and assessment is not None:
+                self._track(user_id, state, assessment)
+            if decisions:
+                self.on_point("sweep_decided")
+            if decisions or len(state.held) != held_before:
+                self._commit(user_id, state, decisions, assessment, previous_due=None)
+            else:
+                # Nothing changed, only the next due time moved. That is not
+                # worth a changelog record: a recovered state with the older
+                # due time wakes early, finds nothing, and moves on.
+                self.index.schedule(self.partition, wake_at(state), user_id)
+            touched += 1
+        # Every reschedule leaves a stale entry; in replay mode nothing else
+        # would ever clear them.
+        self.index.maybe_compact(self.partition, self._wake_of)
+        self.swept_to = watermark if self.swept_to is None else max(self.swept_to, watermark)
+        return touched
+
+    def _wake_of(self, user_id: str) -> int | None:
+        state = self.users.get(user_id)
+        return wake_at(state) if state is not None else None
+
+    # -- effects ---------------------------------------------------------
+
+    def _commit(self, user_id: str, state: UserState, decisions: list[Decision], assessment: Assessment | None,
+                previous_due: int | None) -> None:
+        self.users[user_id] = state
+        self.effects.commit(self.partition, user_id, state, decisions, assessment)
+        wake = wake_at(state)
+        if wake != previous_due:
+            self.index.schedule(self.partition, wake, user_id)
+
+    def _book(self) -> None:
+        if self.ledger is not None and self.ledger.steps:
+            if self.facts is None:
+                self.facts = []
+            self.facts.extend(self.ledger.drain())
+
+    def seal_facts(self) -> Facts | None:
+        """The partition's metric facts since the last call, when it has new
+        steps or its watermark moved."""
+        if self.ledger is None:
+            return None
+        if self.facts is None and (self.swept_to is None or self.facts_sent_wm == self.swept_to):
+            return None
+        wm = self.swept_to if self.swept_to is not None else -1
+        steps, self.facts = self.facts or [], None
+        self.facts_sent_wm = wm
+        return Facts(self.partition, wm, steps)
+
+
+def moved_by(index: PopulationIndex, before: Cuts | None, after: Cuts | None, boundary: int,
+             rules: Rules) -> list[str]:
+    """The customers whose score may differ between two sets of cuts at
+    `boundary`: those on different sides of a cut's old and new place, or
+    everyone scored on a dimension that switches between fixed thresholds
+    and cuts (once, when the first cuts come)."""
+    found: set[str] = set()
+    everyone = -(1 << 62), 1 << 62
+    for dim in ("f", "m"):
+        old, new = getattr(before, dim, None), getattr(after, dim, None)
+        if old is None and new is None:
+            continue
+        if old is None or new is None:
+            found.update(index.users(dim, *everyone))
+            continue
+        for a, b in zip(old, new, strict=True):
+            if a != b:
+                found.update(index.moved(dim, a, b))
+    old_r = getattr(before, "r", None)
+    new_r = getattr(after, "r", None)
+    if old_r != new_r:
+        day = boundary // DAY_MS
+        fixed = tuple(int(x) for x in rules.scores.recency_days)
+        for a, b in zip(old_r or fixed, new_r or fixed, strict=True):
+            if a != b:  # recency between the two limits (a day's margin each side)
+                found.update(index.users("r", day - max(a, b) - 1, day - min(a, b) + 1))
+    return sorted(found)

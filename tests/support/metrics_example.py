@@ -1,0 +1,27 @@
+"""docs/metrics.md's worked example, as events."""
+
+from datetime import UTC, datetime
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def body(i: int, user: str, kind: str, at: str, amount: float | None = None) -> dict:
+    b = {"event_id": f"e{i}", "user_id": user, "type": kind, "ts": ms(at)}
+    return b | ({"amount": amount} if amount is not None else {})
+
+
+# docs/metrics.md, "A worked example": three users over two weeks.
+EXAMPLE = [
+    body(1, "ann", "signup", "2024-01-01T09:00"),
+    body(2, "ann", "order", "2024-01-02T10:00", 30),
+    body(3, "bob", "view", "2024-01-02T12:00"),
+    body(4, "bob", "add_to_cart", "2024-01-03T08:00"),
+    body(5, "cat", "signup", "2024-01-03T09:00"),
+    body(6, "cat", "add_to_cart", "2024-01-04T09:00"),
+    body(7, "bob", "order", "2024-01-05T08:00", 20),
+    body(8, "ann", "login", "2024-01-08T09:00"),
+    body(9, "ann", "order", "2024-01-09T09:00", 50),
+    body(10, "ann", "refund", "2024-01-10T09:00", 10),
+]
