@@ -27,7 +27,8 @@ from redis.asyncio import Redis
 from agents.pipeline import Pipeline
 from bench.offline_pipeline import PARTITIONS, _Table, messages
 from bench.redis_heal import updates
-from cli.embedded import free_port, redis_binary, spawn, stop, wait_for_port
+from cli.embedded import redis_binary
+from cli.processes import free_port, spawn, stop, wait_for_port
 from state.campaigns import load_campaigns
 from store.membership import MembershipWriter
 from store.metrics_store import MetricsStore

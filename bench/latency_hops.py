@@ -24,7 +24,8 @@ from aiokafka import AIOKafkaProducer
 from bench import workload
 from bench.broker_latency import cpu_seconds
 from bench.run import Bench, pct, produce_batched, read_until, reader_at_end, send_paced, wait_for_count
-from cli.embedded import EmbeddedServers, stop
+from cli.embedded import EmbeddedServers
+from cli.processes import stop
 from stream import topics
 from stream.admin import ensure_topics
 

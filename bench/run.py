@@ -38,7 +38,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from bench import workload
-from cli.embedded import EmbeddedServers, free_port, spawn, stop, wait_for_port
+from cli.embedded import EmbeddedServers
+from cli.processes import free_port, spawn, stop, wait_for_port
 from state.rules import fixed_threshold_rules_text
 from stream import topics
 from stream.settings import Settings

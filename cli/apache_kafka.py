@@ -27,6 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
+from cli.processes import spawn, wait_for_port
+
 KAFKA_VERSION = "4.4.0"
 HEAP = "512m"
 
@@ -119,8 +121,6 @@ def server_properties(data: Path, port: int, controller_port: int, partitions: i
 def start_kafka(workdir: Path, port: int, controller_port: int, partitions: int, log: Path) -> subprocess.Popen:
     """Format KRaft storage under `workdir` and start the broker; returns
     once it answers metadata requests."""
-    from cli.embedded import spawn, wait_for_port
-
     cp = classpath()
     data = workdir / "kafka-data"
     data.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ from rich.live import Live
 
 from cli import dev_state
 from cli.demo import DemoClock, DemoGenerator, run_demo
-from cli.embedded import EmbeddedServers, free_port, spawn, stop, wait_for_port
+from cli.embedded import EmbeddedServers
+from cli.processes import free_port, spawn, stop, wait_for_port
 from cli.live_view import ViewState, follow_outputs, poll_counts, poll_kpis, render
 from store.membership import MembershipReader
 from stream.admin import ensure_topics

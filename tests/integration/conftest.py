@@ -14,7 +14,7 @@ def cluster():
         yield c
     finally:
         c.stop_worker()
-        from cli.embedded import stop
+        from cli.processes import stop
 
         stop(c.api)
         servers.stop()

@@ -28,7 +28,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from bench import workload
-from cli.embedded import EmbeddedServers, spawn, stop
+from cli.embedded import EmbeddedServers
+from cli.processes import spawn, stop
 from stream import topics
 from stream.admin import ensure_topics
 from state.rules import population_rules_text

@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from cli.embedded import EmbeddedServers, free_port, spawn, stop, wait_for_port
+from cli.embedded import EmbeddedServers
+from cli.processes import free_port, spawn, stop, wait_for_port
 from tests.support.fixed_rules import write_fixed_rules
 
 PARTITIONS = 4

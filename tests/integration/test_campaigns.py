@@ -9,7 +9,7 @@ import urllib.request
 import orjson
 import pytest
 
-from cli.embedded import stop
+from cli.processes import stop
 from tests.integration.harness import Cluster, new_servers, produce, read_topic, wait_until
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from cli.embedded import stop
+from cli.processes import stop
 from state.rules import fixed_threshold_rules_text
 from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, wait_until
 

@@ -146,7 +146,7 @@ async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanw
         assert "repopulating" in next(servers.workdir.glob("worker-*.log")).read_text()
     finally:
         cluster.stop_worker()
-        from cli.embedded import stop
+        from cli.processes import stop
 
         stop(cluster.api)
         servers.stop()

@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from bench.workload import history
-from cli.embedded import stop
+from cli.processes import stop
 from tests.support.browser import chromium, console_errors, wait_for
 from tests.integration.harness import ERA_START_MS, Cluster, new_servers, produce, read_topic, wait_until
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cli.embedded import spawn, stop
+from cli.processes import spawn, stop
 from cli.snapshot import snapshot_rows
 from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, wait_until
 from tests.support.quantile_shop import QUANTILE_RULES, kafka_partition, run_shop, small_ticket_shop, tier_changes

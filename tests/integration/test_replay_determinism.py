@@ -18,7 +18,7 @@ from cli.snapshot import snapshot_rows
 from state.model import DAY_MS
 from state.rules import STAGES
 from stream.codecs import iso
-from cli.embedded import stop
+from cli.processes import stop
 from tests.support import metrics_batch
 from tests.integration.harness import Cluster, new_servers, read_topic, settled_metrics
 from tests.support.engine import feed

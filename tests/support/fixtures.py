@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from cli.embedded import stop
+from cli.processes import stop
 from tests.support.servers import start_redis
 
 

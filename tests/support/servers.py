@@ -10,7 +10,8 @@ import aiohttp
 from redis.asyncio import Redis
 
 from api.server import build_api, serve
-from cli.embedded import free_port, redis_binary, spawn, stop, wait_for_port
+from cli.embedded import redis_binary
+from cli.processes import free_port, spawn, stop, wait_for_port
 
 
 def start_redis(tmp_path, port=None):

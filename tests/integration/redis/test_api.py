@@ -21,7 +21,8 @@ from yarl import URL
 
 from api import json_errors
 from api.server import build_api, serve
-from cli.embedded import free_port, redis_binary, spawn, stop, wait_for_port
+from cli.embedded import redis_binary
+from cli.processes import free_port, spawn, stop, wait_for_port
 from store.membership import MembershipUpdate, MembershipWriter
 from stream.contract import Rejection, parse_event
 from tests.support.servers import serving, start_redis
