@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from redis.asyncio import Redis
 
 from agents.pipeline import Pipeline
-from bench.offline_pipeline import PARTITIONS, _Table, messages
+from bench.offline_pipeline import PARTITIONS, _Table, messages, metric_steps
 from bench.redis_heal import updates
 from cli.embedded import redis_binary
 from cli.processes import free_port, spawn, stop, wait_for_port

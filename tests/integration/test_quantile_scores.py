@@ -30,7 +30,7 @@ async def test_two_workers_decide_what_a_replay_decides(tmp_path):
             b["quantity"] = 2  # a field the contract does not know: dropped and counted, never dead-lettered
     reference, reference_outputs = run_shop(bodies)
     expected = tier_changes(reference_outputs)
-    assert expected and not reference.waiting
+    assert expected and not reference.engine.waiting
 
     rules = tmp_path / "rules.toml"
     rules.write_text(QUANTILE_RULES)
@@ -73,7 +73,7 @@ async def test_two_workers_decide_what_a_replay_decides(tmp_path):
 
         async def thresholds():
             status, doc = await asyncio.to_thread(api_get, cluster.api_port, "/v1/scores/thresholds")
-            return doc if status == 200 and doc["latest"] == reference.book.latest().summary() else None
+            return doc if status == 200 and doc["latest"] == reference.engine.book.latest().summary() else None
 
         doc = await wait_until(thresholds, timeout=60, what="the API to serve the latest cut points")
         assert doc["quantiles"] == ["r", "f", "m"] and doc["latest"]["customers"]["m"] > 500
@@ -110,7 +110,7 @@ async def test_partitions_without_events_follow_the_others_on_the_real_broker(tm
               if kafka_partition(b["user_id"], 4) == 0]
     reference, reference_outputs = run_shop(bodies, partitions=4)
     expected = tier_changes(reference_outputs)
-    assert expected and not reference.waiting and reference.book.latest() is not None
+    assert expected and not reference.engine.waiting and reference.engine.book.latest() is not None
 
     rules = tmp_path / "rules.toml"
     rules.write_text(QUANTILE_RULES)
@@ -132,7 +132,7 @@ async def test_partitions_without_events_follow_the_others_on_the_real_broker(tm
 
         async def thresholds():
             status, doc = await asyncio.to_thread(api_get, cluster.api_port, "/v1/scores/thresholds")
-            return doc if status == 200 and doc["latest"] == reference.book.latest().summary() else None
+            return doc if status == 200 and doc["latest"] == reference.engine.book.latest().summary() else None
 
         await wait_until(thresholds, timeout=60, what="the API to serve the latest cut points")
     finally:
