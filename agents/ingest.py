@@ -12,6 +12,7 @@ from agents import metrics
 from agents.outbox import Record
 from agents.routing import Router
 from engine.coordinator import Coordinator
+from engine.effects import TakenLater
 from engine.partition import Taken, TooOld
 from stream import topics
 from stream.contract import Rejection, parse_event
@@ -61,11 +62,19 @@ class Ingest:
             self.queue.append(Record(topics.EVENTS, user_id.encode(), message.value, source=message.partition))
             self.tally.add(metrics.EVENTS_REKEYED)
             return
-        taken = self.engine.engine(message.partition).take(user_id, parsed, message.offset, wall)
+        taken = self.engine.engine(message.partition).take(user_id, parsed, message.offset, wall, source=message)
+        self.outcome(message, user_id, taken)
+
+    def outcome(self, message: Any, user_id: str, taken: Taken | TooOld) -> None:
+        """What became of an event: counted, or refused with its reason (for
+        a deferred event, when the engine took it: Effects.later)."""
         if isinstance(taken, TooOld):
             self.queue.append(self.router.dead_letter(message, Rejection("implausibly_old", str(taken), user_id)))
-            return
-        self.tally.add(COUNTERS[taken])
+        elif taken is not Taken.DEFERRED:
+            self.tally.add(COUNTERS[taken])
+
+    def later(self, taken: TakenLater) -> None:
+        self.outcome(taken.source, taken.user_id, taken.outcome)
 
     def _count_unknown_fields(self, names: list[str]) -> None:
         self.tally.add(metrics.UNKNOWN_FIELDS_DROPPED, len(names))

@@ -65,6 +65,7 @@ class Pipeline:
         self.publisher = Publisher(self.engine, self.router, self.tally, self.crash, self.freezer,
                                    published=self.redis.published, assessed=self.redis.assessed)
         self.ingest = Ingest(settings, self.engine, self.router, self.tally, self.publisher.queued)
+        self.publisher.later = self.ingest.later
         # When each owned partition last had input (time.monotonic()): the
         # replay clock's idle rule (agents.wiring) reads it.
         self.last_input: dict[int, float] = {}

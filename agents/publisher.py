@@ -25,6 +25,7 @@ from agents.gc_tuning import HeapFreezer
 from agents.outbox import BatchSender, Record
 from agents.routing import Router
 from engine.coordinator import Coordinator
+from engine.effects import TakenLater
 
 
 class PublishFailed(RuntimeError):
@@ -44,6 +45,8 @@ class Publisher:
         self.assessed = assessed  # the latest assessments, for the membership cache
         # Records the adapters made themselves (re-keyed events, dead letters).
         self.queued: list[Record] = []
+        # What became of events the engine took late (agents.ingest.Ingest.later).
+        self.later: Callable[[TakenLater], None] = lambda taken: None
         # Held while records are on their way to Kafka; with exactly-once,
         # transactions commit only under it (agents.wiring).
         self.lock = asyncio.Lock()
@@ -56,10 +59,13 @@ class Publisher:
         """Everything waiting for Kafka, as records: the outputs (decisions,
         dead letters, re-keyed events, population reports, metric facts) and
         the changelog records, which may reach Kafka only after those."""
+        effects = self.engine.effects
+        for taken in effects.later:
+            self.later(taken)
+        effects.later.clear()
         outputs = self.queued[:]  # the list itself stays: ingest appends to it
         self.queued.clear()
         changelog: list[Record] = []
-        effects = self.engine.effects
         for committed in effects.committed:
             self.router.committed(committed, outputs, changelog)
         outputs.extend(self.router.reported(r) for r in effects.reported)

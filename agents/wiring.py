@@ -175,6 +175,9 @@ def install(streams: StreamApp, settings: Settings, rules: Rules, config_summary
     # The consumer hands the events topic's fetches over whole
     # (stream.faust_ext.batching): Faust's per-record path is the bottleneck otherwise.
     streams.batch_handlers[events_topic] = batch_handler(app, pipeline, sender, settings.batch_max)
+    # Events a partition deferred (it waits for cut points) are not applied
+    # yet: its commits stop before the first of them.
+    streams.commit_limits[events_topic] = pipeline.engine.commit_limit
 
     @app.agent(streams.events, name="tierstream.ingest")
     async def ingest(stream: Any) -> None:

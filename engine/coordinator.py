@@ -113,6 +113,7 @@ class Coordinator:
         """Live clock: age silent users of every owned partition to `wall`."""
         for p in self.owned():
             self.engines[p].catch_up(wall)
+            self.engines[p].take_deferred(wall)
 
     def settle(self, settled: list[tuple[int, Cuts | None]]) -> None:
         """Cut points every worker computed alike (from the population topic)."""
@@ -138,6 +139,8 @@ class Coordinator:
                         boundary - self.book.cadence_ms):
                     engine.catch_up(wall)
                     moved = engine.waiting != boundary or moved
+                if engine.deferred and engine.take_deferred(wall):
+                    moved = True
 
     def follow(self, partition: int, boundary: int) -> bool:
         return self.engine(partition).follow(boundary)
@@ -146,6 +149,11 @@ class Coordinator:
     def waiting(self) -> dict[int, int]:
         """Partitions waiting for cuts: the boundary each waits to enter."""
         return {p: e.waiting for p, e in sorted(self.engines.items()) if e.waiting is not None}
+
+    def commit_limit(self, partition: int) -> int | None:
+        """The input offset a commit of `partition` must not pass (engine.partition: deferred events)."""
+        engine = self.engines.get(partition)
+        return engine.commit_limit() if engine is not None else None
 
     def due_count(self) -> int:
         return sum(len(e.index) for e in self.engines.values())

@@ -10,6 +10,7 @@ stands: a later step in the same chunk may change the object again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from state.evaluate import Assessment
 from state.kpis import Step
@@ -50,12 +51,24 @@ class Facts:
     steps: list[Step]
 
 
+@dataclass(slots=True, frozen=True)
+class TakenLater:
+    """What became of an event the partition deferred (engine.partition.Taken
+    or TooOld), with the adapter's message it came in."""
+
+    partition: int
+    source: Any
+    user_id: str
+    outcome: Any
+
+
 @dataclass(slots=True)
 class Effects:
     committed: list[Committed] = field(default_factory=list)
     reported: list[Reported] = field(default_factory=list)
     # user -> the latest assessment, for the membership cache (latest wins)
     assessed: dict[str, Assessment] = field(default_factory=dict)
+    later: list[TakenLater] = field(default_factory=list)
 
     def commit(self, partition: int, user_id: str, state: UserState, decisions: list[Decision],
                assessment: Assessment | None) -> None:
@@ -66,5 +79,8 @@ class Effects:
     def report(self, partition: int, doc: dict) -> None:
         self.reported.append(Reported(partition, doc))
 
+    def taken_later(self, partition: int, source: Any, user_id: str, outcome: Any) -> None:
+        self.later.append(TakenLater(partition, source, user_id, outcome))
+
     def __bool__(self) -> bool:
-        return bool(self.committed or self.reported)
+        return bool(self.committed or self.reported or self.later)

@@ -18,8 +18,10 @@ partitions, through the threshold book the coordinator keeps.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, MutableMapping
 from enum import Enum
+from typing import Any
 
 from engine.clock import Clock
 from engine.effects import Effects, Facts
@@ -44,6 +46,9 @@ class Taken(Enum):
     APPLIED = "applied"
     REDELIVERED = "redelivered"  # its offset was applied before (a restart's re-read)
     DUPLICATE = "duplicate"  # its event id was seen before: nothing changed
+    # The partition waits for the cut points of its next period: the event
+    # is taken once they are settled (its outcome then goes to the effects).
+    DEFERRED = "deferred"
 
 
 class TooOld(str):
@@ -91,6 +96,12 @@ class PartitionEngine:
         # The boundary whose cuts it needs before anything else (recovered
         # into a period whose cuts this process has not read yet).
         self.recovering: int | None = None
+        # Events that came while the partition waited for cut points, in
+        # arrival order: (user, event, offset, source). Taken when the cuts
+        # are settled (`take_deferred`); until then the input is not
+        # committed past the first of them (`commit_limit`), so a crash
+        # loses none.
+        self.deferred: deque[tuple[str, UserEvent, int, Any]] = deque()
         # Operator metrics: each step's facts, and the watermark the
         # partition was swept to (up to when its facts are complete).
         self.ledger = Ledger(Calendar(rules.metrics.timezone), rules.metrics.conversion_days) if metrics else None
@@ -105,6 +116,7 @@ class PartitionEngine:
         self.index.reset({self.partition})
         self.owned = True
         self.followed = None
+        self.deferred.clear()
 
     def disown(self) -> None:
         """Revoked: stop sweeping at once (another worker may own it now)."""
@@ -113,9 +125,11 @@ class PartitionEngine:
         self.followed = None
 
     def release(self) -> None:
-        """No longer among the partitions this worker actively owns."""
+        """No longer among the partitions this worker actively owns (what it
+        deferred is read again by the next owner, from the committed input)."""
         self.index.reset(set())
         self.owned = False
+        self.deferred.clear()
 
     def recover(self, users: list[tuple[str, UserState]], committed: int | None) -> None:
         """After recovery, from the partition's recovered states: the due
@@ -178,8 +192,40 @@ class PartitionEngine:
 
     # -- events ----------------------------------------------------------
 
-    def take(self, user_id: str, event: UserEvent, offset: int, wall: int) -> Taken | TooOld:
-        """One validated event for a user of this partition, read at `offset`."""
+    def take(self, user_id: str, event: UserEvent, offset: int, wall: int, source: Any = None) -> Taken | TooOld:
+        """One validated event for a user of this partition, read at `offset`.
+        `source`: the adapter's message, handed back with the outcome of an
+        event taken later (Effects.later).
+
+        While the partition waits at a period's end for the next cuts, its
+        watermark is held below the raw watermark, and an event would be
+        judged on time or late against the held one: how long the wait
+        lasts depends on the other partitions, so the same input could be
+        judged differently in two runs. Events are deferred instead, and
+        taken once the watermark is the partition's own again."""
+        if self.deferred or self._held(wall):
+            self.deferred.append((user_id, event, offset, source))
+            return Taken.DEFERRED
+        return self._take(user_id, event, offset, wall)
+
+    def _held(self, wall: int) -> bool:
+        return self.book is not None and self.watermark(wall) < self.raw_watermark(wall)
+
+    def take_deferred(self, wall: int) -> int:
+        """Take the deferred events the partition may take now, in order;
+        their outcomes go to the effects. Returns how many were taken."""
+        taken = 0
+        while self.deferred and self.ready() and not self._held(wall):
+            user_id, event, offset, source = self.deferred.popleft()
+            self.effects.taken_later(self.partition, source, user_id, self._take(user_id, event, offset, wall))
+            taken += 1
+        return taken
+
+    def commit_limit(self) -> int | None:
+        """The input offset a commit must not pass (the first deferred event), if any."""
+        return self.deferred[0][2] if self.deferred else None
+
+    def _take(self, user_id: str, event: UserEvent, offset: int, wall: int) -> Taken | TooOld:
         state = self.users.get(user_id)
         if state is not None and state.src_partition == self.partition and offset <= state.src_offset:
             # Replayed after a restart: already applied. It moved the
@@ -275,8 +321,8 @@ class PartitionEngine:
         (or never had any) would hold every other back for ever. Its own
         events, should any come later, count from where it got to. Returns
         whether it moved."""
-        if self.book is None or not self.owned:
-            return False
+        if self.book is None or not self.owned or self.deferred:
+            return False  # deferred events of its own will move it
         target = boundary + self.lateness_ms
         if target <= max(self.max_event_ms or 0, self.followed or 0):
             return False

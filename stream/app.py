@@ -16,7 +16,7 @@ from faust.tables import TableManager
 
 from stream import topics
 from stream.faust_ext import codecs
-from stream.faust_ext.batching import BatchHandler, RevokeHook, batching_consumer_class
+from stream.faust_ext.batching import BatchHandler, CommitLimit, RevokeHook, batching_consumer_class
 from stream.faust_ext.recovery import TierstreamTableManager
 from stream.faust_ext.table import UsersTable
 from stream.settings import Settings
@@ -31,6 +31,8 @@ class StreamApp:
     batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
     # awaited when partitions are revoked, before Faust flushes the producer
     revoke_hooks: list[RevokeHook] = field(default_factory=list)
+    # topic name -> the offset each partition's commits must not pass
+    commit_limits: dict[str, CommitLimit] = field(default_factory=dict)
 
 
 def build_app(settings: Settings) -> StreamApp:
@@ -60,8 +62,10 @@ def build_app(settings: Settings) -> StreamApp:
     )
     batch_handlers: dict[str, BatchHandler] = {}
     revoke_hooks: list[RevokeHook] = []
+    commit_limits: dict[str, CommitLimit] = {}
     # Faust instantiates the transport's consumer class itself.
-    app.transport.Consumer = batching_consumer_class(batch_handlers, revoke_hooks, settings.fetch_max_wait_ms)
+    app.transport.Consumer = batching_consumer_class(batch_handlers, revoke_hooks, settings.fetch_max_wait_ms,
+                                                     commit_limits)
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     # Values stay bytes: the agent parses them itself so that a bad message
     # becomes a dead letter instead of a deserialisation crash. Outputs are
@@ -76,4 +80,4 @@ def build_app(settings: Settings) -> StreamApp:
             help="Per-user state (RFM figures, tier, stage) keyed by user_id",
         )
     )
-    return StreamApp(app, events, users, batch_handlers, revoke_hooks)
+    return StreamApp(app, events, users, batch_handlers, revoke_hooks, commit_limits)

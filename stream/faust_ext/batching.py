@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # or the worker stops, while it waited): the offsets then stay where they
 # were, and the partition's next owner reads the batch from the last commit.
 BatchHandler = Callable[[TP, list[Any]], Awaitable[bool]]
+CommitLimit = Callable[[int], "int | None"]
 RevokeHook = Callable[[set[TP]], Awaitable[None]]
 
 
@@ -51,6 +52,10 @@ class BatchingConsumer(Consumer):
     #: awaited first when partitions are revoked, before Faust waits for
     #: the streams and flushes the producer (see on_partitions_revoked).
     revoke_hooks: list[RevokeHook] = []
+    #: topic name -> (partition -> the offset its commits must not pass, if
+    #: any): the handler took records it has not applied yet (the engine's
+    #: deferred events), which a restart must read again.
+    commit_limits: dict[str, CommitLimit] = {}
     #: the consumer thread (stream.faust_ext.tuning: the fetch wait)
     consumer_thread_class: type[TunedConsumerThread] = TunedConsumerThread
 
@@ -160,8 +165,13 @@ class BatchingConsumer(Consumer):
                 # lock between two of our sends, and a chunk's decisions would
                 # commit without the changelog records that mark them made.
                 return None
-            return self._batch_done.get(tp)  # Faust skips it once committed
+            return self._limited(tp, self._batch_done.get(tp))  # Faust skips it once committed
         return super()._new_offset(tp)
+
+    def _limited(self, tp: TP, offset: int | None) -> int | None:
+        limit = self.commit_limits.get(tp.topic)
+        at = limit(tp.partition) if limit is not None and offset is not None else None
+        return offset if at is None else min(offset, at)
 
     async def commit_transactions(self, with_records: set[TP]) -> set[TP]:
         """Exactly-once: commit the open transaction of each assigned
@@ -194,7 +204,7 @@ class BatchingConsumer(Consumer):
     def commit_point(self, tp: TP) -> int | None:
         """The offset a commit of `tp` would record now: after the last
         finished batch, else the last committed one."""
-        done = self._batch_done.get(tp)
+        done = self._limited(tp, self._batch_done.get(tp))
         return done if done is not None else self._committed_offset.get(tp)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
@@ -219,10 +229,12 @@ class BatchingConsumer(Consumer):
 
 
 def batching_consumer_class(handlers: dict[str, BatchHandler], revoke_hooks: list[RevokeHook] | None = None,
-                            fetch_max_wait_ms: int | None = None) -> type[BatchingConsumer]:
-    """A consumer class bound to one app's handlers and fetch wait (Faust
-    instantiates the transport's Consumer class itself)."""
+                            fetch_max_wait_ms: int | None = None,
+                            commit_limits: dict[str, CommitLimit] | None = None) -> type[BatchingConsumer]:
+    """A consumer class bound to one app's handlers, commit limits and fetch
+    wait (Faust instantiates the transport's Consumer class itself)."""
     thread = type("TierstreamConsumerThread", (TunedConsumerThread,), {"fetch_max_wait_ms": fetch_max_wait_ms})
     return type("TierstreamConsumer", (BatchingConsumer,),
                 {"batch_handlers": handlers, "revoke_hooks": revoke_hooks if revoke_hooks is not None else [],
+                 "commit_limits": commit_limits if commit_limits is not None else {},
                  "consumer_thread_class": thread})

@@ -46,6 +46,7 @@ class EngineRun:
         # (user, decision) in the order decided, and the states committed
         self.decided: list[tuple[str, Decision]] = []
         self.committed: list[tuple[int, str, bytes]] = []
+        self.later: list = []  # engine.effects.TakenLater: outcomes of deferred events
         # partition -> its metric steps (state.kpis), in order
         self.steps: dict[int, list[Step]] = defaultdict(list)
         self._collect()
@@ -70,6 +71,11 @@ class EngineRun:
         self.coordinator.tick(wall)
         self._collect()
 
+    def resume(self) -> None:
+        """Partitions that waited for cut points go on (as the population reader's round does)."""
+        self.coordinator.resume(self.wall)
+        self._collect()
+
     def sweep(self, partition: int, watermark: int) -> None:
         self.partition(partition).sweep(watermark)
         self._collect()
@@ -84,9 +90,11 @@ class EngineRun:
         for c in effects.committed:
             self.committed.append((c.partition, c.user_id, c.state))
             self.decided += [(c.user_id, d) for d in c.decisions]
+        self.later += effects.later
         effects.committed.clear()
         effects.reported.clear()
         effects.assessed.clear()
+        effects.later.clear()
 
     def records(self, topic: str) -> list[dict[str, Any]]:
         """The decisions bound for `topic`, as published (agents.routing)."""

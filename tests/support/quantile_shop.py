@@ -107,6 +107,8 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=Non
     for step in with_changelog[:max(0, len(with_changelog) - crash.commit_lag)]:
         for partition, offset in step.taken:
             committed[partition] = offset + 1
+        for partition, limit in step.limits.items():  # deferred events: not committed past the first
+            committed[partition] = min(committed[partition], limit)
     reports = [orjson.loads(r.value) for r in outputs if r.topic == topics.POPULATION]
     p, reader = _worker(settings, rules, store, reports, committed)
     outputs += p.drain()[0]
@@ -120,6 +122,7 @@ class Step:
     taken: list[tuple[int, int]]  # (partition, offset) of the messages taken
     outputs: list
     changelog: list
+    limits: dict[int, int]  # partition -> the offset a commit after this step must not pass
 
 
 def _worker(settings, rules, store, reports, committed):
@@ -162,11 +165,15 @@ def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None) -> list[St
         if idle and idle_rule:
             reader.follow_idle(idle)
         p.resume()
-        steps.append(Step(taken, *p.drain()))  # as publishing does, metric facts and all
+        steps.append(Step(taken, *p.drain(), _limits(p)))  # as publishing does, metric facts and all
     if stop_after is not None and len(steps) >= stop_after:
         return steps
     while idle_rule and reader.follow_idle(set(range(partitions))):  # the history's end: every partition is idle
         pass
     p.resume()
-    steps.append(Step([], *p.drain()))
+    steps.append(Step([], *p.drain(), _limits(p)))
     return steps
+
+
+def _limits(p) -> dict[int, int]:
+    return {n: limit for n in p.engine.engines if (limit := p.engine.commit_limit(n)) is not None}

@@ -168,3 +168,38 @@ def test_a_committed_state_is_the_state_as_it_stood_when_committed():
     run.event(raw("ann", "order", 1, amount=900))
     versions = [decode_state(b).version for _, u, b in run.committed if u == "ann"]
     assert decode_state(first).version == versions[0] < versions[-1]
+
+
+def test_a_partition_waiting_for_cut_points_defers_its_events_and_holds_its_commits_before_them():
+    """Quantile scores: partition 0 reaches a day boundary before partition 1
+    has reported on it, so its watermark is held there. What comes for it
+    meanwhile waits, in order, untouched, and its input may not be committed
+    past the first such event; once partition 1 reports and the cuts settle,
+    the events are taken as if they had come then."""
+    from state.rules import parse_rules, population_rules_text
+
+    rules = parse_rules(population_rules_text())
+    run = EngineRun(rules, lateness_ms=0)
+    run.coordinator.loop_back(2)
+    zero = run.partition(0)
+    run.event(raw("a", "order", 0.5, amount=20), partition=0, offset=0)
+    run.event(raw("b", "order", 0.5, amount=20), partition=1, offset=0)
+    run.resume()  # both reported their first watermark: the first cuts are settled
+    assert not zero.deferred and run.users["a"].lifetime_orders == 1
+    # Two boundaries on: the cuts in force from day 2 need every partition's
+    # report on day 1, and partition 1 has not got that far.
+    assert run.event(raw("a", "login", 2.5), partition=0, offset=1) is Taken.APPLIED
+    assert zero.waiting is not None and zero.watermark(run.wall) < zero.raw_watermark(run.wall)
+    late = raw("a", "order", 0.6, amount=30)  # later than the lateness, behind the held watermark too
+    assert run.event(late, partition=0, offset=2) is Taken.DEFERRED
+    assert run.event(raw("c", "signup", 2.6), partition=0, offset=3) is Taken.DEFERRED
+    assert zero.commit_limit() == 2 and run.coordinator.commit_limit(0) == 2
+    assert run.users["a"].lifetime_orders == 1 and "c" not in run.users
+    assert not zero.follow(10 * DAY_MS)  # its own events will move it: never idle while it defers
+    run.event(raw("b", "login", 2.5), partition=1, offset=1)  # partition 1 reports: the cuts settle
+    run.resume()
+    assert zero.commit_limit() is None and not zero.deferred
+    assert run.users["a"].lifetime_orders == 2 and "c" in run.users
+    assert [(t.partition, t.user_id, t.outcome) for t in run.later] == [(0, "a", Taken.APPLIED), (0, "c", Taken.APPLIED)]
+    changes = [c for c in run.records(topics.TIER_CHANGES) if c["user_id"] == "a"]
+    assert changes and changes[-1]["correction"]  # judged late against the watermark it then had

@@ -91,3 +91,20 @@ def test_the_table_hooks_and_producer_internals_we_use():
 
     # stream.faust_ext.producer.transactional_id spells Faust's format out.
     assert TransactionManager.transactional_id_format == "{group_id}-{tpg.group}-{tpg.partition}"
+
+
+def test_commits_of_a_batch_handled_topic_stop_at_its_commit_limit():
+    """The handler took records it has not applied (deferred events): the
+    offset committed, and the commit point, stop before the first of them."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    limits = {"events": lambda p: {0: 12}.get(p)}
+    consumer = SimpleNamespace(commit_limits=limits, _batch_done={TP("events", 0): 20, TP("events", 1): 20},
+                               _committed_offset={}, batch_handlers={"events": None}, in_transaction=False)
+    consumer._limited = lambda tp, offset: BatchingConsumer._limited(consumer, tp, offset)
+    assert BatchingConsumer.commit_point(consumer, TP("events", 0)) == 12
+    assert BatchingConsumer.commit_point(consumer, TP("events", 1)) == 20
+    assert BatchingConsumer._new_offset(consumer, TP("events", 0)) == 12
+    assert BatchingConsumer._limited(consumer, TP("other", 0), 20) == 20
