@@ -1,7 +1,19 @@
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.harness import ERA_START_MS, Cluster, new_servers, produce, wait_until
+from tests.integration.harness import BROKER, ERA_START_MS, Cluster, new_servers, produce, wait_until
+
+
+def pytest_collection_modifyitems(config, items):
+    """The Apache Kafka half runs the tests whose behaviour depends on the
+    broker (marked `broker_dependent`, each with why); the rest prove
+    properties of tierstream's own code, which the Tansu half proves once."""
+    if BROKER != "kafka":
+        return
+    once = pytest.mark.skip(reason="not broker-dependent: runs in the Tansu half (docs/performance.md, The test suite)")
+    for item in items:
+        if item.get_closest_marker("integration") and not item.get_closest_marker("broker_dependent"):
+            item.add_marker(once)
 
 
 @pytest.fixture(scope="session")

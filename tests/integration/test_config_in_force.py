@@ -15,7 +15,8 @@ from cli.processes import stop
 from state.rules import fixed_threshold_rules_text
 from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.broker_dependent('the config topic is read to its end and compacted on Kafka')]
 
 DAY_MS = 86_400_000
 START = 1_262_304_000_000  # 2010-01-01

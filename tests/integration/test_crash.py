@@ -56,12 +56,14 @@ def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int, users: i
     assert result["metric_records_differing"] == 0, f"{result}\n{outcome.explain(reference)}"
 
 
+@pytest.mark.broker_dependent('SIGKILL recovery: the changelog, committed offsets and redelivery come from the broker')
 def test_three_kills_of_one_worker_lose_no_decision_and_leave_redis_right(reference):
     outcome = asyncio.run(crash.run(BODIES, crash.THREE_KILLS, reference=reference,
                                     snapshot_at=crash.snapshot_time(BODIES)))
     check(outcome, reference, kills=3)
 
 
+@pytest.mark.broker_dependent("rebalances go through the broker's group coordinator")
 def test_a_worker_killed_while_sharing_partitions_loses_no_decision(reference):
     # Killed with its changelog records in flight; its partitions move to the
     # other worker; restarted, it is killed again after its first batch,
@@ -83,6 +85,7 @@ def population_reference():
                                  snapshot_at=crash.snapshot_time(SHORT_BODIES)))
 
 
+@pytest.mark.broker_dependent('SIGKILL recovery with the population topic read from the broker')
 def test_three_kills_with_quantile_scores_and_the_churn_model_decide_as_the_run_without_faults(population_reference):
     # The first kill comes while partitions still wait for their first cut
     # points: a recovery there once re-reported a partition as empty from a
@@ -153,6 +156,7 @@ async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanw
 
 
 @pytest.mark.skipif(BROKER != "kafka", reason="Tansu 0.6, the embedded broker, has no Kafka transactions; this test runs in the suite's Apache Kafka half")
+@pytest.mark.broker_dependent('Kafka only: transactions')
 def test_exactly_once_on_kafka_delivers_every_decision_once_across_kills(reference):
     """Kafka transactions: a read_committed consumer sees each id exactly
     once, although the worker is killed mid-chunk and after a sweep."""

@@ -27,6 +27,7 @@ def our_processes() -> set[tuple[int, str]]:
     }
 
 
+@pytest.mark.broker_dependent('tierstream dev --broker kafka is a command users run')
 def test_dev_shows_changes_and_alerts_and_cleans_up():
     before = our_processes()
     run = subprocess.run(

@@ -9,7 +9,8 @@ import pytest
 
 from tests.integration.harness import produce, read_topic, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.broker_dependent('the whole path on the broker production runs: client and broker must agree on every protocol version (KIP-896)')]
 
 
 async def changes_for(cluster, user_id):

@@ -11,7 +11,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.integration.harness import BROKER, PARTITIONS, produce, wait_until
 
-pytestmark = [pytest.mark.integration,
+pytestmark = [pytest.mark.integration, pytest.mark.broker_dependent("Kafka only: compaction"),
               pytest.mark.skipif(BROKER != "kafka", reason="Tansu 0.6, the embedded broker, does not compact topics; this test runs in the suite's Apache Kafka half")]
 CHANGELOG = "tierstream-users-changelog"
 
