@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import uuid
 import sys
 import time
 from contextlib import contextmanager
@@ -18,24 +19,35 @@ from tests.integration.harness import BROKER
 pytestmark = pytest.mark.integration
 
 
-def our_processes() -> set[tuple[int, str]]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
-    return {
-        (int(pid), args)
-        for pid, _, args in (line.strip().partition(" ") for line in out.splitlines())
-        if any(k in args for k in ("tansu", "redis-server", "cli.main", "kafka.Kafka"))
-    }
+def our_processes(tag: str) -> set[tuple[int, str]]:
+    """Processes started by the `tierstream dev` this test ran: every child
+    inherits its environment, and the test put `tag` in it. (The other half
+    of the suite runs its own `tierstream dev` meanwhile: its processes are
+    not this test's.)"""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if f"TIERSTREAM_TEST_TAG={tag}".encode() in environ.split(b"\0"):
+            found.add((int(proc.name), args))
+    return found
 
 
 @pytest.mark.broker_dependent('tierstream dev --broker kafka is a command users run')
-def test_dev_shows_changes_and_alerts_and_cleans_up():
-    before = our_processes()
+def test_dev_shows_changes_and_alerts_and_cleans_up(tmp_path):
+    tag = uuid.uuid4().hex
     run = subprocess.run(
         [sys.executable, "-m", "cli.main", "dev", "--duration", "45", "--users", "150", "--speed", "3",
          "--broker", BROKER],
         capture_output=True, text=True, timeout=180,
         # INFO, so that the log check below has lines to read
-        env={**os.environ, "TIERSTREAM_LOG_LEVEL": "INFO"},
+        env={**os.environ, "TIERSTREAM_LOG_LEVEL": "INFO", "TIERSTREAM_TEST_TAG": tag,
+             "TIERSTREAM_DEV_STATE": str(tmp_path / "dev.json")},  # not the user's, nor the other half's
     )
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout
@@ -53,7 +65,7 @@ def test_dev_shows_changes_and_alerts_and_cleans_up():
     assert "This week and last" in out and re.search(r"\d{4}-W\d{2}", out)
     # Not a terminal: a plain status line every ten seconds while it runs.
     assert len(re.findall(r"^\d\d:\d\d:\d\d  event time \d{4}-\d\d-\d\d  events sent \d+", out, re.M)) >= 3, out[-3000:]
-    leftovers = our_processes() - before
+    leftovers = our_processes(tag)
     assert leftovers == set(), leftovers
     # A healthy start is quiet, and every worker and API log line says when and how bad.
     logs = Path(re.search(r"^logs\s+(\S+)", out, re.M).group(1))
