@@ -1,4 +1,6 @@
-"""What the engine asks the adapters to do, as typed records.
+"""What the engine asks the adapters to do, as typed records (plain slotted
+dataclasses: a frozen one costs a setattr call per field, and one is made
+per committed state).
 
 The engine appends to one `Effects` per process as it goes; the publisher
 drains it when it hands a chunk's records to Kafka (agents.publisher): the
@@ -19,7 +21,7 @@ from state.steps import Decision
 from stream.codecs import encode_state
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Committed:
     """A user's new state (for the users table's changelog) and the
     decisions the step that made it took, in order."""
@@ -31,7 +33,7 @@ class Committed:
     decisions: list[Decision]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Reported:
     """A partition's population report (state.quantiles), for the
     population topic."""
@@ -40,7 +42,7 @@ class Reported:
     doc: dict
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Facts:
     """A partition's metric facts since its last record, and the watermark
     it was swept to (-1: none yet), below which every on-time step is in
@@ -51,7 +53,7 @@ class Facts:
     steps: list[Step]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class TakenLater:
     """What became of an event the partition deferred (engine.partition.Taken
     or TooOld), with the adapter's message it came in."""
