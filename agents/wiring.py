@@ -183,7 +183,9 @@ def install(streams: StreamApp, settings: Settings, rules: Rules, config_summary
     async def ingest(stream: Any) -> None:
         # Subscribes the topic (and so co-partitions the table with it).
         # Records reach this stream only on a consumer without batch
-        # handlers; the work is the same.
+        # handlers (never, as the app is built); the work is the same, except
+        # that Faust acks each record, so the commit limit of deferred
+        # events (engine.partition) is not honoured on this path.
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
             for event in events:
                 # This path cannot leave a message unread: a partition lost
