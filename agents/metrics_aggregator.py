@@ -39,6 +39,7 @@ from state.metrics_report import cell_targets
 from store.metrics_store import MetricsReset, MetricsStore
 from state.rules import STAGES, Rules
 from stream import topics
+from stream.connection import kafka_access
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,15 +79,15 @@ class MetricsAggregator:
 
     async def run(self, should_stop: Callable[[], bool]) -> None:
         exactly_once = self.settings.processing_guarantee == "exactly_once"
-        consumer = AIOKafkaConsumer(
+        kafka = kafka_access(self.settings)
+        consumer = kafka.consumer(
             topics.METRIC_FACTS,
-            bootstrap_servers=self.settings.broker,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed" if exactly_once else "read_uncommitted",
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all", linger_ms=5)
+        producer = kafka.producer(acks="all", linger_ms=5)
         await consumer.start()
         await producer.start()
         try:

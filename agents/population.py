@@ -25,6 +25,7 @@ from agents import metrics
 from engine.coordinator import Coordinator
 from state.quantiles import population_reports, thresholds_doc
 from stream import topics
+from stream.connection import kafka_access
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ class PopulationReader:
     async def run(self, should_stop: Callable[[], bool]) -> None:
         # No group: a consumer subscribed without one is given every
         # partition of the topic (each worker must read all the reports).
-        consumer = AIOKafkaConsumer(
-            topics.POPULATION, bootstrap_servers=self.settings.broker, group_id=None, enable_auto_commit=False,
+        consumer = kafka_access(self.settings).consumer(
+            topics.POPULATION, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest",
             # Every cadence boundary of a replay waits on this read: fetch as
             # the worker's consumer does, not with aiokafka's 500 ms long poll.

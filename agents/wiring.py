@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from faust.types import TP
-from redis.asyncio import Redis
 
 from agents import metrics
 from agents.pipeline import Pipeline
@@ -23,6 +22,7 @@ from store.metrics_store import MetricsStore
 from state.rules import Rules
 from stream.app import StreamApp
 from stream.faust_ext.producer import kafka_producer, transactional_id
+from stream.connection import redis_access
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def install(streams: StreamApp, settings: Settings, rules: Rules, config_summary
     """Attach the agent, the sweep timer and the Redis flusher to the app.
     `config_summary`: the configuration in force `rules` come from (state.config)."""
     app = streams.app
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_access(settings).client()
     exactly_once = settings.processing_guarantee == "exactly_once"
     # With exactly-once the feed would show records before their transaction
     # commits, and its Redis writes would add a wait inside the publishing

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 import orjson
 import uvloop
 from aiohttp import web
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,6 +35,7 @@ from store.membership import MembershipReader, UnknownSegment
 from state.quantiles import thresholds_doc
 from store.metrics_store import MetricsStore
 from state.rules import Rules, load_rules
+from stream.connection import RedisAccess
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +157,11 @@ HANDLERS: dict[str, tuple[str, Handler]] = {
 }
 
 
-def build_api(redis_url: str, prefix: str, rules: Rules | None = None, token: str | None = None) -> web.Application:
+def build_api(redis_access: RedisAccess, prefix: str, rules: Rules | None = None, token: str | None = None) -> web.Application:
     # The token check runs inside json_errors, so its 401 is JSON like any error.
     app = web.Application(middlewares=[json_errors, *([require_token(token)] if token else [])])
-    redis = Redis.from_url(
-        redis_url, max_connections=64, socket_timeout=REDIS_TIMEOUT_SECONDS,
+    redis = redis_access.client(
+        max_connections=64, socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0),
     )
     app[READER] = MembershipReader(redis, prefix)
@@ -200,8 +200,8 @@ async def serve(app: web.Application, host: str, port: int) -> None:
         await runner.cleanup()
 
 
-def run_api(redis_url: str, prefix: str, host: str, port: int, rules: Rules | None = None,
+def run_api(redis: RedisAccess, prefix: str, host: str, port: int, rules: Rules | None = None,
             token: str | None = None) -> None:
     # uvloop: the request path is all event-loop work (accept, parse, one
     # Redis round trip, write); libuv's loop roughly halves its cost.
-    uvloop.run(serve(build_api(redis_url, prefix, rules, token), host, port))
+    uvloop.run(serve(build_api(redis, prefix, rules, token), host, port))

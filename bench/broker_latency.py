@@ -24,11 +24,11 @@ import os
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 
 from bench import workload
 from bench.run import create_topic, pct, produce_batched, read_until, reader_at_end, send_paced
 from cli.embedded import EmbeddedServers
+from stream.connection import KafkaAccess
 
 PARTITIONS = 8
 
@@ -40,7 +40,7 @@ def cpu_seconds(pid: int) -> float:
 
 async def probe(broker: str, topic: str, n: int = 4000, rate: int = 2000) -> tuple[float, float]:
     consumer = await reader_at_end(broker, topic)
-    producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=0)
+    producer = KafkaAccess.plain(broker).producer(linger_ms=0)
     await producer.start()
     sent: dict[str, float] = {}
     lat: list[float] = []
@@ -60,7 +60,7 @@ async def probe(broker: str, topic: str, n: int = 4000, rate: int = 2000) -> tup
 
 async def write_small_batches(broker: str, topic: str, batches: int, per_batch: int = 4) -> None:
     """`batches` batches of `per_batch` records into each partition."""
-    producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=0)
+    producer = KafkaAccess.plain(broker).producer(linger_ms=0)
     await producer.start()
     try:
         pending = []

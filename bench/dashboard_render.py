@@ -35,6 +35,7 @@ from store.metrics_store import MetricsStore
 from state.rules import fixed_threshold_rules
 from stream.settings import Settings
 from tests.support.browser import chromium, wait_for
+from stream.connection import RedisAccess
 
 
 PREFIX = "tierstream:"
@@ -79,7 +80,7 @@ async def main(users: int, loads: int) -> None:
     redis_port, api_port = free_port(), free_port()
     redis_proc = spawn([redis_binary(), "--port", str(redis_port), "--save", "", "--appendonly", "no"])
     wait_for_port(redis_port, redis_proc, what="redis-server")
-    redis = Redis.from_url(f"redis://127.0.0.1:{redis_port}/0")
+    redis = RedisAccess.plain(f"redis://127.0.0.1:{redis_port}/0").client()
     env = {**os.environ, "TIERSTREAM_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
            "TIERSTREAM_API_PORT": str(api_port), "TIERSTREAM_CAMPAIGNS": "example"}
     api = spawn([sys.executable, "-m", "cli.main", "api"], env=env)

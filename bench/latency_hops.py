@@ -19,7 +19,6 @@ import asyncio
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 
 from bench import workload
 from bench.broker_latency import cpu_seconds
@@ -28,13 +27,14 @@ from cli.embedded import EmbeddedServers
 from cli.processes import stop
 from stream import topics
 from stream.admin import ensure_topics
+from stream.connection import KafkaAccess
 
 
 async def measure(rate: int, preload: int, seconds: int = 10, broker: str = "tansu") -> None:
     servers = EmbeddedServers(broker_kind=broker).start(8)
     bench = Bench(1000, 1000, servers)
     try:
-        await ensure_topics(servers.broker, 8)
+        await ensure_topics(servers.kafka, 8)
         if preload:
             await produce_batched(servers.broker, topics.EVENTS, workload.events(preload, max(1, preload // 4)))
         bench.start_worker("hops")
@@ -43,7 +43,7 @@ async def measure(rate: int, preload: int, seconds: int = 10, broker: str = "tan
                                     preload, 1800)
         await asyncio.sleep(12)  # the group join, when there was no preload
         consumer = await reader_at_end(servers.broker, topics.TIER_CHANGES)
-        producer = AIOKafkaProducer(bootstrap_servers=servers.broker, linger_ms=0)
+        producer = KafkaAccess.plain(servers.broker).producer(linger_ms=0)
         await producer.start()
         ts = workload.START_MS + 365 * workload.DAY_MS + 1
         sent: dict[str, float] = {}

@@ -35,6 +35,7 @@ from state.rules import fixed_threshold_rules
 from stream import topics
 from stream.codecs import encode_state
 from stream.settings import Settings
+from stream.connection import RedisAccess
 
 
 PREFIX = "memtest:"
@@ -70,7 +71,7 @@ async def measure(users: int, per_user: int, servers: EmbeddedServers) -> dict:
     state_on = statistics.fmean(len(encode_state(s)) for s in on.store.values())
     del on
     # Once more, applying the facts to Redis as the aggregator would.
-    redis = Redis.from_url(servers.redis_url)
+    redis = RedisAccess.plain(servers.redis_url).client()
     await redis.flushall()
     store = MetricsStore(redis, PREFIX)
     await store.mark_from_start(range(PARTITIONS))

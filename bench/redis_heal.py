@@ -18,10 +18,10 @@ import asyncio
 import time
 
 import orjson
-from redis.asyncio import Redis
 
 from cli.embedded import EmbeddedServers
 from store.membership import MembershipUpdate, MembershipWriter
+from stream.connection import RedisAccess
 
 DOC = orjson.dumps({"tier": "mid_value", "stage": "active", "recency_days": 12, "frequency": 4, "monetary": 312.5,
                     "rfm": {"r": 4, "f": 3, "m": 2}, "lifetime_orders": 9, "ltv": 911.2, "aov": 101.2,
@@ -44,7 +44,7 @@ async def timed(what: str, coro):  # type: ignore[no-untyped-def]
 
 async def main(users: int) -> None:
     servers = EmbeddedServers().start()
-    redis = Redis.from_url(servers.redis_url)
+    redis = RedisAccess.plain(servers.redis_url).client()
     writer = MembershipWriter(redis, "bench:")
     try:
         everyone = updates(users)

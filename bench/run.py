@@ -34,8 +34,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from redis.asyncio import Redis
+from aiokafka.admin import NewTopic
 
 from bench import workload
 from cli.embedded import EmbeddedServers
@@ -43,6 +42,7 @@ from cli.processes import free_port, spawn, stop, wait_for_port
 from state.rules import fixed_threshold_rules_text
 from stream import topics
 from stream.settings import Settings
+from stream.connection import KafkaAccess, RedisAccess
 
 PARTITIONS = 8
 
@@ -90,7 +90,7 @@ def pct(values: list[float], q: float) -> float:
 async def reader_at_end(bootstrap: str, topic: str) -> AIOKafkaConsumer:
     """A started consumer positioned at the topic's current end. A short
     fetch wait: Tansu answers a fetch only when the wait runs out."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+    consumer = KafkaAccess.plain(bootstrap).consumer(topic, group_id=None,
                                 auto_offset_reset="latest", fetch_max_wait_ms=10)
     await consumer.start()
     await consumer.seek_to_end()
@@ -125,7 +125,7 @@ async def send_paced(
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAccess.plain(bootstrap).admin()
     await admin.start()
     try:
         if name not in await admin.list_topics():
@@ -136,7 +136,7 @@ async def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) 
 
 async def produce_batched(bootstrap: str, topic: str, records) -> tuple[int, float]:  # type: ignore[no-untyped-def]
     """Produce with the batch API (the raw produce ceiling); returns (count, seconds)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
+    producer = KafkaAccess.plain(bootstrap).producer(linger_ms=5, max_batch_size=1 << 20)
     await producer.start()
     started = time.perf_counter()
     n = 0
@@ -196,7 +196,7 @@ class Bench:
         await create_topic(self.servers.broker, topic)
         n, secs = await produce_batched(self.servers.broker, topic, workload.events(self.events, self.users))
         self.results["raw_produce_batch_eps"] = n / secs
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.servers.broker, group_id=None,
+        consumer = KafkaAccess.plain(self.servers.broker).consumer(topic, group_id=None,
                                     auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
         await consumer.start()
         got, first = 0, time.perf_counter()
@@ -248,7 +248,7 @@ class Bench:
     async def full_worker(self) -> None:
         from stream.admin import ensure_topics
 
-        await ensure_topics(self.servers.broker, PARTITIONS)
+        await ensure_topics(self.servers.kafka, PARTITIONS)
         n, secs = await produce_batched(self.servers.broker, topics.EVENTS, workload.events(self.events, self.users))
         self.start_worker("c")
         first, done = await asyncio.to_thread(
@@ -320,7 +320,7 @@ class Bench:
     # -- d ------------------------------------------------------------------
     async def latency(self, rate: int = 2000, seconds: int = 10) -> None:
         consumer = await reader_at_end(self.servers.broker, topics.TIER_CHANGES)
-        producer = AIOKafkaProducer(bootstrap_servers=self.servers.broker, linger_ms=0)
+        producer = KafkaAccess.plain(self.servers.broker).producer(linger_ms=0)
         await producer.start()
         sent: dict[str, float] = {}
         received: dict[str, float] = {}
@@ -361,7 +361,7 @@ class Bench:
         env = {**self.worker_env(), "TIERSTREAM_API_PORT": str(port)}
         api = spawn([sys.executable, "-m", "cli.main", "api"], env=env, log=self.servers.workdir / "api.log")
         wait_for_port(port, api, what="api")
-        redis = Redis.from_url(self.servers.redis_url, max_connections=concurrency)
+        redis = RedisAccess.plain(self.servers.redis_url).client(max_connections=concurrency)
         users = [k.decode().split("user:", 1)[1] async for k in redis.scan_iter(match="tierstream:user:*", count=1000)]
         users = users[:5000]
         rnd = random.Random(3)
@@ -445,7 +445,7 @@ async def replay_section(results: dict[str, Any], events: int, users: int, broke
             for body in workload.history(users=users, events=events, days=730, seed=21):
                 f.write(orjson.dumps(body) + b"\n")
         await create_topic(servers.broker, "bench.replay-raw")
-        producer = AIOKafkaProducer(bootstrap_servers=servers.broker, linger_ms=5, max_batch_size=1 << 20)
+        producer = KafkaAccess.plain(servers.broker).producer(linger_ms=5, max_batch_size=1 << 20)
         await producer.start()
         started = time.perf_counter()
         pending = []
@@ -458,7 +458,7 @@ async def replay_section(results: dict[str, Any], events: int, users: int, broke
         n = len(pending)
         results["r_raw_produce_file_eps"] = n / raw_seconds
 
-        await ensure_topics(servers.broker, PARTITIONS)
+        await ensure_topics(servers.kafka, PARTITIONS)
         port = free_port()
         env = {**os.environ, "TIERSTREAM_BROKER": servers.broker, "TIERSTREAM_REDIS_URL": servers.redis_url,
                "TIERSTREAM_PARTITIONS": str(PARTITIONS), "TIERSTREAM_CLOCK": "replay",
@@ -476,7 +476,7 @@ async def replay_section(results: dict[str, Any], events: int, users: int, broke
         await asyncio.to_thread(wait_for_count, port, "tierstream_events_accepted_total", n + 1, 3600)
         await asyncio.sleep(2)  # let the last batch's outputs land
         last_change = 0.0
-        consumer = AIOKafkaConsumer(topics.TIER_CHANGES, bootstrap_servers=servers.broker, group_id=None,
+        consumer = KafkaAccess.plain(servers.broker).consumer(topics.TIER_CHANGES, group_id=None,
                                     auto_offset_reset="earliest")
         await consumer.start()
         try:

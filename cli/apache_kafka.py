@@ -25,8 +25,10 @@ import subprocess
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+from cli.certificates import Certificates
 from cli.processes import spawn, wait_for_port
 
 KAFKA_VERSION = "4.4.0"
@@ -89,16 +91,68 @@ def classpath() -> str:
     return str(libs / "*")
 
 
-def server_properties(data: Path, port: int, controller_port: int, partitions: int) -> str:
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """The secured listeners a test broker adds to its plaintext one (which
+    stays, on 127.0.0.1, for the broker's own use and its readiness probe):
+    SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN, for `users`) and SSL
+    with client certificates required (mutual TLS). Both are named
+    `localhost`, the one name the server certificate holds."""
+
+    certificates: Certificates
+    users: dict[str, str]  # user name -> password
+    sasl_ssl_port: int
+    mtls_port: int
+
+    @property
+    def sasl_ssl(self) -> str:
+        return f"localhost:{self.sasl_ssl_port}"
+
+    @property
+    def mtls(self) -> str:
+        return f"localhost:{self.mtls_port}"
+
+
+def _security_properties(security: KafkaSecurity) -> list[str]:
+    certs = security.certificates
+    plain_users = " ".join(f'user_{name}="{password}"' for name, password in security.users.items())
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return [
+        "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
+        f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={scram}",
+        f"listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={scram}",
+        f"listener.name.sasl_ssl.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+        # PEM throughout (an unencrypted PKCS#8 key and its certificate in one
+        # file): what openssl writes, no keystore password to hand around.
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={certs.server_keystore}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={certs.ca}",
+        "listener.name.ssl.ssl.client.auth=required",
+    ]
+
+
+def server_properties(data: Path, port: int, controller_port: int, partitions: int,
+                      security: KafkaSecurity | None = None) -> str:
+    listeners = [f"PLAINTEXT://127.0.0.1:{port}", f"CONTROLLER://127.0.0.1:{controller_port}"]
+    advertised = [f"PLAINTEXT://127.0.0.1:{port}"]
+    protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    if security:
+        secured = [f"SASL_SSL://{security.sasl_ssl}", f"SSL://{security.mtls}"]
+        listeners += secured
+        advertised += secured
+        protocols += ",SASL_SSL:SASL_SSL,SSL:SSL"
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        f"listeners={','.join(listeners)}",
+        f"advertised.listeners={','.join(advertised)}",
         "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        f"listener.security.protocol.map={protocols}",
         "inter.broker.listener.name=PLAINTEXT",
+        *(_security_properties(security) if security else []),
         f"log.dirs={data}",
         f"num.partitions={partitions}",
         "offsets.topic.replication.factor=1",
@@ -118,20 +172,26 @@ def server_properties(data: Path, port: int, controller_port: int, partitions: i
     ])
 
 
-def start_kafka(workdir: Path, port: int, controller_port: int, partitions: int, log: Path) -> subprocess.Popen:
+def start_kafka(workdir: Path, port: int, controller_port: int, partitions: int, log: Path,
+                security: KafkaSecurity | None = None) -> subprocess.Popen:
     """Format KRaft storage under `workdir` and start the broker; returns
-    once it answers metadata requests."""
+    once it answers metadata requests. With `security`, its SCRAM users are
+    written into the storage as it is formatted (KRaft keeps them in its
+    metadata log; there is no ZooKeeper to add them to later)."""
     cp = classpath()
     data = workdir / "kafka-data"
     data.mkdir(parents=True, exist_ok=True)
     props = workdir / "server.properties"
-    props.write_text(server_properties(data, port, controller_port, partitions))
+    props.write_text(server_properties(data, port, controller_port, partitions, security))
     # A url-safe id may start with '-': passed as "--cluster-id=<id>" so the
     # tool's argument parser never takes it for an option (1 start in 64 did).
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     java = ["java", f"-Xms{HEAP}", f"-Xmx{HEAP}", "-XX:+UseSerialGC", "-cp", cp]
-    fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)],
-                         capture_output=True, text=True, timeout=120)
+    scram = [f"--add-scram={mechanism}=[name={name},password={password}]"
+             for name, password in (security.users.items() if security else ())
+             for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256")]
+    fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props),
+                          *scram], capture_output=True, text=True, timeout=120)
     if fmt.returncode != 0:
         raise KafkaUnavailable(f"formatting KRaft storage failed:\n{fmt.stdout[-2000:]}{fmt.stderr[-2000:]}")
     proc = spawn([*java, "kafka.Kafka", str(props)], log=log)
@@ -142,10 +202,10 @@ def start_kafka(workdir: Path, port: int, controller_port: int, partitions: int,
 
 def _wait_serving(bootstrap: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     """Until a client can fetch metadata (the port opens a little before)."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from stream.connection import KafkaAccess
 
     async def probe() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        admin = KafkaAccess.plain(bootstrap).admin(request_timeout_ms=5000)
         await admin.start()
         try:
             await admin.list_topics()

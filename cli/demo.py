@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from stream import topics
+from stream.connection import KafkaAccess
 
 DAY_MS = 86_400_000
 # The demo's known truth for campaigns: a user the win-back campaign
@@ -204,9 +204,9 @@ class DemoGenerator:
 
 
 async def run_demo(
-    bootstrap: str, generator: DemoGenerator, stop: asyncio.Event, on_batch: Callable[[int], None] | None = None
+    kafka: KafkaAccess, generator: DemoGenerator, stop: asyncio.Event, on_batch: Callable[[int], None] | None = None
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = kafka.producer(linger_ms=5)
     await producer.start()
     try:
         while not stop.is_set():

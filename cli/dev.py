@@ -13,7 +13,6 @@ import signal
 import sys
 from datetime import UTC, datetime
 
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.live import Live
 
@@ -26,6 +25,7 @@ from store.membership import MembershipReader
 from stream.admin import ensure_topics
 
 PARTITIONS = 4
+SECURITY_SETTINGS = ("TIERSTREAM_KAFKA_", "TIERSTREAM_REDIS_USERNAME", "TIERSTREAM_REDIS_PASSWORD", "TIERSTREAM_REDIS_SSL_")
 BROKER_NAMES = {"tansu": "Kafka protocol; Tansu, memory storage", "kafka": "Apache Kafka, single KRaft node"}
 
 
@@ -35,7 +35,9 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, bro
     servers = EmbeddedServers(broker_kind=broker).start(PARTITIONS)
     api_port = free_port()
     env = {
-        **os.environ,
+        # The broker and Redis started here are open: a shell's security
+        # settings (meant for a real cluster) must not reach their clients.
+        **{k: v for k, v in os.environ.items() if not k.startswith(SECURITY_SETTINGS)},
         "TIERSTREAM_BROKER": servers.broker,
         "TIERSTREAM_REDIS_URL": servers.redis_url,
         "TIERSTREAM_API_PORT": str(api_port),
@@ -48,7 +50,7 @@ def run_dev(*, demo: bool, speed: float, users: int, duration: float | None, bro
     }
     procs = []
     try:
-        asyncio.run(ensure_topics(servers.broker, PARTITIONS))
+        asyncio.run(ensure_topics(servers.kafka, PARTITIONS))
         procs.append(spawn([sys.executable, "-m", "cli.main", "worker"], env=env, log=servers.workdir / "worker.log"))
         api = spawn([sys.executable, "-m", "cli.main", "api"], env=env, log=servers.workdir / "api.log")
         procs.append(api)
@@ -84,9 +86,9 @@ async def _live(servers, view, *, demo, speed, users, arrivals, duration, consol
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop_event.set)
-    redis = Redis.from_url(servers.redis_url)
+    redis = servers.redis.client()
     tasks = [
-        asyncio.create_task(follow_outputs(servers.broker, view, stop_event)),
+        asyncio.create_task(follow_outputs(servers.kafka, view, stop_event)),
         asyncio.create_task(poll_counts(MembershipReader(redis, "tierstream:"), view, stop_event)),
         asyncio.create_task(poll_kpis(api, view, stop_event)),
     ]
@@ -99,7 +101,7 @@ async def _live(servers, view, *, demo, speed, users, arrivals, duration, consol
         def sent(n: int) -> None:
             view.events_sent += n
 
-        tasks.append(asyncio.create_task(run_demo(servers.broker, generator, stop_event, on_batch=sent)))
+        tasks.append(asyncio.create_task(run_demo(servers.kafka, generator, stop_event, on_batch=sent)))
     if duration is not None:
         loop.call_later(duration, stop_event.set)
     def tick() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cli.apache_kafka import start_kafka
 from cli.processes import free_port, spawn, stop, wait_for_port
+from stream.connection import KafkaAccess, RedisAccess
 
 
 def broker_binary() -> str:
@@ -57,6 +58,14 @@ class EmbeddedServers:
     @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def kafka(self) -> KafkaAccess:
+        return KafkaAccess.plain(self.broker)
+
+    @property
+    def redis(self) -> RedisAccess:
+        return RedisAccess.plain(self.redis_url)
 
     def start(self, partitions: int = 4) -> EmbeddedServers:
         if self.broker_kind not in BROKER_KINDS:

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from faust.types import TP
-from redis.asyncio import Redis
 
 from state.evaluate import evaluate
 from store.membership import MembershipUpdate, MembershipWriter
@@ -22,6 +21,7 @@ from stream.config_topic import in_force as config_in_force
 from stream.admin import ensure_topics
 from stream.codecs import decode_state, user_record
 from stream.faust_ext.recovery import true_end_offsets
+from stream.connection import kafka_access, redis_access
 from stream.settings import Settings
 
 
@@ -36,8 +36,9 @@ def _user_key(line: bytes) -> bytes | None:
 async def produce_file(settings: Settings, path: Path) -> tuple[int, int]:
     """Every line is sent, even unreadable ones: the worker dead-letters them
     with the reason, so a producer sees one place for every rejection."""
-    await ensure_topics(settings.broker, settings.partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, linger_ms=5, acks="all")
+    kafka = kafka_access(settings)
+    await ensure_topics(kafka, settings.partitions)
+    producer = kafka.producer(linger_ms=5, acks="all")
     await producer.start()
     sent = unkeyed = 0
     try:
@@ -63,8 +64,8 @@ async def produce_file(settings: Settings, path: Path) -> tuple[int, int]:
 async def tail_topic(
     settings: Settings, topic: str, *, from_end: bool, max_records: int | None, idle: float | None
 ) -> None:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.broker, group_id=None,
+    consumer = kafka_access(settings).consumer(
+        topic, group_id=None,
         auto_offset_reset="latest" if from_end else "earliest", enable_auto_commit=False,
     )
     await consumer.start()
@@ -87,8 +88,9 @@ async def read_to_end(settings: Settings, name: str) -> AsyncIterator[Any]:
     """Every record of the topic's partitions, each partition in order, up
     to the true end it had when the read began."""
     tps = {TP(name, p) for p in range(settings.partitions)}
-    ends = await true_end_offsets(settings.broker, tps)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None, enable_auto_commit=False)
+    kafka = kafka_access(settings)
+    ends = await true_end_offsets(kafka, tps)
+    consumer = kafka.consumer(group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         parts = [TopicPartition(name, p) for p in range(settings.partitions) if ends[TP(name, p)] > 0]
@@ -143,12 +145,12 @@ async def read_population(settings: Settings, rules: Rules) -> tuple[Rules, Popu
 async def rebuild_membership(settings: Settings, rules: Rules) -> tuple[int, int]:
     latest = await read_users_changelog(settings)
     rules = await with_population(settings, rules)
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_access(settings).client()
     writer = MembershipWriter(redis, settings.redis_prefix)
     try:
         await writer.clear()
         await writer.declare_segments(rules.tier_names, STAGES)
-        current = await config_in_force(settings.broker)
+        current = await config_in_force(kafka_access(settings))
         if current is not None:  # clear() took the API's copy of it too
             await writer.write_config(orjson.dumps(current.summary()))
         updates = []

@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
@@ -18,6 +17,7 @@ from rich.text import Text
 
 from store.membership import MembershipReader
 from stream import topics
+from stream.connection import KafkaAccess
 
 
 @dataclass
@@ -36,10 +36,10 @@ class ViewState:
     on_action: Any = None  # the demo's response to campaign assignments
 
 
-async def follow_outputs(bootstrap: str, view: ViewState, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(
+async def follow_outputs(kafka: KafkaAccess, view: ViewState, stop: asyncio.Event) -> None:
+    consumer = kafka.consumer(
         topics.TIER_CHANGES, topics.CHURN_ALERTS, topics.DEAD_LETTERS, topics.ACTIONS,
-        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+        group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
     )
     await consumer.start()
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import orjson
 
+from stream.connection import AccessProblem, kafka_access, kafka_problem, redis_access, redis_problem
 from stream.settings import Settings
 
 
@@ -69,7 +70,7 @@ def _rules(settings: Settings):  # type: ignore[no-untyped-def]
 
     local = _local_document(settings)
     try:
-        published = _run(in_force(settings.broker))
+        published = _run(in_force(kafka_access(settings)))
     except Exception as exc:  # no broker: the tool's own call will say so more precisely
         click.echo(f"note: could not read the configuration in force ({exc}); using this shell's rules", err=True)
         published = None
@@ -102,11 +103,38 @@ def _configure_logging(settings: Settings) -> None:
     logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_RetriedCoordinatorLookup())
 
 
-def _run(coro):  # type: ignore[no-untyped-def]
+def _check_access(settings: Settings, kafka: bool = True, redis: bool = False) -> None:
+    """Stop at once, saying why, where Kafka or Redis refuses this process's
+    credentials or certificates: that does not mend itself, and the clients
+    would otherwise retry it for ever with a vaguer message. A server that
+    is merely down is left to the clients' own retries."""
+    problems: list[AccessProblem] = []
+
+    async def check() -> None:
+        if kafka and (problem := await kafka_problem(kafka_access(settings))):
+            problems.append(problem)
+        if redis and (problem := await redis_problem(redis_access(settings))):
+            problems.append(problem)
+
+    _run(check(), check_access=False)
+    for problem in problems:
+        if problem.lasting:
+            raise click.ClickException(problem.message)
+        logging.getLogger("tierstream").warning("%s (going on: the clients retry)", problem.message)
+
+
+def _run(coro, check_access: bool = True):  # type: ignore[no-untyped-def]
     # A private loop, closed after: Faust later builds its own.
+    from aiokafka.errors import KafkaConnectionError
+
     loop = asyncio.new_event_loop()
     try:
         return loop.run_until_complete(coro)
+    except KafkaConnectionError:
+        # aiokafka says only "Unable to bootstrap": find out why, in words.
+        if check_access:
+            _check_access(_settings())
+        raise
     finally:
         loop.close()
         asyncio.set_event_loop(asyncio.new_event_loop())
@@ -134,9 +162,10 @@ def worker() -> None:
     local = _local_document(settings)
     _parsed(local)  # a bad file stops here, naming the line, before anything is published
     _configure_logging(settings)
-    _run(ensure_topics(settings.broker, settings.partitions))
+    _check_access(settings, redis=True)
+    _run(ensure_topics(kafka_access(settings), settings.partitions))
     try:
-        published = _run(establish(settings.broker, local, by=f"worker on {socket.gethostname()}"))
+        published = _run(establish(kafka_access(settings), local, by=f"worker on {socket.gethostname()}"))
     except ConfigMismatch as exc:
         raise click.ClickException(str(exc)) from exc
     rules = _parsed(published.document)
@@ -164,7 +193,8 @@ def api() -> None:
     # force to Redis (api.config); the API talks to Redis alone, never Kafka.
     rules = _parsed(_local_document(s))
     logging.getLogger("api").info("tierstream API on http://%s:%s (dashboard at /)", s.api_host, s.api_port)
-    run_api(s.redis_url, s.redis_prefix, s.api_host, s.api_port, rules, s.api_token)
+    _check_access(s, kafka=False, redis=True)
+    run_api(redis_access(s), s.redis_prefix, s.api_host, s.api_port, rules, s.api_token)
 
 
 @cli.command()
@@ -297,7 +327,7 @@ def config_show(as_json: bool, rules_out: Path | None, campaigns_out: Path | Non
     from stream.config_topic import history
 
     s = _settings()
-    versions = _run(history(s.broker))
+    versions = _run(history(kafka_access(s)))
     if not versions:
         raise click.ClickException("no configuration is in force yet: the first worker to start publishes its "
                                    "TIERSTREAM_RULES and TIERSTREAM_CAMPAIGNS")
@@ -331,14 +361,33 @@ def config_publish(by: str) -> None:
     s = _settings()
     local = _local_document(s)
     _parsed(local)
-    _run(ensure_topics(s.broker, s.partitions))
-    current = _run(in_force(s.broker))
+    kafka = kafka_access(s)
+    _run(ensure_topics(kafka, s.partitions))
+    current = _run(in_force(kafka))
     if current is not None and current.document.version == local.version:
         click.echo(f"rules version {local.version} is already in force")
         return
-    _run(publish(s.broker, local, by))
+    _run(publish(kafka, local, by))
     click.echo(f"rules version {local.version} in force (was {current.document.version if current else 'none'}); "
                "start the workers with these files")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", "hosts", multiple=True, default=["localhost"], show_default=True,
+              help="A name the server certificate is valid for (repeat for more)")
+def certificates(folder: Path, hosts: tuple[str, ...]) -> None:
+    """Make a CA, a server and a client certificate in FOLDER, for trying a
+    secured set-up (docker-compose.secured.yml). In production, use your
+    own CA's or your provider's."""
+    from cli.certificates import CertificatesUnavailable, make_certificates
+
+    try:
+        made = make_certificates(folder, tuple(hosts))
+    except CertificatesUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"CA {made.ca}; server certificate for {', '.join(hosts)}: {made.server_cert} (key {made.server_key}, "
+               f"both in {made.server_keystore} for Kafka); client certificate {made.client_cert} (key {made.client_key})")
 
 
 @cli.command("rebuild-cache")
@@ -347,6 +396,7 @@ def rebuild_cache() -> None:
     from cli.io import rebuild_membership
 
     s = _settings()
+    _check_access(s, redis=True)
     rules = _rules(s)
     users, written = _run(rebuild_membership(s, rules))
     click.echo(f"rebuilt membership of {users} users ({written} records written) with rules version {rules.version}")

@@ -29,12 +29,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stream import topics
 from stream.admin import ensure_topics
 from stream.contract import parse_ts
+from stream.connection import kafka_access
 from stream.settings import Settings
 
 CONTRACT_FIELDS = ("event_id", "user_id", "type", "ts", "amount", "order_id")
@@ -211,8 +211,9 @@ def sort_by_event_time(
 
 async def send_all(settings: Settings, ordered: Sorted, *, rate: float | None, progress: bool) -> float:
     """Produce in order; returns the seconds it took."""
-    await ensure_topics(settings.broker, settings.partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, linger_ms=5, max_batch_size=1 << 20, acks="all")
+    kafka = kafka_access(settings)
+    await ensure_topics(kafka, settings.partitions)
+    producer = kafka.producer(linger_ms=5, max_batch_size=1 << 20, acks="all")
     await producer.start()
     total = ordered.count + ordered.untimed_count
     started = time.perf_counter()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from faust.types import TP
 
 from cli.io import read_population, read_users_changelog
@@ -27,6 +27,7 @@ from state.rules import Rules
 from stream import topics
 from stream.codecs import decode_state, iso, money
 from stream.faust_ext.recovery import true_end_offsets
+from stream.connection import kafka_access
 from stream.settings import Settings
 
 COLUMNS = ("user_id", "tier", "stage", "recency_days", "days_inactive", "frequency", "monetary",
@@ -99,11 +100,12 @@ async def wait_caught_up(settings: Settings, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     # Reads the group's committed offsets without joining the group (no
     # subscribe, so the workers' assignment is untouched).
-    probe = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=settings.app_id, enable_auto_commit=False)
+    kafka = kafka_access(settings)
+    probe = kafka.consumer(group_id=settings.app_id, enable_auto_commit=False)
     await probe.start()
     try:
         while True:
-            ends = await true_end_offsets(settings.broker, tps)
+            ends = await true_end_offsets(kafka, tps)
             behind = {}
             for tp, end in ends.items():
                 committed = await probe.committed(TopicPartition(tp.topic, tp.partition))

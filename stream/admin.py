@@ -3,14 +3,15 @@ never race Kafka's auto-creation (which may be off in production)."""
 
 from __future__ import annotations
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from stream import topics
+from stream.connection import KafkaAccess
 
 
-async def ensure_topics(bootstrap: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def ensure_topics(kafka: KafkaAccess, partitions: int) -> None:
+    admin = kafka.admin()
     await admin.start()
     try:
         existing = set(await admin.list_topics())

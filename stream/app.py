@@ -7,7 +7,6 @@ in stream.faust_ext.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from stream.faust_ext import codecs
 from stream.faust_ext.batching import BatchHandler, CommitLimit, RevokeHook, batching_consumer_class
 from stream.faust_ext.recovery import TierstreamTableManager
 from stream.faust_ext.table import UsersTable
+from stream.connection import faust_credentials, kafka_access
 from stream.settings import Settings
 
 
@@ -40,6 +40,9 @@ def build_app(settings: Settings) -> StreamApp:
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{b.strip()}" for b in settings.broker.split(",")],
+        # TLS and SASL for Faust's consumer, producer and topic creator, the
+        # same as every other client gets (stream.connection).
+        broker_credentials=faust_credentials(kafka_access(settings)),
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,

@@ -11,26 +11,27 @@ from __future__ import annotations
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from faust.types import TP
 
 from state.config import ConfigDocument, ConfigMismatch, Published, mismatch_message
 from stream import topics
+from stream.connection import KafkaAccess
 from stream.faust_ext.recovery import true_end_offsets
 
 log = logging.getLogger(__name__)
 
 
-async def history(broker: str) -> list[Published]:
+async def history(kafka: KafkaAccess) -> list[Published]:
     """Every version published, oldest first, to the topic's true end; none
     before the topic exists (no worker has started on this cluster yet)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=None, enable_auto_commit=False)
+    consumer = kafka.consumer(group_id=None, enable_auto_commit=False)
     await consumer.start()
     out: list[Published] = []
     try:
         if topics.CONFIG not in await consumer.topics():
             return []
-        end = (await true_end_offsets(broker, {TP(topics.CONFIG, 0)}))[TP(topics.CONFIG, 0)]
+        end = (await true_end_offsets(kafka, {TP(topics.CONFIG, 0)}))[TP(topics.CONFIG, 0)]
         if end == 0:
             return []
         tp = TopicPartition(topics.CONFIG, 0)
@@ -52,14 +53,14 @@ async def history(broker: str) -> list[Published]:
         await consumer.stop()
 
 
-async def in_force(broker: str) -> Published | None:
-    versions = await history(broker)
+async def in_force(kafka: KafkaAccess) -> Published | None:
+    versions = await history(kafka)
     return versions[-1] if versions else None
 
 
-async def publish(broker: str, document: ConfigDocument, by: str) -> Published:
+async def publish(kafka: KafkaAccess, document: ConfigDocument, by: str) -> Published:
     published = Published(document, by, int(time.time() * 1000))
-    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+    producer = kafka.producer(acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(topics.CONFIG, published.encode(), key=b"config", partition=0)
@@ -68,15 +69,15 @@ async def publish(broker: str, document: ConfigDocument, by: str) -> Published:
     return published
 
 
-async def establish(broker: str, local: ConfigDocument, by: str) -> Published:
+async def establish(kafka: KafkaAccess, local: ConfigDocument, by: str) -> Published:
     """For a worker starting: the version in force if it is this worker's
     own; its own, published, if none is in force yet; else ConfigMismatch.
     Two first workers with different files may both publish: the later
     record wins, and the worker whose record it is not refuses."""
-    current = await in_force(broker)
+    current = await in_force(kafka)
     if current is None:
-        await publish(broker, local, by)
-        current = await in_force(broker)
+        await publish(kafka, local, by)
+        current = await in_force(kafka)
         assert current is not None
     if current.document.version != local.version:
         raise ConfigMismatch(mismatch_message(local, current))

@@ -8,17 +8,46 @@ from typing import Literal
 
 from datetime import UTC, datetime
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import AwareDatetime, Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIERSTREAM_", frozen=True)
+    # hide_input_in_errors: a validation error would otherwise print every
+    # setting it was given, passwords included.
+    model_config = SettingsConfigDict(env_prefix="TIERSTREAM_", frozen=True, hide_input_in_errors=True)
 
     broker: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap server(s): host:port[,host:port], each may start with kafka://"
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding segment membership")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every client talks to Kafka: SASL_SSL for most managed clusters (Confluent "
+        "Cloud, MSK with SCRAM, Aiven, Redpanda Cloud); SSL with a client certificate for mutual TLS")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (Confluent Cloud: PLAIN; MSK: SCRAM-SHA-512)")
+    kafka_sasl_username: str | None = Field(None, description="SASL user (Confluent Cloud: the API key)")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (Confluent Cloud: the API secret); never logged")
+    kafka_sasl_password_file: FilePath | None = Field(
+        None, description="A file holding the SASL password (a mounted secret), instead of the variable")
+    kafka_ssl_cafile: FilePath | None = Field(
+        None, description="CA certificate(s) (PEM) the broker's certificate must chain to; unset = the system's")
+    kafka_ssl_certfile: FilePath | None = Field(None, description="Client certificate (PEM), for mutual TLS")
+    kafka_ssl_keyfile: FilePath | None = Field(None, description="Client certificate's private key (PEM, unencrypted)")
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that the broker's certificate holds the name connected to; false only for tests")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis holding segment membership; rediss:// for TLS. A user and "
+        "password in the URL work, the settings below keep them out of it")
+    redis_username: str | None = Field(None, description="Redis ACL user (unset: the default user)")
+    redis_password: SecretStr | None = Field(None, description="Redis password (AUTH); never logged")
+    redis_password_file: FilePath | None = Field(None, description="A file holding the Redis password, instead")
+    redis_ssl_cafile: FilePath | None = Field(
+        None, description="rediss:// only: CA certificate(s) (PEM) the server's must chain to; unset = the system's")
+    redis_ssl_certfile: FilePath | None = Field(None, description="rediss:// only: client certificate (PEM)")
+    redis_ssl_keyfile: FilePath | None = Field(None, description="rediss:// only: client certificate's key (PEM)")
+    redis_ssl_check_hostname: bool = Field(
+        True, description="rediss:// only: check that the server's certificate holds the name connected to")
     redis_prefix: str = Field("tierstream:", description="Prefix of every Redis key tierstream writes")
     rules: Path | None = Field(None, description="Rules TOML file; unset = the shipped defaults")
     campaigns: str | None = Field(
@@ -116,6 +145,47 @@ class Settings(BaseSettings):
             servers.append(entry)
         return ",".join(servers)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+        return value
+
+    def kafka_password(self) -> str | None:
+        return _secret(self.kafka_sasl_password, self.kafka_sasl_password_file)
+
+    def redis_password_value(self) -> str | None:
+        return _secret(self.redis_password, self.redis_password_file)
+
+    @model_validator(mode="after")
+    def _security_is_whole(self) -> Settings:
+        # Half a configuration fails here, naming what is missing, rather than
+        # as a handshake error on the first connection.
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username:
+                raise ValueError(f"TIERSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs TIERSTREAM_KAFKA_SASL_USERNAME")
+            if self.kafka_password() is None:
+                raise ValueError(f"TIERSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs TIERSTREAM_KAFKA_SASL_PASSWORD "
+                                 "or TIERSTREAM_KAFKA_SASL_PASSWORD_FILE")
+        for name, both in (("KAFKA_SASL_PASSWORD", (self.kafka_sasl_password, self.kafka_sasl_password_file)),
+                           ("REDIS_PASSWORD", (self.redis_password, self.redis_password_file))):
+            if all(v is not None for v in both):
+                raise ValueError(f"set TIERSTREAM_{name} or TIERSTREAM_{name}_FILE, not both")
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if protocol not in ("SSL", "SASL_SSL") and any(tls_files):
+            raise ValueError(f"TIERSTREAM_KAFKA_SSL_* files are set but TIERSTREAM_KAFKA_SECURITY_PROTOCOL is "
+                             f"{protocol}: set it to SSL or SASL_SSL")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("TIERSTREAM_KAFKA_SSL_CERTFILE and TIERSTREAM_KAFKA_SSL_KEYFILE go together")
+        redis_tls = (self.redis_ssl_cafile, self.redis_ssl_certfile, self.redis_ssl_keyfile)
+        if any(redis_tls) and not self.redis_url.startswith("rediss://"):
+            raise ValueError("TIERSTREAM_REDIS_SSL_* files are set but TIERSTREAM_REDIS_URL is not rediss://")
+        if (self.redis_ssl_certfile is None) != (self.redis_ssl_keyfile is None):
+            raise ValueError("TIERSTREAM_REDIS_SSL_CERTFILE and TIERSTREAM_REDIS_SSL_KEYFILE go together")
+        return self
+
     @property
     def earliest_event_ms(self) -> int:
         return int(self.earliest_event.timestamp() * 1000)
@@ -127,6 +197,14 @@ class Settings(BaseSettings):
         if self.processing_guarantee == "exactly_once" and self.recovery != "faust":
             raise ValueError("TIERSTREAM_PROCESSING_GUARANTEE=exactly_once needs TIERSTREAM_RECOVERY=faust")
         return self
+
+
+def _secret(value: SecretStr | None, file: Path | None) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if file is not None:
+        return file.read_text().rstrip("\r\n")  # a secret file usually ends with a newline
+    return None
 
 
 @lru_cache(maxsize=1)

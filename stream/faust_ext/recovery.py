@@ -28,12 +28,13 @@ import time
 from collections import Counter
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
 from stream import topics
+from stream.connection import KafkaAccess, kafka_access_of_app
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,11 @@ class BulkRestorable(Protocol):
         """Store the last changelog value of each key (None: deleted)."""
 
 
-async def true_end_offsets(bootstrap: str, tps: set[TP], timeout_ms: int = 5000) -> dict[TP, int]:
+async def true_end_offsets(kafka: KafkaAccess, tps: set[TP], timeout_ms: int = 5000) -> dict[TP, int]:
     """The offset after the last record of each partition, read from fetches."""
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = kafka.consumer(enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         parts = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
@@ -76,7 +77,7 @@ async def true_end_offsets(bootstrap: str, tps: set[TP], timeout_ms: int = 5000)
 
 
 async def read_latest(
-    bootstrap: str, ranges: dict[TP, tuple[int, int]], stall_timeout_s: float = STALL_TIMEOUT_S
+    kafka: KafkaAccess, ranges: dict[TP, tuple[int, int]], stall_timeout_s: float = STALL_TIMEOUT_S
 ) -> dict[TP, dict[bytes, bytes | None]]:
     """Read each partition's records in [start, end) and keep the last value
     per key. Raises if a partition stops short of `end`."""
@@ -84,8 +85,7 @@ async def read_latest(
     pending = {TopicPartition(tp.topic, tp.partition): tp for tp, (start, end) in ranges.items() if start < end}
     if not pending:
         return latest
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = kafka.consumer(
         enable_auto_commit=False,
         group_id=None,
         # Large fetches: this is a bulk read, latency does not matter.
@@ -127,7 +127,7 @@ def _wanted(pending: dict[TopicPartition, TP], ranges: dict) -> str:
 
 class TrueEndRecovery(Recovery):
     async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Counter, title: str) -> None:
-        ends = await true_end_offsets(_bootstrap(self.app), set(tps))
+        ends = await true_end_offsets(kafka_access_of_app(self.app), set(tps))
         # Faust's highwater is the offset of the last record (end - 1).
         destination.clear()
         destination.update({tp: end - 1 for tp, end in ends.items()})
@@ -149,7 +149,7 @@ class TrueEndRecovery(Recovery):
         if not ranges:
             return
         started = time.monotonic()
-        latest = await read_latest(_bootstrap(self.app), ranges)
+        latest = await read_latest(kafka_access_of_app(self.app), ranges)
         records = 0
         for tp, values in latest.items():
             table = self.tp_to_table[tp]
@@ -171,16 +171,12 @@ class TierstreamTableManager(TableManager):
         return self._recovery
 
 
-def _bootstrap(app: Any) -> str:
-    return ",".join(f"{u.host}:{u.port or 9092}" for u in app.conf.broker)
-
-
 async def committed_inputs(app: Any, partitions: set[int], timeout_s: float = 10.0) -> dict[int, int] | None:
     """The group's committed offset of each events partition (0 where none),
     asked with a consumer that reads offsets only (it joins no group).
     None if the broker does not answer in time: the caller then keeps its
     older, less careful behaviour."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(app), group_id=app.conf.id, enable_auto_commit=False)
+    consumer = kafka_access_of_app(app).consumer(group_id=app.conf.id, enable_auto_commit=False)
     try:
         await asyncio.wait_for(consumer.start(), timeout_s)
         out = {}

@@ -251,7 +251,7 @@ async def _snapshot(servers: EmbeddedServers, group: str, at_ms: int) -> dict[st
     from stream.settings import Settings
 
     settings = Settings(broker=servers.broker, redis_url=servers.redis_url, partitions=PARTITIONS, app_id=group)
-    published = await in_force(servers.broker)
+    published = await in_force(servers.kafka)
     assert published is not None, "the workers published no configuration"
     out = servers.workdir / "snapshot.jsonl"
     await take_snapshot(settings, published.document.rules(), at_ms, out, wait=120)
@@ -324,7 +324,7 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
     plan = list(kills)
     done_kills: list[str] = []
     try:
-        await ensure_topics(servers.broker, PARTITIONS)
+        await ensure_topics(servers.kafka, PARTITIONS)
         current: dict[int, str | None] = {0: plan.pop(0) if plan else None}
         pool.start(0, current[0])
         for slot in range(1, workers):

@@ -75,7 +75,7 @@ async def test_restart_recovers_every_user_and_re_emits_nothing(ready, redis, er
     cluster.stop_worker()
     # The scenario must exercise the broker quirk, or it proves nothing.
     changelog = {TP("tierstream-users-changelog", p) for p in range(PARTITIONS)}
-    true_ends = await true_end_offsets(cluster.servers.broker, changelog)
+    true_ends = await true_end_offsets(cluster.servers.kafka, changelog)
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     c = AIOKafkaConsumer(bootstrap_servers=cluster.servers.broker, group_id=None)

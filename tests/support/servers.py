@@ -10,6 +10,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from api.server import build_api, serve
+from stream.connection import RedisAccess
 from cli.embedded import redis_binary
 from cli.processes import free_port, spawn, stop, wait_for_port
 
@@ -27,7 +28,7 @@ async def serving(tmp_path_factory, prefix: str, rules=None, token=None):
     """A real Redis and the API serving it on a free port: (session, redis, app, port)."""
     proc, redis_port = start_redis(tmp_path_factory.mktemp("redis"))
     port = free_port()
-    app = build_api(f"redis://127.0.0.1:{redis_port}/0", prefix, rules, token)
+    app = build_api(RedisAccess.plain(f"redis://127.0.0.1:{redis_port}/0"), prefix, rules, token)
     server = asyncio.create_task(serve(app, "127.0.0.1", port))
     await _listening(port, server)
     redis = Redis.from_url(f"redis://127.0.0.1:{redis_port}/0")

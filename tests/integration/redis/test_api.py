@@ -21,6 +21,7 @@ from yarl import URL
 
 from api import json_errors
 from api.server import build_api, serve
+from stream.connection import RedisAccess
 from cli.embedded import redis_binary
 from cli.processes import free_port, spawn, stop, wait_for_port
 from store.membership import MembershipUpdate, MembershipWriter
@@ -124,7 +125,7 @@ async def test_fuzzed_requests_never_get_a_5xx_and_always_get_json(api, segments
 async def test_redis_unreachable_answers_503_json_within_about_a_second(tmp_path):
     proc, redis_port = start_redis(tmp_path)
     port = free_port()
-    server = asyncio.create_task(serve(build_api(f"redis://127.0.0.1:{redis_port}/0", PREFIX), "127.0.0.1", port))
+    server = asyncio.create_task(serve(build_api(RedisAccess.plain(f"redis://127.0.0.1:{redis_port}/0"), PREFIX), "127.0.0.1", port))
     await asyncio.sleep(0.2)
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
