@@ -26,6 +26,10 @@ REDIS_HEALED = Counter("tierstream_redis_healed_total", "Users rewritten in Redi
 REDIS_REPOPULATIONS = Counter("tierstream_redis_repopulations_total", "Times Redis was found without a partition's marker")
 REDIS_PENDING = Gauge("tierstream_redis_pending", "Membership updates waiting for Redis")
 REDIS_FLUSH_SECONDS = Histogram("tierstream_redis_flush_seconds", "Time to write one batch to Redis")
+DECISIONS_BEHIND = Gauge(
+    "tierstream_decisions_behind_seconds",
+    "Event time by which a partition's final decisions trail the latest event it has read (waiting at a period's "
+    "end for quantile cut points, deferred events); 0 when every event read is decided on", ["partition"])
 DUE_INDEX_SIZE = Gauge("tierstream_due_index_entries", "Entries in the inactivity due index")
 RECOVERED_USERS = Gauge("tierstream_recovered_users", "Users of the owned partitions found in the table at the last rebalance")
 PUBLISH_ERRORS = Counter("tierstream_publish_errors_total", "Output or changelog records Kafka did not accept")

@@ -131,6 +131,14 @@ class Pipeline:
     def ready(self, partition: int) -> bool:
         return self.engine.ready(partition)
 
+    def decisions_behind(self) -> dict[int, int]:
+        """Per owned partition, how far its final decisions trail the latest
+        event time it has read, in ms (engine.partition: behind_ms)."""
+        behind = self.engine.behind(self.clock.now_ms())
+        for partition, ms in behind.items():
+            metrics.DECISIONS_BEHIND.labels(str(partition)).set(ms / 1000)
+        return behind
+
     def resume(self) -> None:
         self.engine.resume()
 

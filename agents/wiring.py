@@ -133,6 +133,9 @@ async def redis_round(pipeline: Pipeline, sender: Sender, settings: Settings, he
     return heal_after
 
 
+PROGRESS_SECONDS = 1.0
+
+
 def install(streams: StreamApp, settings: Settings, rules: Rules, config_summary: bytes | None = None) -> Pipeline:
     """Attach the agent, the sweep timer and the Redis flusher to the app.
     `config_summary`: the configuration in force `rules` come from (state.config)."""
@@ -209,6 +212,19 @@ def install(streams: StreamApp, settings: Settings, rules: Rules, config_summary
         async def age_silent_users() -> None:
             pipeline.tick()
             await sender.send_out(outside_a_batch=True)
+
+    @app.timer(interval=PROGRESS_SECONDS)
+    async def report_progress() -> None:
+        # How far decisions trail the events read: a Prometheus gauge, and
+        # in Redis for /healthz and `snapshot --wait` (which must not take
+        # "input committed" for "everything decided").
+        behind = pipeline.decisions_behind()
+        membership = pipeline.redis.membership
+        if membership is not None:
+            try:
+                await membership.write_progress(behind, pipeline.clock.now_ms())
+            except Exception as exc:  # Redis down: the flusher says so; try next time
+                log.debug("progress not written to Redis (%r)", exc)
 
     @app.task
     async def flush_to_redis() -> None:

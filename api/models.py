@@ -197,8 +197,17 @@ class ThresholdsDoc(BaseModel):
                                 "r, alpha, a, b; time unit: day)")
 
 
+class PartitionProgress(BaseModel):
+    behind_seconds: float = Field(description="Event time by which the partition's final decisions trail the "
+                                  "latest event it has read (0: all decided)")
+    reported_at: str = Field(description="When its worker last reported (ISO-8601); a worker reports every second")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
+    decisions_behind_seconds: float | None = Field(
+        description="The largest of the partitions' behind_seconds; null before any worker has reported")
+    partitions: dict[str, PartitionProgress]
 
 
 class ArmFigures(BaseModel):

@@ -46,7 +46,7 @@ ROUTES = (
           "cut points", m.ThresholdsDoc),
     Route("/v1/config", "The configuration in force: the rules and campaigns every worker runs, with their "
           "version (404 until a worker has published one)", m.ConfigDoc),
-    Route("/healthz", "Redis reachable", m.Health),
+    Route("/healthz", "Redis reachable, and how far each partition's decisions trail the events it has read", m.Health),
 )
 
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 import signal
+from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -88,8 +89,15 @@ async def get_members(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    await request.app[READER].ping()  # unreachable: the middleware answers 503
-    return _json({"status": "ok"})
+    reader = request.app[READER]
+    await reader.ping()  # unreachable: the middleware answers 503
+    progress = await reader.progress()
+    partitions = {str(p): {"behind_seconds": r["behind_ms"] / 1000,
+                           "reported_at": datetime.fromtimestamp(r["at_ms"] / 1000, UTC).isoformat()}
+                  for p, r in progress.items()}
+    behind = max((r["behind_ms"] for r in progress.values()), default=None)
+    return _json({"status": "ok", "decisions_behind_seconds": None if behind is None else behind / 1000,
+                  "partitions": partitions})
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from state.rules import Rules
 from stream import topics
 from stream.codecs import decode_state, iso, money
 from stream.faust_ext.recovery import true_end_offsets
-from stream.connection import kafka_access
+from stream.connection import kafka_access, redis_access
 from stream.settings import Settings
 
 COLUMNS = ("user_id", "tier", "stage", "recency_days", "days_inactive", "frequency", "monetary",
@@ -111,12 +112,43 @@ async def wait_caught_up(settings: Settings, timeout: float) -> None:
                 committed = await probe.committed(TopicPartition(tp.topic, tp.partition))
                 behind[tp.partition] = end - (committed or 0)
             if all(lag <= 0 for lag in behind.values()):
-                return
+                break
             if time.monotonic() > deadline:
                 raise SnapshotError(f"the worker is still behind after {timeout:.0f}s (lag per partition: {behind})")
             await asyncio.sleep(0.5)
     finally:
         await probe.stop()
+    await wait_decided(settings, deadline, timeout)
+
+
+async def wait_decided(settings: Settings, deadline: float, timeout: float) -> None:
+    """Then until every partition's worker says, in a report made after the
+    input was committed, that its decisions trail nothing it has read
+    (agents.wiring report_progress, through Redis). Without Redis, the
+    committed input is all there is to go by: said, not waited for."""
+    from store.membership import MembershipReader
+
+    since_ms = int(time.time() * 1000)
+    redis = redis_access(settings).client(socket_connect_timeout=5, socket_timeout=5)
+    reader = MembershipReader(redis, settings.redis_prefix)
+    try:
+        while True:
+            try:
+                progress = await reader.progress()
+            except Exception as exc:  # noqa: BLE001 (no Redis: the offsets are all there is)
+                print(f"note: could not read the workers' progress from Redis ({exc}); the input is committed",
+                      file=sys.stderr)
+                return
+            fresh = {p: r for p, r in progress.items() if r["at_ms"] >= since_ms and p < settings.partitions}
+            behind = {p: r["behind_ms"] for p, r in fresh.items() if r["behind_ms"] > 0}
+            if len(fresh) == settings.partitions and not behind:
+                return
+            if time.monotonic() > deadline:
+                raise SnapshotError(f"the worker's decisions still trail the events it read after {timeout:.0f}s "
+                                    f"(ms per partition: {behind or 'no recent report'})")
+            await asyncio.sleep(0.5)
+    finally:
+        await redis.aclose()
 
 
 def cuts_needed(as_of_ms: int, rules: Rules) -> int:

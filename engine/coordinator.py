@@ -155,6 +155,10 @@ class Coordinator:
         engine = self.engines.get(partition)
         return engine.commit_limit() if engine is not None else None
 
+    def behind(self, wall: int) -> dict[int, int]:
+        """Each owned partition's decisions_behind (PartitionEngine.behind_ms), in ms."""
+        return {p: e.behind_ms(wall) for p, e in sorted(self.engines.items()) if e.owned}
+
     def due_count(self) -> int:
         return sum(len(e.index) for e in self.engines.values())
 

@@ -102,6 +102,7 @@ class PartitionEngine:
         # committed past the first of them (`commit_limit`), so a crash
         # loses none.
         self.deferred: deque[tuple[str, UserEvent, int, Any]] = deque()
+        self.deferred_latest_ms = 0  # the latest event time among them
         # Operator metrics: each step's facts, and the watermark the
         # partition was swept to (up to when its facts are complete).
         self.ledger = Ledger(Calendar(rules.metrics.timezone), rules.metrics.conversion_days) if metrics else None
@@ -117,6 +118,7 @@ class PartitionEngine:
         self.owned = True
         self.followed = None
         self.deferred.clear()
+        self.deferred_latest_ms = 0
 
     def disown(self) -> None:
         """Revoked: stop sweeping at once (another worker may own it now)."""
@@ -130,6 +132,7 @@ class PartitionEngine:
         self.index.reset(set())
         self.owned = False
         self.deferred.clear()
+        self.deferred_latest_ms = 0
 
     def recover(self, users: list[tuple[str, UserState]], committed: int | None) -> None:
         """After recovery, from the partition's recovered states: the due
@@ -205,6 +208,7 @@ class PartitionEngine:
         taken once the watermark is the partition's own again."""
         if self.deferred or self._held(wall):
             self.deferred.append((user_id, event, offset, source))
+            self.deferred_latest_ms = max(self.deferred_latest_ms, event.ts_ms)
             return Taken.DEFERRED
         return self._take(user_id, event, offset, wall)
 
@@ -219,7 +223,17 @@ class PartitionEngine:
             user_id, event, offset, source = self.deferred.popleft()
             self.effects.taken_later(self.partition, source, user_id, self._take(user_id, event, offset, wall))
             taken += 1
+        if not self.deferred:
+            self.deferred_latest_ms = 0
         return taken
+
+    def behind_ms(self, wall: int) -> int:
+        """How far this partition's final decisions trail the latest event
+        time it has read (deferred events included), beyond the allowed
+        lateness: above 0 while it waits at a period's end for cut points,
+        0 when every event read is decided on (a backfill's progress)."""
+        latest = max(self.max_event_ms or 0, self.deferred_latest_ms) - self.lateness_ms
+        return max(0, latest - self.watermark(wall)) if latest > 0 else 0
 
     def commit_limit(self) -> int | None:
         """The input offset a commit must not pass (the first deferred event), if any."""

@@ -7,6 +7,8 @@ Key layout (prefix P, default "tierstream:"):
   P segments        set   "tier:<name>" / "stage:<name>": declared by the rules, or ever used
   P synced:<p>      string  set by the worker owning partition p once Redis agrees with
                     its state; a Redis that comes back empty has none (see `missing_markers`)
+  P progress        hash  partition -> {"behind_ms", "at_ms"}: how far each partition's
+                    decisions trail its latest event time, written every second by its owner
 
 One Lua script moves a user between sets and updates the record in one
 atomic step, and refuses any update whose version is not newer than the
@@ -129,6 +131,11 @@ class MembershipWriter:
         found = await self._redis.mget([f"{self._prefix}synced:{p}" for p in parts])
         return {p for p, value in zip(parts, found, strict=True) if value is None}
 
+    async def write_progress(self, behind: dict[int, int], at_ms: int) -> None:
+        if behind:
+            await self._redis.hset(self._prefix + "progress", mapping={
+                str(p): orjson.dumps({"behind_ms": ms, "at_ms": at_ms}) for p, ms in behind.items()})
+
     async def mark_synced(self, partitions: Iterable[int]) -> None:
         parts = list(partitions)
         if parts:
@@ -188,6 +195,11 @@ class MembershipReader:
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
+
+    async def progress(self) -> dict[int, dict]:
+        """Each partition's latest progress report (MembershipWriter.write_progress)."""
+        raw = await self._redis.hgetall(self._prefix + "progress")
+        return {int(p): orjson.loads(v) for p, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
 
     async def thresholds(self) -> bytes | None:
         """The latest quantile cut points, as the workers wrote them (agents.population)."""

@@ -195,11 +195,16 @@ def test_a_partition_waiting_for_cut_points_defers_its_events_and_holds_its_comm
     assert run.event(raw("c", "signup", 2.6), partition=0, offset=3) is Taken.DEFERRED
     assert zero.commit_limit() == 2 and run.coordinator.commit_limit(0) == 2
     assert run.users["a"].lifetime_orders == 1 and "c" not in run.users
+    # How far its decisions trail what it has read: the deferred signup's
+    # time (2.6 days) against the held watermark (the end of day 1 or 2).
+    assert zero.behind_ms(run.wall) == T0 + int(2.6 * DAY_MS) - zero.watermark(run.wall) > 0
+    assert run.coordinator.behind(run.wall)[0] == zero.behind_ms(run.wall)
     assert not zero.follow(10 * DAY_MS)  # its own events will move it: never idle while it defers
     run.event(raw("b", "login", 2.5), partition=1, offset=1)  # partition 1 reports: the cuts settle
     run.resume()
     assert zero.commit_limit() is None and not zero.deferred
     assert run.users["a"].lifetime_orders == 2 and "c" in run.users
+    assert zero.behind_ms(run.wall) == 0  # every event it read is decided on
     assert [(t.partition, t.user_id, t.outcome) for t in run.later] == [(0, "a", Taken.APPLIED), (0, "c", Taken.APPLIED)]
     changes = [c for c in run.records(topics.TIER_CHANGES) if c["user_id"] == "a"]
     assert changes and changes[-1]["correction"]  # judged late against the watermark it then had

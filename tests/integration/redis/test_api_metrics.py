@@ -147,3 +147,19 @@ def test_openapi_and_docs_define_roi_and_revenue_share_alike():
     share = schemas["SegmentFigures"]["properties"]["revenue_share"]["description"]
     assert "order value" in share and "before refunds" in share
     assert "**`revenue_share` = the segment's order amounts in P / every order's amount" in docs
+
+
+async def test_healthz_says_how_far_each_partitions_decisions_trail(tmp_path_factory):
+    from api.models import Health
+    from store.membership import MembershipWriter
+
+    async with serving(tmp_path_factory, "htest:") as (session, redis, _, _):
+        status, body = await get(session, "/healthz")
+        assert status == 200 and body == {"status": "ok", "decisions_behind_seconds": None, "partitions": {}}
+        await MembershipWriter(redis, "htest:").write_progress({0: 0, 1: 86_400_000}, 1_700_000_000_000)
+        status, body = await get(session, "/healthz")
+        Health.model_validate(body)
+        assert status == 200 and body["decisions_behind_seconds"] == 86400.0
+        assert body["partitions"] == {
+            "0": {"behind_seconds": 0.0, "reported_at": "2023-11-14T22:13:20+00:00"},
+            "1": {"behind_seconds": 86400.0, "reported_at": "2023-11-14T22:13:20+00:00"}}
