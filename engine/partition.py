@@ -539,6 +539,6 @@ def moved_by(index: PopulationIndex, before: Cuts | None, after: Cuts | None, bo
         day = boundary // DAY_MS
         fixed = tuple(int(x) for x in rules.scores.recency_days)
         for a, b in zip(old_r or fixed, new_r or fixed, strict=True):
-            if a != b:  # recency between the two limits (a day's margin each side)
-                found.update(index.users("r", day - max(a, b) - 1, day - min(a, b) + 1))
+            if a != b:  # recency (day - r_day at the boundary, exactly) in (min, max]: scored differently
+                found.update(index.users("r", day - max(a, b), day - min(a, b) - 1))
     return sorted(found)

@@ -211,21 +211,28 @@ def customer_figures(fitted: Fitted, orders: int, first_order_ms: int, last_orde
 def customer_figures_exact(fitted: Fitted, orders: int, first_order_ms: int, last_order_ms: int,
                            now_ms: int) -> tuple[float, float | None]:
     """`customer_figures` with P(alive) not rounded (what rule conditions
-    compare). Scalar maths: this runs at every evaluation of a buyer."""
+    compare)."""
+    return (alive_probability(fitted, orders, first_order_ms, last_order_ms, now_ms),
+            expected_orders(fitted, orders, first_order_ms, last_order_ms, now_ms))
+
+
+def expected_orders(fitted: Fitted, orders: int, first_order_ms: int, last_order_ms: int,
+                    now_ms: int) -> float | None:
+    """The orders expected in the fit's `horizon_days` from `now_ms`, rounded
+    to 4 places; None where the closed form has no value. Scalar maths (a
+    hypergeometric function: the dearest figure of an evaluation, so
+    state.evaluate asks for it only when a record or document shows it)."""
     p = fitted.params
+    if p.a == 1:  # the closed form's one singular point
+        return None
     x = orders - 1
     t_x = max(0, last_order_ms - first_order_ms) / DAY_MS if x > 0 else 0.0
     T = max(0, now_ms - first_order_ms) / DAY_MS
     odds = _odds_dead(p, x, t_x, T)
-    alive = 1.0 / (1.0 + odds)
     h = fitted.horizon_days
-    expected: float | None = None
-    if p.a != 1:  # the closed form's one singular point
-        hyp = float(hyp2f1(p.r + x, p.b + x + 1, p.a + p.b + x, h / (p.alpha + T + h)))
-        value = (p.a + p.b + x) / (p.a - 1) * (1 - hyp * ((p.alpha + T) / (p.alpha + T + h)) ** (p.r + x)) \
-            / (1 + odds)
-        expected = round(value, 4) if math.isfinite(value) else None
-    return alive, expected
+    hyp = float(hyp2f1(p.r + x, p.b + x + 1, p.a + p.b + x, h / (p.alpha + T + h)))
+    value = (p.a + p.b + x) / (p.a - 1) * (1 - hyp * ((p.alpha + T) / (p.alpha + T + h)) ** (p.r + x)) / (1 + odds)
+    return round(value, 4) if math.isfinite(value) else None
 
 
 def _odds_dead(p: Params, x: int, t_x: float, T: float) -> float:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from state.churn_model import NEVER_MS, alive_crossing_ms, alive_probability, customer_figures_exact, first_order_of
+from state.churn_model import NEVER_MS, alive_crossing_ms, alive_probability, first_order_of
+from state.churn_model import expected_orders as churn_expected_orders
 from state.model import DAY_MS, UserState
 from state.quantiles import Cuts, tiebreak
 from state.rules import Rules
@@ -40,9 +41,19 @@ class Assessment:
     # The churn model (state.churn_model), once fitted, for buyers: P(alive)
     # and the orders expected in the rules' churn_horizon_days.
     p_alive: float | None = None
-    expected_orders: float | None = None
     # P(alive) before rounding, which rules compare; NaN without one.
     p_alive_exact: float = math.nan
+    # The expected orders' inputs (fit, orders, first and last order, now):
+    # worked out when first read, as most evaluations are never shown.
+    expected_inputs: tuple | None = None
+    _expected: float | None = None
+
+    @property
+    def expected_orders(self) -> float | None:
+        if self.expected_inputs is not None:
+            self._expected = churn_expected_orders(*self.expected_inputs)
+            self.expected_inputs = None
+        return self._expected
 
     @property
     def rfm_sum(self) -> int:
@@ -204,13 +215,13 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
     m = _score_at_least(monetary_cents / 100, plan.monetary) if monetary_cents > 0 else 1
     from_population = plan.quantiles or plan.churn_model
     cuts = rules.thresholds.at(now_ms) if from_population and rules.thresholds is not None else None
-    p_alive = expected_orders = None
+    p_alive = expected_inputs = None
     alive = math.nan  # what P(alive) conditions compare: not rounded, NaN fails them
     if cuts is not None and cuts.churn is not None and last_order is not None:
         first_order = first_order_of(state)
         assert first_order is not None
-        alive, expected_orders = customer_figures_exact(cuts.churn, state.lifetime_orders, first_order, last_order,
-                                                        now_ms)
+        alive = alive_probability(cuts.churn, state.lifetime_orders, first_order, last_order, now_ms)
+        expected_inputs = (cuts.churn, state.lifetime_orders, first_order, last_order, now_ms)
         p_alive = round(alive, 4)
     if cuts is not None and plan.quantiles:
         tb = tiebreak(user_id)
@@ -232,7 +243,7 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
     tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0, alive))
     stage = _stage(state, now_ms, days_inactive, plan)
     return Assessment(tier, stage, now_ms, recency_days, days_inactive, frequency, monetary_cents,
-                      r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts, p_alive, expected_orders, alive)
+                      r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts, p_alive, alive, expected_inputs)
 
 
 def alive_at(state: UserState, t_ms: int, rules: Rules) -> float:

@@ -36,7 +36,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from state.churn_model import Fitted, SummaryKey, fit_bins, summary_bins
@@ -127,7 +127,12 @@ class Cuts:
         return 1 if b is None else self._score(self.m, b, tb)
 
     def summary(self) -> dict:
-        """What a tier change record and the API show."""
+        """What a tier change record and the API show: built once per set of
+        cuts (every tier change of a period carries it), shared, read-only."""
+        return self._summary
+
+    @cached_property
+    def _summary(self) -> dict:
         out: dict = {"as_of_ms": self.as_of_ms, "in_force_ms": self.in_force_ms, "customers": self.customers}
         if self.r is not None:
             out["recency_days"] = list(self.r)
