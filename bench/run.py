@@ -6,12 +6,21 @@ all measured in one run on one embedded broker (see docs/performance.md).
     python -m bench.run --broker kafka        # the same sections on Apache Kafka
 
 Sections: a raw consume, b minimal stateful Faust agent, c full tierstream
-worker (+ f state size and RSS, g recovery time), d event->tier-change
-latency at a fixed rate, e read-API latency against a direct Redis client,
-r replay of a two-year history end to end against raw produce of the file,
-x (Apache Kafka only) section c's events again through a worker with
-exactly-once (Kafka transactions), m section c's events again through a
-worker with the operator metrics off (their cost is c / m).
+worker with the shipped defaults (quantile scores, the churn model, the
+operator metrics) (+ f state size and RSS, g recovery time), d
+event->tier-change latency at a fixed rate, e read-API latency against a
+direct Redis client, r replay of a two-year history end to end against raw
+produce of the file, x (Apache Kafka only) section c's events again through
+a worker with exactly-once (Kafka transactions), m section c's events again
+through a worker with the operator metrics off (their cost is c / m), k
+section c's events through the worker with fixed thresholds, q the Quix
+Streams application doing the same per-user RFM work (bench.quix_app;
+`pip install .[bench]`), w backfill (bench.backfill) with both rule sets.
+
+c and k are measured to the last decision: events divided by the time from
+the first event accepted to the last tier change or alert published (the
+outputs still for 10 s); `*_full_pipeline_eps` is the rate of accepting
+events, which with quantile scores runs ahead of the decisions.
 Figures are rates and percentiles of this run; compare runs by their ratios.
 """
 
@@ -48,9 +57,9 @@ PARTITIONS = 8
 
 
 def fixed_rules_file(workdir: Path) -> Path:
-    """The engine's cost is measured with fixed thresholds, as its recorded
-    figures were; bench.quantile_cost prices the shipped defaults' quantile
-    scores and churn model."""
+    """Fixed thresholds: the second line beside the shipped defaults
+    (quantile scores and the churn model), and the rules the Quix baseline
+    implements."""
     path = workdir / "fixed-rules.toml"
     path.write_text(fixed_threshold_rules_text())
     return path
@@ -124,18 +133,20 @@ async def send_paced(
         await producer.send(topic, value, key=key)  # enqueue only: measured at the reader
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) -> None:
+async def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS,
+                       configs: dict[str, str] | None = None) -> None:
     admin = KafkaAccess.plain(bootstrap).admin()
     await admin.start()
     try:
         if name not in await admin.list_topics():
-            await admin.create_topics([NewTopic(name, partitions, 1)])
+            await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
     finally:
         await admin.close()
 
 
-async def produce_batched(bootstrap: str, topic: str, records) -> tuple[int, float]:  # type: ignore[no-untyped-def]
-    """Produce with the batch API (the raw produce ceiling); returns (count, seconds)."""
+async def produce_batched(bootstrap: str, topic: str, records, partitions: int = PARTITIONS) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """Produce with the batch API (the raw produce ceiling), keyed as the
+    default partitioner keys; returns (count, seconds)."""
     producer = KafkaAccess.plain(bootstrap).producer(linger_ms=5, max_batch_size=1 << 20)
     await producer.start()
     started = time.perf_counter()
@@ -144,7 +155,7 @@ async def produce_batched(bootstrap: str, topic: str, records) -> tuple[int, flo
         from aiokafka.partitioner import DefaultPartitioner
 
         partitioner = DefaultPartitioner()
-        all_parts = list(range(PARTITIONS))
+        all_parts = list(range(partitions))
         batches: dict[int, Any] = {}
         futures = []
         for key, value in records:
@@ -164,6 +175,40 @@ async def produce_batched(bootstrap: str, topic: str, records) -> tuple[int, flo
     finally:
         await producer.stop()
     return n, time.perf_counter() - started
+
+
+async def last_decision(bootstrap: str, settle: float = 10.0, timeout: float = 3600) -> tuple[float, int]:
+    """(wall time the last decision was published, decisions): reads the
+    decision topics (tier changes, churn alerts) until nothing new has come
+    for `settle` seconds. The time is the records' own (the producer's
+    timestamp), so the reading does not have to keep up."""
+    consumer = KafkaAccess.plain(bootstrap).consumer(topics.TIER_CHANGES, topics.CHURN_ALERTS, group_id=None,
+                                                     auto_offset_reset="earliest", fetch_max_wait_ms=10)
+    await consumer.start()
+    latest, count, quiet_since, started = 0.0, 0, time.monotonic(), time.monotonic()
+    try:
+        while time.monotonic() - quiet_since < settle:
+            batch = await consumer.getmany(timeout_ms=200, max_records=50_000)
+            for records in batch.values():
+                if records:
+                    count += len(records)
+                    latest = max(latest, max(r.timestamp for r in records) / 1000)
+                    quiet_since = time.monotonic()
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"decisions still coming after {timeout:.0f}s")
+    finally:
+        await consumer.stop()
+    return latest, count
+
+
+def first_accepted(port: int, timeout: float) -> float:
+    """Wall time at which the worker's first event was accepted (polled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metric(port, "tierstream_events_accepted_total") > 0:
+            return time.time()
+        time.sleep(0.05)
+    raise TimeoutError("no event accepted")
 
 
 def wait_for_count(port: int, name: str, target: float, timeout: float) -> tuple[float, float]:
@@ -189,6 +234,7 @@ class Bench:
     results: dict[str, Any] = field(default_factory=dict)
     worker: Any = None
     worker_metrics: int = 0
+    rules: str = "shipped"  # or "fixed" (fixed_rules_file)
 
     # -- a ------------------------------------------------------------------
     async def raw_consume(self) -> None:
@@ -232,8 +278,10 @@ class Bench:
 
     # -- c, f, g --------------------------------------------------------------
     def worker_env(self) -> dict[str, str]:
-        return {**os.environ, "TIERSTREAM_BROKER": self.servers.broker,
-                "TIERSTREAM_RULES": str(fixed_rules_file(self.servers.workdir)),
+        env = {k: v for k, v in os.environ.items() if k != "TIERSTREAM_RULES"}
+        if self.rules == "fixed":
+            env["TIERSTREAM_RULES"] = str(fixed_rules_file(self.servers.workdir))
+        return {**env, "TIERSTREAM_BROKER": self.servers.broker,
                 "TIERSTREAM_REDIS_URL": self.servers.redis_url, "TIERSTREAM_PARTITIONS": str(PARTITIONS),
                 "TIERSTREAM_CLOCK": "replay", "TIERSTREAM_SESSION_TIMEOUT_SECONDS": "6",
                 "TIERSTREAM_METRICS_PORT": str(self.worker_metrics), "TIERSTREAM_MAX_FUTURE_SECONDS": str(10**9)}
@@ -251,10 +299,17 @@ class Bench:
         await ensure_topics(self.servers.kafka, PARTITIONS)
         n, secs = await produce_batched(self.servers.broker, topics.EVENTS, workload.events(self.events, self.users))
         self.start_worker("c")
+        first_wall = await asyncio.to_thread(first_accepted, self.worker_metrics, 600)
         first, done = await asyncio.to_thread(
             wait_for_count, self.worker_metrics, "tierstream_events_accepted_total", n, 3600)
-        self.results["c_full_pipeline_eps"] = n / max(done - first, 1e-9)
-        log(f"c full tierstream worker: {self.results['c_full_pipeline_eps']:.0f} ev/s")
+        last, decisions = await last_decision(self.servers.broker)
+        tag = "c" if self.rules == "shipped" else "k"
+        self.results[f"{tag}_full_pipeline_eps"] = n / max(done - first, 1e-9)
+        self.results[f"{tag}_decided_eps"] = n / max(last - first_wall, 1e-9)
+        self.results[f"{tag}_decisions"] = decisions
+        log(f"{tag} full tierstream worker ({self.rules} rules): {self.results[f'{tag}_decided_eps']:.0f} ev/s to the "
+            f"last decision ({decisions} decisions); events accepted at {self.results[f'{tag}_full_pipeline_eps']:.0f}"
+            " ev/s")
         # Let Redis catch up before measuring memory: the result must be complete.
         await asyncio.to_thread(self._wait_redis_drained)
         from cli.io import read_users_changelog
@@ -497,6 +552,98 @@ async def replay_section(results: dict[str, Any], events: int, users: int, broke
         servers.stop()
 
 
+async def fixed_section(results: dict[str, Any], events: int, users: int, broker: str) -> None:
+    """k: section c's events through the same worker with fixed thresholds,
+    on servers of its own (the rules in force are one per cluster)."""
+    servers = EmbeddedServers(broker_kind=broker).start(PARTITIONS)
+    bench = Bench(events, users, servers, rules="fixed")
+    try:
+        await bench.full_worker()
+    finally:
+        stop(bench.worker)
+        servers.stop()
+    results.update({k: v for k, v in bench.results.items() if k.startswith("k_")})
+
+
+async def quix_section(results: dict[str, Any], events: int, users: int, broker: str) -> None:
+    """q: the Quix Streams application (bench.quix_app) over section c's
+    events: events/s from its first output to its last (outputs settled),
+    its output checked against the same logic run offline. Times are of
+    arrival at a reader started before it (a 10 ms fetch wait)."""
+    try:
+        import quixstreams  # noqa: F401
+    except ImportError:
+        log("q skipped: quixstreams is not installed (pip install .[bench])")
+        return
+    from bench.quix_app import tiers_offline
+
+    servers = EmbeddedServers(broker_kind=broker).start(PARTITIONS)
+    proc = None
+    try:
+        source, out = "bench.quix-events", "bench.quix-tiers"
+        # Quix derives its changelog topics' settings from the source's
+        # retention, which Tansu reports only when it was set at creation.
+        retention = {"retention.ms": "-1", "retention.bytes": "-1"}
+        await create_topic(servers.broker, source, configs=retention)
+        await create_topic(servers.broker, out, configs=retention)
+        pairs = list(workload.events(events, users))
+        expected = tiers_offline(orjson.loads(v) for _, v in pairs)
+        await produce_batched(servers.broker, source, pairs)
+        env = {**os.environ, "BENCH_BROKER": servers.broker, "BENCH_TOPIC": source, "BENCH_OUT": out,
+               "BENCH_STATE_DIR": str(servers.workdir / "quix-state")}
+        proc = spawn([sys.executable, "-m", "bench.quix_app"], env=env, log=servers.workdir / "quix.log")
+        consumer = KafkaAccess.plain(servers.broker).consumer(out, group_id=None, auto_offset_reset="earliest",
+                                                              fetch_max_wait_ms=10)
+        await consumer.start()
+        got: list[tuple[str, str]] = []
+        first = last = 0.0
+        quiet_since = time.monotonic()
+        try:
+            while len(got) < len(expected) or time.monotonic() - quiet_since < 5:
+                batch = await consumer.getmany(timeout_ms=200, max_records=50_000)
+                # Arrival times: Quix stamps its outputs with their input's
+                # timestamp, so the records' own say nothing of when.
+                now = time.time()
+                for records in batch.values():
+                    for r in records:
+                        body = orjson.loads(r.value)
+                        got.append((body["user_id"], body["tier"]))
+                        first = first or now
+                        last = now
+                        quiet_since = time.monotonic()
+                if time.monotonic() - quiet_since > 300:
+                    raise TimeoutError(f"quix app: {len(got)} of {len(expected)} records")
+        finally:
+            await consumer.stop()
+        per_user: dict[str, list[str]] = {}
+        for user, tier in got:
+            per_user.setdefault(user, []).append(tier)
+        wanted: dict[str, list[str]] = {}
+        for user, tier in expected:
+            wanted.setdefault(user, []).append(tier)
+        results["q_quix_output_matches_offline"] = per_user == wanted
+        results["q_quix_eps"] = events / max(last - first, 1e-9)
+        log(f"q Quix Streams application: {results['q_quix_eps']:.0f} ev/s; {len(got)} tier records, "
+            f"{'equal to' if per_user == wanted else 'NOT equal to'} the offline computation")
+    finally:
+        stop(proc)
+        servers.stop()
+
+
+async def backfill_section(results: dict[str, Any], customers: int, broker: str) -> None:
+    """w: bench.backfill on 4 partitions (the full table, 16 too, is
+    `python -m bench.backfill`)."""
+    from bench.backfill import one_run, purchase_history
+
+    history = purchase_history(customers)
+    for rules in ("fixed", "shipped"):
+        run = await one_run(history, 4, rules, broker, settle=10.0, timeout=3600)
+        results[f"w_backfill_{rules}_s"] = run["start_to_last_s"]
+        log(f"w backfill of {customers} customers ({len(history)} events), {rules}: last decision "
+            f"{run['start_to_last_s']:.1f} s after the worker started")
+    results["ratio_backfill_shipped_vs_fixed"] = results["w_backfill_shipped_s"] / results["w_backfill_fixed_s"]
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sections = set(args.sections.split(","))
     servers = EmbeddedServers(broker_kind=args.broker).start(PARTITIONS)
@@ -526,11 +673,24 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         servers.stop()
     if "r" in sections:
         await replay_section(bench.results, args.events, min(args.users, max(1, args.events // 10)), args.broker)
+    if "k" in sections:
+        await fixed_section(bench.results, args.events, args.users, args.broker)
+    if "q" in sections:
+        await quix_section(bench.results, args.events, args.users, args.broker)
+    if "w" in sections:
+        await backfill_section(bench.results, args.backfill_customers, args.broker)
     r = bench.results
-    if "b_minimal_stateful_eps" in r and "c_full_pipeline_eps" in r:
-        r["ratio_full_vs_minimal_stateful"] = r["c_full_pipeline_eps"] / r["b_minimal_stateful_eps"]
-    if "a_raw_consume_eps" in r and "c_full_pipeline_eps" in r:
-        r["ratio_full_vs_raw_consume"] = r["c_full_pipeline_eps"] / r["a_raw_consume_eps"]
+    headline = "c_decided_eps" if "c_decided_eps" in r else "c_full_pipeline_eps"
+    if "b_minimal_stateful_eps" in r and headline in r:
+        r["ratio_full_vs_minimal_stateful"] = r[headline] / r["b_minimal_stateful_eps"]
+    if "a_raw_consume_eps" in r and headline in r:
+        r["ratio_full_vs_raw_consume"] = r[headline] / r["a_raw_consume_eps"]
+    if "c_decided_eps" in r and "k_decided_eps" in r:
+        r["ratio_shipped_vs_fixed"] = r["c_decided_eps"] / r["k_decided_eps"]
+    if "q_quix_eps" in r:
+        for tag, key in (("fixed", "k_decided_eps"), ("shipped", "c_decided_eps")):
+            if key in r:
+                r[f"ratio_{tag}_vs_quix"] = r[key] / r["q_quix_eps"]
     return r
 
 
@@ -539,7 +699,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--rate", type=int, default=2000, help="offered rate for the latency section")
-    parser.add_argument("--sections", default="a,b,c,d,e,g,m,r,x")
+    parser.add_argument("--sections", default="a,b,c,d,e,g,m,r,x,k,q,w")
+    parser.add_argument("--backfill-customers", type=int, default=25_000, help="section w's shop size")
     parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
                         help="the embedded Tansu, or Apache Kafka (needs Java and Maven; see cli/apache_kafka.py)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
