@@ -235,6 +235,7 @@ class Bench:
     worker: Any = None
     worker_metrics: int = 0
     rules: str = "shipped"  # or "fixed" (fixed_rules_file)
+    settle: float = 10.0  # outputs still this long: the last decision has been published
 
     # -- a ------------------------------------------------------------------
     async def raw_consume(self) -> None:
@@ -302,7 +303,7 @@ class Bench:
         first_wall = await asyncio.to_thread(first_accepted, self.worker_metrics, 600)
         first, done = await asyncio.to_thread(
             wait_for_count, self.worker_metrics, "tierstream_events_accepted_total", n, 3600)
-        last, decisions = await last_decision(self.servers.broker)
+        last, decisions = await last_decision(self.servers.broker, self.settle)
         tag = "c" if self.rules == "shipped" else "k"
         self.results[f"{tag}_full_pipeline_eps"] = n / max(done - first, 1e-9)
         self.results[f"{tag}_decided_eps"] = n / max(last - first_wall, 1e-9)
@@ -552,11 +553,11 @@ async def replay_section(results: dict[str, Any], events: int, users: int, broke
         servers.stop()
 
 
-async def fixed_section(results: dict[str, Any], events: int, users: int, broker: str) -> None:
+async def fixed_section(results: dict[str, Any], events: int, users: int, broker: str, settle: float) -> None:
     """k: section c's events through the same worker with fixed thresholds,
     on servers of its own (the rules in force are one per cluster)."""
     servers = EmbeddedServers(broker_kind=broker).start(PARTITIONS)
-    bench = Bench(events, users, servers, rules="fixed")
+    bench = Bench(events, users, servers, rules="fixed", settle=settle)
     try:
         await bench.full_worker()
     finally:
@@ -647,7 +648,7 @@ async def backfill_section(results: dict[str, Any], customers: int, broker: str)
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sections = set(args.sections.split(","))
     servers = EmbeddedServers(broker_kind=args.broker).start(PARTITIONS)
-    bench = Bench(args.events, args.users, servers)
+    bench = Bench(args.events, args.users, servers, settle=args.settle)
     bench.results.update(broker=args.broker, events=args.events, users=args.users, partitions=PARTITIONS,
                          python=platform.python_version(),
                          cpus=os.cpu_count(), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -674,7 +675,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if "r" in sections:
         await replay_section(bench.results, args.events, min(args.users, max(1, args.events // 10)), args.broker)
     if "k" in sections:
-        await fixed_section(bench.results, args.events, args.users, args.broker)
+        await fixed_section(bench.results, args.events, args.users, args.broker, args.settle)
     if "q" in sections:
         await quix_section(bench.results, args.events, args.users, args.broker)
     if "w" in sections:
@@ -701,6 +702,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="offered rate for the latency section")
     parser.add_argument("--sections", default="a,b,c,d,e,g,m,r,x,k,q,w")
     parser.add_argument("--backfill-customers", type=int, default=25_000, help="section w's shop size")
+    parser.add_argument("--settle", type=float, default=10.0,
+                        help="c, k: the outputs still this long mean the last decision has been published")
     parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
                         help="the embedded Tansu, or Apache Kafka (needs Java and Maven; see cli/apache_kafka.py)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
