@@ -36,8 +36,8 @@ from redis.asyncio import Redis
 
 from stream.settings import Settings
 
+# The client classes tests/unit/test_connection.py looks for outside this module.
 KAFKA_CLIENT_CLASSES = ("AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaAdminClient", "AIOKafkaClient")
-REDIS_CLIENT_CALLS = ("Redis", "Redis.from_url", "StrictRedis", "from_url")
 
 
 def _ssl_context(cafile: Any, certfile: Any, keyfile: Any, check_hostname: bool) -> ssl.SSLContext:
