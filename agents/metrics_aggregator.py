@@ -1,5 +1,5 @@
-"""The metrics aggregator: tierstream.metric-facts in, Redis cells and
-tierstream.metrics out.
+"""The metrics aggregator: tierstream.metric-facts and tierstream.costs in,
+Redis cells and tierstream.metrics out.
 
 Runs in each worker as a task with its own consumer group, so workers
 share the facts partitions as they share the events. For each fetched
@@ -39,7 +39,10 @@ from state.metrics_report import cell_targets
 from store.metrics_store import MetricsReset, MetricsStore
 from state.rules import STAGES, Rules
 from stream import topics
+from stream.codecs import dead_letter_record
 from stream.connection import kafka_access
+from stream.contract import Rejection
+from stream.costs import parse_statement
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,7 @@ class MetricsAggregator:
         kafka = kafka_access(self.settings)
         consumer = kafka.consumer(
             topics.METRIC_FACTS,
+            topics.COSTS,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -109,7 +113,9 @@ class MetricsAggregator:
 
     async def _round(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         batch = await consumer.getmany(timeout_ms=200, max_records=2000)
-        assigned = consumer.assignment()
+        everything = consumer.assignment()
+        assigned = {tp for tp in everything if tp.topic == topics.METRIC_FACTS}
+        await self._costs_from_start(consumer, everything, batch)
         rebuild = await self.store.missing_from_start(tp.partition for tp in assigned)
         for tp in assigned:
             if tp.partition in rebuild:
@@ -128,6 +134,10 @@ class MetricsAggregator:
         applied: dict[TopicPartition, int] = {}
         try:
             for tp, records in batch.items():
+                if tp.topic == topics.COSTS:
+                    await self._apply_costs(producer, tp, records)
+                    applied[tp] = records[-1].offset + 1
+                    continue
                 for record in records:
                     partition, wm, steps = decode_facts(record.value)
                     touched = await self.store.apply(partition, wm, steps)
@@ -149,6 +159,35 @@ class MetricsAggregator:
         await self._publish_closed(producer)
         if applied:
             await consumer.commit(applied)
+
+    async def _costs_from_start(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition],
+                                batch: dict[TopicPartition, list]) -> None:
+        """A Redis without the costs marker (a first start, or one that came
+        back empty) gets every statement again, from the topic's start."""
+        for tp in assigned:
+            if tp.topic == topics.COSTS and not await self.store.costs_from_start():
+                log.info("cost statements not in redis: reading %s from the start", topics.COSTS)
+                await consumer.seek_to_beginning(tp)
+                batch.pop(tp, None)
+                await self.store.mark_costs_from_start()
+
+    async def _apply_costs(self, producer: AIOKafkaProducer, tp: TopicPartition, records: list) -> None:
+        """Cost statements into Redis (each key keeps its latest); a bad one
+        is a dead letter with its reason, and the rest go on."""
+        good, dead = [], []
+        for record in records:
+            statement = parse_statement(record.value or b"")
+            if isinstance(statement, Rejection):
+                dead.append(producer.send(topics.DEAD_LETTERS, dead_letter_record(
+                    reason=statement.reason, error=statement.error, topic=tp.topic, partition=tp.partition,
+                    offset=record.offset, key=record.key, payload=record.value,
+                    max_payload=self.settings.dlq_max_payload_bytes)))
+                metrics.DEAD_LETTERS.labels(statement.reason).inc()
+            else:
+                good.append((statement.key, record.offset, statement.cents))
+        await self.store.apply_costs(good)
+        if dead:
+            await asyncio.gather(*[await send for send in dead])
 
     async def _publish_closed(self, producer: AIOKafkaProducer) -> None:
         until = await self.store.closed_until()

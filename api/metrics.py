@@ -12,8 +12,9 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from api.config import rules_in_force
-from api.models import CohortsQuery, FlowsQuery, KpisQuery
-from state.calendar import Calendar, parse_label
+from api.models import AcquisitionQuery, CohortsQuery, FlowsQuery, KpisQuery
+from state.calendar import Calendar, label, parse_label
+from state import acquisition_report
 from store.metrics_store import MetricsStore
 from state.model import DAY_MS
 from state.rules import STAGES
@@ -22,6 +23,8 @@ from state.uplift import Arm, summarize
 STORE = web.AppKey("metrics_store", MetricsStore)
 MAX_PERIODS = 1000  # per request: bounds the Redis reads of one answer
 DEFAULT_PERIODS = 30
+DEFAULT_COHORTS = {"week": 26, "month": 12}  # acquisition cohorts: about half a year, a year
+MAX_COHORTS = 260  # five years of weeks: bounds the Redis reads of one answer
 
 
 class BadQuery(ValueError):
@@ -113,6 +116,33 @@ async def get_cohorts(request: web.Request) -> web.Response:
     cohorts = [] if latest is None else list(range(latest - q.periods + 1, latest + 1))
     rows = await request.app[STORE].cohorts(q.by, q.grain, cohorts, q.periods, latest)
     return _json({"grain": q.grain, "by": q.by, "timezone": (await rules_in_force(request)).metrics.timezone, "cohorts": rows})
+
+
+async def get_acquisition(request: web.Request) -> web.Response:
+    q: AcquisitionQuery = _query(AcquisitionQuery, request)
+    rules = await rules_in_force(request)
+    store = request.app[STORE]
+    calendar = Calendar(rules.metrics.timezone)
+    as_of = await store.latest_ms()
+    closed = await store.closed_until()
+    body: dict[str, Any] = {"grain": q.grain, "by": q.by, "timezone": rules.metrics.timezone, "as_of_ms": as_of,
+                            "cohorts": [], "observed_through": None, "rows": []}
+    to = _period(q.grain, q.to, "to") if q.to else await _latest(request, q.grain, as_of)
+    if to is None:
+        return _json(body)
+    start = _period(q.grain, q.from_, "from") if q.from_ else to - (DEFAULT_COHORTS[q.grain] - 1)
+    if start > to:
+        raise BadQuery(f"from ({q.from_}) is after to ({q.to or 'the latest cohort'})")
+    if to - start + 1 > MAX_COHORTS:
+        raise BadQuery(f"at most {MAX_COHORTS} cohorts per request; narrow from/to or use months")
+    cohorts = list(range(start, to + 1))
+    cells = await store.hashes(f"acq:{q.grain}:{label(q.grain, c)}" for c in cohorts)
+    observed = calendar.day(closed) if closed is not None else None
+    compute = acquisition_report.by_channel if q.by == "channel" else acquisition_report.by_cohort
+    body.update(cohorts=[label(q.grain, c) for c in cohorts],
+                observed_through=None if observed is None else label("day", observed - 1),
+                rows=compute(q.grain, cohorts, cells, await store.spend(), rules.tier_names, observed))
+    return _json(body)
 
 
 def _campaign_doc(campaign: Any, cells: dict[str, int]) -> dict[str, Any]:

@@ -132,6 +132,58 @@ class CohortsResponse(BaseModel):
     cohorts: list[CohortRow]
 
 
+class AcquisitionQuery(_Query):
+    grain: Literal["week", "month"] = Field("month", description="Acquisition cohorts: week or month of the "
+                                            "customer's first event (the rules' metrics time zone)")
+    by: Literal["channel", "cohort"] = Field(
+        "channel", description="channel: one row per channel over the cohorts asked for, with its payback curve; "
+        "cohort: one row per cohort and channel")
+    from_: str | None = Field(None, alias="from", description="First cohort: a date or a label (2024-W05, "
+                              "2024-03); default: 12 months (26 weeks) back from `to`")
+    to: str | None = Field(None, description="Last cohort, included; default: the latest period with data")
+
+
+class CurvePoint(BaseModel):
+    days: int = Field(description="Days after acquisition (the first N days, acquisition day included)")
+    ltv: float = Field(description="Net revenue per customer in those days, over the cohorts observed that long")
+    cac: float | None = Field(description="Spend per customer of those same cohorts")
+    ltv_cac: float | None = Field(description="ltv / cac")
+
+
+class AcquisitionRow(BaseModel):
+    cohort: str | None = Field(None, description="by=cohort: the acquisition week or month")
+    channel: str | None = Field(description="The acquisition channel; null: customers no event placed")
+    observed_days: int | None = Field(None, description="by=cohort: days after acquisition every customer of the "
+                                      "cohort has been followed (event time)")
+    new_customers: int = Field(description="Customers acquired: users whose first event falls in the cohort")
+    buyers: int = Field(description="Of them, customers who have ordered")
+    spend: float = Field(description="Cost statements of the channel over the cohorts' days")
+    cac: float | None = Field(description="spend / new_customers; null without spend")
+    cost_per_buyer: float | None = Field(description="spend / buyers")
+    revenue_to_date: float = Field(description="Net revenue (orders - refunds) of these customers so far")
+    ltv_to_date: float | None = Field(description="revenue_to_date / new_customers")
+    ltv: dict[str, float | None] = Field(description="Realised LTV: net revenue per customer in their first N "
+                                         "days (N = 30, 90, 180, 365), over the cohorts observed that long; null "
+                                         "until one is")
+    ltv_cac: dict[str, float | None] = Field(description="ltv[N] / cac over the same cohorts")
+    payback_days: int | None = Field(description="The first N at which the customers' net revenue in their first "
+                                     "N days reaches what they cost; null: not yet (or no spend)")
+    payback: Literal["paid back", "not yet", "no spend"]
+    tiers: dict[str, float | None] = Field(description="Share of these customers in each tier now")
+    curve: list[CurvePoint] | None = Field(None, description="by=channel: LTV and LTV:CAC every 7 days")
+
+
+class AcquisitionResponse(BaseModel):
+    grain: Literal["week", "month"]
+    by: Literal["channel", "cohort"]
+    timezone: str
+    cohorts: list[str] = Field(description="The cohorts the rows cover")
+    observed_through: str | None = Field(description="The last complete day of event time (the metrics' "
+                                         "watermark); null before any event")
+    as_of_ms: int | None
+    rows: list[AcquisitionRow]
+
+
 class ErrorDoc(BaseModel):
     error: str
 
@@ -155,6 +207,8 @@ class UserDoc(BaseModel):
     churn: dict | None = Field(None, description="With the churn model, once fitted: p_alive (the probability "
                                "the customer is still active), expected_orders in the next horizon_days; "
                                "null figures for a user who never ordered")
+    acquisition: dict | None = Field(None, description="Where the user came from, once an event said: channel "
+                                     "and campaign (docs/events.md); absent while unknown")
 
 
 class UserChange(BaseModel):

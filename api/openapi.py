@@ -36,6 +36,8 @@ ROUTES = (
     Route("/v1/metrics/flows", "Transitions between tiers in one period", m.FlowsResponse, m.FlowsQuery),
     Route("/v1/metrics/cohorts", "Retention of first-seen or first-order cohorts", m.CohortsResponse,
           m.CohortsQuery),
+    Route("/v1/metrics/acquisition", "LTV against CAC per acquisition channel or cohort, with payback",
+          m.AcquisitionResponse, m.AcquisitionQuery),
     Route("/v1/campaigns", "Every configured campaign's arms, uplift and interval", m.CampaignsResponse),
     Route("/v1/campaigns/{name}", "One campaign's results", m.CampaignResults, path_params=("name",)),
     Route("/v1/changes/{user_id}", "A user's latest tier changes and churn alerts (the dashboard's user lookup)",

@@ -155,6 +155,7 @@ HANDLERS: dict[str, tuple[str, Handler]] = {
     "/v1/metrics/kpis": ("/v1/metrics/kpis", metrics.get_kpis),
     "/v1/metrics/flows": ("/v1/metrics/flows", metrics.get_flows),
     "/v1/metrics/cohorts": ("/v1/metrics/cohorts", metrics.get_cohorts),
+    "/v1/metrics/acquisition": ("/v1/metrics/acquisition", metrics.get_acquisition),
     "/v1/campaigns": ("/v1/campaigns", metrics.get_campaigns),
     "/v1/campaigns/{name}": ("/v1/campaigns/{name}", metrics.get_campaign),
     "/v1/changes/{user_id}": ("/v1/changes/{user_id:.+}", feed.get_user_changes),

@@ -34,6 +34,7 @@ from stream.settings import Settings
 COLUMNS = ("user_id", "tier", "stage", "recency_days", "days_inactive", "frequency", "monetary",
            "r", "f", "m", "lifetime_orders", "ltv", "aov", "as_of")
 CHURN_COLUMNS = ("p_alive", "expected_orders")  # with the churn model (empty before its first fit)
+ACQUISITION_COLUMNS = ("acquisition_channel", "acquisition_campaign")  # when any user's is known (empty: unknown)
 
 
 class SnapshotError(ValueError):
@@ -59,6 +60,9 @@ def membership_as_of(user_id: str, state: UserState, as_of_ms: int, rules: Rules
         "r": a.r, "f": a.f, "m": a.m, "lifetime_orders": a.lifetime_orders, "ltv": money(a.ltv_cents),
         "aov": money(a.aov_cents), "as_of": iso(as_of_ms),
         **({"p_alive": a.p_alive, "expected_orders": a.expected_orders} if rules.scores.churn_model else {}),
+        # Where the user came from, for users an event placed (docs/events.md).
+        **({"acquisition_channel": state.acquisition[0], "acquisition_campaign": state.acquisition[1]}
+           if state.acquisition is not None else {}),
     }
 
 
@@ -85,7 +89,9 @@ def write_rows(rows: list[dict[str, Any]], out: Path) -> None:
     if out.suffix.lower() == ".csv":
         with out.open("w", newline="") as handle:
             churn = bool(rows) and "p_alive" in rows[0]
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS + CHURN_COLUMNS if churn else COLUMNS)
+            placed = any("acquisition_channel" in row for row in rows)
+            columns = COLUMNS + (CHURN_COLUMNS if churn else ()) + (ACQUISITION_COLUMNS if placed else ())
+            writer = csv.DictWriter(handle, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
     else:

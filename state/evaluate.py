@@ -47,6 +47,8 @@ class Assessment:
     # worked out when first read, as most evaluations are never shown.
     expected_inputs: tuple | None = None
     _expected: float | None = None
+    # Where the user came from (UserState.acquisition), for the records.
+    acquisition: list | None = None
 
     @property
     def expected_orders(self) -> float | None:
@@ -243,7 +245,8 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
     tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0, alive))
     stage = _stage(state, now_ms, days_inactive, plan)
     return Assessment(tier, stage, now_ms, recency_days, days_inactive, frequency, monetary_cents,
-                      r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts, p_alive, alive, expected_inputs)
+                      r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts, p_alive, alive, expected_inputs, None,
+                      state.acquisition)
 
 
 def alive_at(state: UserState, t_ms: int, rules: Rules) -> float:

@@ -28,7 +28,9 @@ Cells (docs/metrics.md defines each figure built from them):
   orders|t=, order_cents|t=, refund_cents|t= (and |s=), late;
 - distinct cells of one grain: active, buyers, repeat;
 - cohort cells: cw (first-seen week x active week), cm (first-order month x
-  active month).
+  active month);
+- acquisition cells (state.acquisition): per acquisition week and month
+  and channel, customers, buyers, net revenue by age, members per tier.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
+from state import acquisition
 from state.calendar import Calendar, label, month_of_day, week_of_day
-from state.model import DAY_MS, ACTIVITY_TYPES, EventType, KpiMemory, UserEvent, UserState
+from state.model import DAY_MS, ACTIVITY_TYPES, AcqMemory, EventType, KpiMemory, UserEvent, UserState
 
 HORIZON = 64  # periods remembered per grain: how late a late event can be and still be exact
 _MASK = (1 << HORIZON) - 1
@@ -119,6 +122,7 @@ class Ledger:
         `at_ms`. Updates the user's metric memory and books the facts."""
         facts: dict[str, int] = {}
         late_cells: dict[str, int] | None = None
+        known = state.kpi is not None and state.kpi.acq is not None
         if event is not None:
             if late:
                 late_cells = {}
@@ -126,6 +130,11 @@ class Ledger:
             else:
                 self._event_facts(state, event, facts, late)
         self._transition_facts(state, before, at_ms, facts)
+        mem = state.kpi
+        if mem is not None and mem.acq is not None:
+            # Live figures, not a closed period's: booked as on time even
+            # for a late event (a correction of the cohort's cells).
+            acquisition.book(self.calendar, mem.born_ms, mem.acq, state, before.tier, event, not known, facts)
         if decisions:
             self._campaign_facts(decisions, facts)
         if facts or late_cells:
@@ -148,6 +157,7 @@ class Ledger:
             mem = state.kpi = KpiMemory(born_ms=born)
             if born == ts:
                 _add(facts, _labels(cal.day(ts)) + "|new", 1)
+                mem.acq = AcqMemory(acquisition.UNATTRIBUTED)  # acquired now: Ledger.record books it
         d, w, m = cal.periods(ts)
         day_cells = _labels(d)
         tier_tag, stage_tag = f"|t={state.tier}", f"|s={state.stage}"

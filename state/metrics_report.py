@@ -28,6 +28,9 @@ def cell_targets(cell: str) -> tuple[list[str], str]:
     if key.startswith("a:"):
         day, week, month = key[2:].split(",")
         return [f"day:{day}", f"week:{week}", f"month:{month}"], name
+    if key.startswith("q:"):  # an acquisition day's cohorts (state.acquisition)
+        week, month = key[2:].split(",")
+        return [f"acq:week:{week}", f"acq:month:{month}"], name
     return [key], name
 
 

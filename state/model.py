@@ -45,12 +45,34 @@ class UserEvent:
     # Money is kept in integer cents: sums over years must not drift.
     amount_cents: int = 0
     order_id: str | None = None
+    # Where the user came from, when the event says (docs/events.md,
+    # `acquisition`): the channel and an optional campaign of it.
+    channel: str | None = None
+    campaign: str | None = None
 
 
 def event_fingerprint(event_id: str) -> int:
     """Stable 63-bit hash of an event id (Python's hash() is salted per process)."""
     digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+@dataclass(slots=True)
+class AcqMemory:
+    """What a user contributed to their acquisition cells, as booked
+    (state.acquisition; stored in their KpiMemory)."""
+
+    channel: str
+    bought: bool = False
+    # [age in days, net cents] per age with money, sorted by age
+    ages: list[list[int]] = field(default_factory=list)
+
+    def to_list(self) -> list:
+        return [self.channel, self.bought, self.ages]
+
+    @classmethod
+    def from_list(cls, v: list) -> AcqMemory:
+        return cls(*v)
 
 
 @dataclass(slots=True)
@@ -68,14 +90,22 @@ class KpiMemory:
     marks: list[int] = field(default_factory=lambda: [0, 0] * 7)
     open_carts: list[list[int]] = field(default_factory=list)  # [day, first cart ts] not yet converted
     recent_orders: list[int] = field(default_factory=list)
+    # The acquisition cells' memory (state.acquisition): users acquired
+    # while metrics were on; None for users first seen before.
+    acq: AcqMemory | None = None
 
     def to_list(self) -> list:
-        return [self.born_ms, self.signup_ms, self.first_order_ms, self.second_order_ms,
-                self.order_cohort_day, self.marks, self.open_carts, self.recent_orders]
+        out = [self.born_ms, self.signup_ms, self.first_order_ms, self.second_order_ms,
+               self.order_cohort_day, self.marks, self.open_carts, self.recent_orders]
+        if self.acq is not None:
+            out.append(self.acq.to_list())
+        return out
 
     @classmethod
     def from_list(cls, v: list) -> KpiMemory:
-        return cls(*v)
+        # Eight fields in records written before acquisition cells existed.
+        acq = AcqMemory.from_list(v[8]) if len(v) > 8 and v[8] is not None else None
+        return cls(*v[:8], acq=acq)
 
 
 @dataclass(slots=True)
@@ -120,6 +150,10 @@ class UserState:
     # (state.churn_model). None before the first order, and in states
     # written before this field existed (the first time seen stands in).
     first_order_ms: int | None = None
+    # Where the user came from: [channel, campaign or None, event time of
+    # the event that said so]. The earliest such event wins, so a late
+    # earlier one replaces it (a correction); None until an event says.
+    acquisition: list | None = None
 
     @property
     def has_applied(self) -> bool:
@@ -145,14 +179,18 @@ def is_duplicate(state: UserState | None, event: UserEvent) -> bool:
 def hold(state: UserState, event: UserEvent) -> None:
     """Keep an event until the watermark passes it (see engine.advance)."""
     entry = [event.ts_ms, event.type.value, event.amount_cents, event_fingerprint(event.event_id)]
+    if event.channel is not None:  # only then: most events say nothing of it, and held lists are state
+        entry += [event.channel, event.campaign]
     state.held.append(entry)
     state.held.sort(key=lambda h: (h[0], h[3]))  # a total order: replays release alike
 
 
 def release(state: UserState) -> tuple[UserEvent, int]:
     """Take the earliest held event back as an event (its id is a fingerprint)."""
-    ts, type_, cents, fingerprint = state.held.pop(0)
-    return UserEvent(event_id="", user_id="", type=EventType(type_), ts_ms=ts, amount_cents=cents), fingerprint
+    ts, type_, cents, fingerprint, *acquisition = state.held.pop(0)
+    channel, campaign = acquisition or (None, None)
+    return UserEvent(event_id="", user_id="", type=EventType(type_), ts_ms=ts, amount_cents=cents,
+                     channel=channel, campaign=campaign), fingerprint
 
 
 def apply(
@@ -175,6 +213,13 @@ def apply(
         state.last_active_ms = ts if state.last_active_ms is None else max(state.last_active_ms, ts)
     if event.type is EventType.CAMPAIGN_TOUCH:
         state.last_campaign_ms = ts if state.last_campaign_ms is None else max(state.last_campaign_ms, ts)
+    if event.channel is not None:
+        said = [event.channel, event.campaign, ts]
+        known = state.acquisition
+        # The earliest wins; at the same time the smaller value, so that the
+        # answer does not depend on the order two such events arrived in.
+        if known is None or (ts, event.channel, event.campaign or "") < (known[2], known[0], known[1] or ""):
+            state.acquisition = said
 
     if event.type is EventType.ORDER:
         state.lifetime_orders += 1

@@ -4,12 +4,16 @@ Key layout (prefix P):
   P m:<grain>:<label>          hash  a period's cells (state.kpis); `late:<cell>`
                                holds the part booked by late events
   P m:c:<by>:<grain>:<label>   hash  a cohort: active users per later period
+  P m:acq:<grain>:<label>      hash  an acquisition cohort, per channel (state.acquisition)
   P m:months                   set   months with cells (members are summed over them)
   P m:wm                       hash  partition -> watermark its facts were applied up to
   P m:partitions               string how many partitions the events topic has
   P m:open                     zset  periods with cells not yet published closed, by end time
   P m:from0:<p>                string set when partition p's facts were applied from offset 0:
                                a Redis that comes back empty has none, and is rebuilt
+  P m:spend                    hash  cost statements in force: `<period>|<channel>` -> cents
+  P m:spend_at                 hash  the same keys -> the statement's offset in tierstream.costs
+  P m:from0:costs              string set when the costs topic was read from offset 0
   P user:<id>  field `mv`      the user's last step whose facts are applied
 
 Idempotence: a step is applied only if its version is above the user's `mv`,
@@ -49,6 +53,10 @@ local function targets(cell)
   if string.sub(key, 1, 2) == 'a:' then
     local d, w, m = string.match(key, '^a:([^,]+),([^,]+),([^,]+)$')
     return {'day:' .. d, 'week:' .. w, 'month:' .. m}, name, m
+  end
+  if string.sub(key, 1, 2) == 'q:' then
+    local w, m = string.match(key, '^q:([^,]+),([^,]+)$')
+    return {'acq:week:' .. w, 'acq:month:' .. m}, name, nil
   end
   return {key}, name, nil
 end
@@ -111,6 +119,20 @@ if redis.call('LINDEX', KEYS[1], 0) == ARGV[2] and redis.call('LINDEX', KEYS[1],
 end
 return 0
 """
+# Cost statements: ARGV prefix, then (field, offset, cents) triples. A
+# statement replaces its key's only if it comes later in the topic: a
+# redelivered older one (an aggregator's restart) never undoes a correction.
+_SPEND = """
+local p = ARGV[1]
+for i = 2, #ARGV, 3 do
+  local at = tonumber(redis.call('HGET', p .. 'm:spend_at', ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) > at then
+    redis.call('HSET', p .. 'm:spend_at', ARGV[i], ARGV[i + 1])
+    redis.call('HSET', p .. 'm:spend', ARGV[i], ARGV[i + 2])
+  end
+end
+return 1
+"""
 CHUNK_ARGS = 20_000  # script arguments per call: bounds how long Redis is busy with one call
 
 
@@ -129,6 +151,7 @@ class MetricsStore:
         self._p = prefix
         self._apply = redis.register_script(_APPLY)
         self._trim = redis.register_script(_TRIM)
+        self._spend = redis.register_script(_SPEND)
 
     def key(self, suffix: str) -> str:
         return f"{self._p}m:{suffix}"
@@ -160,6 +183,19 @@ class MetricsStore:
                 raise MetricsReset(partition)
             touched.update(k.decode() for k in keys)
         return touched
+
+    async def apply_costs(self, statements: Sequence[tuple[str, int, int]]) -> None:
+        """(key, offset, cents) of cost statements, in any order: each key
+        keeps the statement latest in the topic."""
+        for start in range(0, len(statements), CHUNK_ARGS // 3):
+            args: list[Any] = [self._p]
+            for key, offset, cents in statements[start:start + CHUNK_ARGS // 3]:
+                args += (key, offset, cents)
+            await self._spend(args=args)
+
+    async def spend(self) -> dict[str, int]:
+        """Every statement in force: `<period>|<channel>` -> cents."""
+        return {k.decode(): int(v) for k, v in (await self._redis.hgetall(self.key("spend"))).items()}
 
     async def corrections(self, partition: int, limit: int = 1000) -> list[tuple[str, int, str, int]]:
         """The oldest late cells of the partition not yet published, whole
@@ -256,6 +292,12 @@ class MetricsStore:
             return set()
         marks = await self._redis.mget([self.key(f"from0:{p}") for p in partitions])
         return {p for p, m in zip(partitions, marks) if m is None}
+
+    async def costs_from_start(self) -> bool:
+        return bool(await self._redis.exists(self.key("from0:costs")))
+
+    async def mark_costs_from_start(self) -> None:
+        await self._redis.set(self.key("from0:costs"), 1)
 
     async def mark_from_start(self, partitions: Iterable[int]) -> None:
         for p in partitions:

@@ -17,8 +17,9 @@ async def ensure_topics(kafka: KafkaAccess, partitions: int) -> None:
         existing = set(await admin.list_topics())
         wanted = [topics.EVENTS, *topics.OUTPUTS]
         missing = [NewTopic(name, partitions, 1) for name in wanted if name not in existing]
-        if topics.CONFIG not in existing:  # one partition: its records' order is the versions' order
-            missing.append(NewTopic(topics.CONFIG, 1, 1))
+        for single in (topics.CONFIG, topics.COSTS):  # one partition: its records' order is the versions' order
+            if single not in existing:
+                missing.append(NewTopic(single, 1, 1))
         if missing:
             try:
                 await admin.create_topics(missing)

@@ -33,13 +33,16 @@ def encode_state(state: UserState) -> bytes:
     flat = [x for index in sorted(b) for x in (index, *b[index])] if b else []
     a = s.activity
     activity = [x for index in sorted(a) for x in (index, a[index])] if a else []
-    return orjson.dumps((
+    fields_ = (
         STATE_FORMAT, s.first_seen_ms, s.last_seen_ms, s.last_active_ms, s.last_order_ms, s.last_campaign_ms,
         s.lifetime_orders, s.lifetime_revenue_cents, s.lifetime_refunds_cents, flat, s.recent_ids,
         s.tier, s.stage, s.tier_since_ms, s.stage_since_ms, s.evaluated_ms, s.due_ms, s.version,
         s.src_partition, s.src_offset, s.held, activity, s.kpi.to_list() if s.kpi is not None else None,
         s.camp, s.first_order_ms,
-    ))
+    )
+    # The last field goes only when known: most users' records stay as short
+    # as before it existed (decode_state takes short records).
+    return orjson.dumps(fields_ if s.acquisition is None else (*fields_, s.acquisition))
 
 
 _ENCODED_ORDER = (
@@ -47,6 +50,7 @@ _ENCODED_ORDER = (
     "lifetime_orders", "lifetime_revenue_cents", "lifetime_refunds_cents", "buckets", "recent_ids",
     "tier", "stage", "tier_since_ms", "stage_since_ms", "evaluated_ms", "due_ms", "version",
     "src_partition", "src_offset", "held", "activity", "kpi", "camp", "first_order_ms",
+    "acquisition",
 )
 assert _ENCODED_ORDER == _STATE_FIELDS, "encode_state is out of step with UserState's fields"
 
@@ -56,9 +60,9 @@ def decode_state(data: bytes) -> UserState:
     if values[0] != STATE_FORMAT:
         raise ValueError(f"unknown state format {values[0]!r}; this worker reads format {STATE_FORMAT}")
     # Fields are only ever appended: a record written before `activity`
-    # (or `kpi`, `camp`, `first_order_ms`) existed is short of them, and
+    # (or `kpi`, `camp`, `first_order_ms`, `acquisition`) existed is short of them, and
     # decodes with their defaults.
-    if not len(_STATE_FIELDS) - 4 <= len(values) - 1 <= len(_STATE_FIELDS):
+    if not len(_STATE_FIELDS) - 5 <= len(values) - 1 <= len(_STATE_FIELDS):
         raise ValueError(f"state record has {len(values) - 1} fields; this worker reads {len(_STATE_FIELDS)}")
     kwargs = dict(zip(_STATE_FIELDS, values[1:]))
     flat = kwargs["buckets"]
@@ -117,6 +121,13 @@ def figures(a: Assessment) -> dict[str, Any]:
     }
 
 
+def acquisition(a: Assessment) -> dict[str, Any]:
+    """`{"acquisition": {"channel", "campaign"}}` when the user's is known,
+    else nothing: records of users no event placed stay as they were."""
+    known = a.acquisition
+    return {"acquisition": {"channel": known[0], "campaign": known[1]}} if known is not None else {}
+
+
 def tier_change_record(c: TierChange) -> dict[str, Any]:
     a = c.assessment
     return {
@@ -133,6 +144,7 @@ def tier_change_record(c: TierChange) -> dict[str, Any]:
         # Quantile scores: the population's cut points this decision used.
         "thresholds": a.cuts.summary() if a.cuts is not None else None,
         "rules_version": c.rules_version,
+        **acquisition(a),
     }
 
 
@@ -151,6 +163,7 @@ def churn_alert_record(alert: ChurnAlert) -> dict[str, Any]:
         # With the churn model, once fitted: what a churn_risk alert is about.
         **({"churn": figures(a)["churn"]} if a.cuts is not None and a.cuts.churn is not None else {}),
         "rules_version": alert.rules_version,
+        **acquisition(a),
     }
 
 
@@ -171,6 +184,7 @@ def action_record(a: CampaignAction) -> dict[str, Any]:
         "ltv": money(s.ltv_cents),
         "days_inactive": s.days_inactive,
         "lifetime_orders": s.lifetime_orders,
+        **acquisition(s),
     }
 
 
@@ -203,6 +217,7 @@ def user_record(user_id: str, state: UserState, a: Assessment) -> dict[str, Any]
         "last_order": iso(state.last_order_ms),
         "version": state.version,
         **figures(a),
+        **acquisition(a),
     }
 
 

@@ -25,7 +25,7 @@ EARLIEST_MS = 0
 # to the year 5138) than milliseconds before 1973-03-03: refused with that
 # hint. Older history can be sent as ISO-8601.
 SECONDS_GUARD_MS = 100_000_000_000
-KNOWN_FIELDS = frozenset({"event_id", "user_id", "type", "ts", "amount", "order_id", "properties"})
+KNOWN_FIELDS = frozenset({"event_id", "user_id", "type", "ts", "amount", "order_id", "properties", "acquisition"})
 MAX_PROPERTIES_BYTES = 4096
 # Deeper nesting is no real producer's data, and orjson refuses to encode
 # past 254 levels: the limit turns that into a reason instead of a crash.
@@ -33,6 +33,29 @@ MAX_PROPERTIES_DEPTH = 32
 MONEY_TYPES = (EventType.ORDER, EventType.REFUND)
 
 Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+ACQUISITION_FIELDS = frozenset({"channel", "campaign"})
+
+
+def _printable_name(value: str, what: str) -> str:
+    if value != value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"{what} must be printable, without blanks at either end")
+    return value
+
+
+class Acquisition(BaseModel):
+    """Where the user came from, as the event (normally the signup) says.
+    Channels are the operator's own words ("paid_search", "Partner X"): any
+    value is data, not a reason to refuse, but bounded and printable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    campaign: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
+
+    @field_validator("channel", "campaign")
+    @classmethod
+    def _printable(cls, v: str | None, info: Any) -> str | None:
+        return v if v is None else _printable_name(v, info.field_name)
 
 
 class InputEvent(BaseModel):
@@ -47,6 +70,7 @@ class InputEvent(BaseModel):
     amount: Decimal | None = None
     order_id: Identifier | None = None
     properties: dict[str, Any] | None = None
+    acquisition: Acquisition | None = None
 
     @field_validator("amount", mode="before")
     @classmethod
@@ -144,6 +168,13 @@ def parse_event(
     unknown = [k for k in raw if k not in KNOWN_FIELDS]
     if unknown:
         raw = {k: v for k, v in raw.items() if k in KNOWN_FIELDS}
+    acquisition = raw.get("acquisition")
+    if isinstance(acquisition, dict) and not acquisition.keys() <= ACQUISITION_FIELDS:
+        # UTM-style extras (medium, source, ...) are dropped like unknown
+        # top-level fields: they must not cost the user their signup.
+        unknown += [f"acquisition.{k}" for k in acquisition if k not in ACQUISITION_FIELDS]
+        raw = {**raw, "acquisition": {k: v for k, v in acquisition.items() if k in ACQUISITION_FIELDS}}
+    if unknown:
         if on_unknown_fields is not None:
             on_unknown_fields(unknown)
     try:
@@ -188,7 +219,9 @@ def parse_event(
         ts_ms=ts_ms,
         amount_cents=cents,
         order_id=event.order_id,
+        channel=event.acquisition.channel if event.acquisition is not None else None,
+        campaign=event.acquisition.campaign if event.acquisition is not None else None,
     )
 
 
-__all__ = ["InputEvent", "Rejection", "parse_event", "parse_ts"]
+__all__ = ["Acquisition", "InputEvent", "Rejection", "parse_event", "parse_ts"]

@@ -24,6 +24,11 @@ POPULATION = "tierstream.population"
 # partition, the latest record in force, the earlier ones its history.
 CONFIG = "tierstream.config"
 
+# What acquiring customers cost: one statement per channel and period
+# (stream.costs), read by the metrics aggregator; one partition, so that
+# the statements' order is the topic's.
+COSTS = "tierstream.costs"
+
 OUTPUTS = (TIER_CHANGES, CHURN_ALERTS, DEAD_LETTERS, METRICS, METRIC_FACTS, ACTIONS, CAMPAIGN_OUTCOMES, POPULATION)
 
 # The users table's changelog is internal: Faust names it

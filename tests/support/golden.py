@@ -58,13 +58,14 @@ def rules() -> Any:
 
 def history() -> list[dict]:
     """Two years of a shop (bench.workload: signups, visits, orders, refunds,
-    quiet spells and comebacks), in arrival order: mostly event-time order,
-    with 4% of events arriving up to three days late (within and beyond the
+    quiet spells and comebacks; acquisition channels on most signups), in
+    arrival order: mostly event-time order, with 4% of events arriving up to three days late (within and beyond the
     allowed lateness), 0.5% sent twice, and a few a producer gets wrong."""
-    from bench.workload import history as shop
+    from bench.workload import CHANNELS, history as shop
 
     rnd = random.Random(2026)
-    bodies = sorted(shop(users=USERS, events=EVENTS, days=DAYS, seed=5), key=lambda b: (b["ts"], b["event_id"]))
+    bodies = sorted(shop(users=USERS, events=EVENTS, days=DAYS, seed=5, channels=CHANNELS),
+                    key=lambda b: (b["ts"], b["event_id"]))
     arrival = []
     for b in bodies:
         delay = rnd.uniform(0, 3 * DAY_MS) if rnd.random() < 0.04 else 0.0

@@ -279,3 +279,85 @@ def expected_row(r: dict[str, Any], tiers: list[str], stages: list[str]) -> dict
              for k, v in r.items() if k.startswith("flow|") for a, b in [k[5:].split(">", 1)]),
             key=lambda f: (f["from"] or "", f["to"])),
     }
+
+
+# -- acquisition: LTV against CAC (docs/metrics.md, "Acquisition") ----------
+
+HORIZONS = (30, 90, 180, 365)
+AGE_CAP = 730
+
+
+def _days(grain: str, period: str) -> list[date]:
+    start = period_start(grain, period)
+    end = datetime.fromtimestamp(period_end_ms(grain, period) / 1000, UTC).date()
+    return [start + timedelta(days=i) for i in range((end - start).days)]
+
+
+def acquisition(events: list[dict], changes: list[dict], statements: list[dict], grain: str,
+                observed_through: date) -> dict[tuple[str, str | None], dict[str, Any]]:
+    """(cohort, channel) -> the figures of one row of
+    `GET /v1/metrics/acquisition?by=cohort`, from the whole history, the
+    published tier changes and the cost statements in the order sent, by
+    brute force: each customer's money by age, every N from 1 on.
+    `observed_through`: the last complete day of event time."""
+    by_user: dict[str, list[dict]] = defaultdict(list)
+    seen = set()
+    for e in events:
+        if (e["user_id"], e["event_id"]) not in seen:
+            seen.add((e["user_id"], e["event_id"]))
+            by_user[e["user_id"]].append(e)
+    final_tier: dict[str, str] = {}
+    for c in sorted(changes, key=lambda c: c["at_ms"]):  # stable: equal times keep the published order
+        final_tier[c["user_id"]] = c["to_tier"]
+    groups: dict[tuple[str, str | None], dict[str, Any]] = defaultdict(
+        lambda: {"customers": [], "spend": 0})
+    for user, evs in by_user.items():
+        born = day_of(min(e["ts"] for e in evs))
+        placed = sorted((e["ts"], e["acquisition"]["channel"], e["acquisition"].get("campaign") or "")
+                        for e in evs if e.get("acquisition"))
+        channel = placed[0][1] if placed else None
+        cents_at: dict[int, int] = defaultdict(int)
+        for e in evs:
+            if e["type"] in ("order", "refund"):
+                age = min(AGE_CAP, max(0, (day_of(e["ts"]) - born).days))
+                cents_at[age] += _cents(e["amount"]) * (1 if e["type"] == "order" else -1)
+        groups[(period_of(grain, born), channel)]["customers"].append({
+            "bought": any(e["type"] == "order" for e in evs), "money": cents_at, "tier": final_tier.get(user)})
+    in_force: dict[tuple[str, str], int] = {}
+    for s in statements:
+        in_force[(s["channel"], s["period"])] = _cents(s["amount"])
+    for (channel, period), cents in in_force.items():
+        g = "day" if len(period) == 10 else "week" if "W" in period else "month"
+        days = _days(g, period)
+        share, odd = divmod(cents, len(days))
+        for i, d in enumerate(days):
+            groups[(period_of(grain, d), channel)]["spend"] += share + (1 if i < odd else 0)
+    out = {}
+    for (cohort, channel), g in groups.items():
+        customers = g["customers"]
+        n, spend = len(customers), g["spend"]
+        last_day = _days(grain, cohort)[-1]
+        observed = max(0, (observed_through - last_day).days + 1)
+
+        def revenue(first_days: int) -> int:
+            return sum(c for cust in customers for age, c in cust["money"].items() if age < first_days)
+
+        payback = None
+        if spend and n:
+            for days in range(1, min(observed, AGE_CAP) + 1):
+                if revenue(days) >= spend:
+                    payback = days
+                    break
+        out[(cohort, channel)] = {
+            "observed_days": observed,
+            "new_customers": n,
+            "buyers": sum(c["bought"] for c in customers),
+            "spend": money(spend),
+            "cac": money(round(spend / n)) if n and spend else None,
+            "revenue_to_date": money(sum(sum(c["money"].values()) for c in customers)),
+            "ltv": {str(h): (money(round(revenue(h) / n)) if n and observed >= h else None) for h in HORIZONS},
+            "payback_days": payback,
+            "tier_members": {t: sum(1 for c in customers if c["tier"] == t) for t in {c["tier"] for c in customers}
+                             if t is not None},
+        }
+    return out
