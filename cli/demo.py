@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 import orjson
 
@@ -28,7 +29,16 @@ DAY_MS = 86_400_000
 RESPONSE = {"win_back": {"control": 0.10, "treatment": 0.15}}
 RESPONSE_DAYS = 30
 PERSONAS = ("loyal", "bargain", "one_time", "drifting", "newcomer")
-WEIGHTS = (0.15, 0.25, 0.2, 0.25, 0.15)
+# Three acquisition channels with the known truth an LTV-against-CAC panel
+# should find: their share of arrivals, what a customer costs through them
+# (the daily cost statements the demo sends), and the personas they bring.
+# Paid search is dear and brings one-time and bargain buyers; referrals are
+# cheap and bring loyal customers; social sits between, with many drifters.
+CHANNELS = {
+    "paid_search": {"share": 0.45, "cost": 30.0, "weights": (0.08, 0.30, 0.35, 0.17, 0.10)},
+    "social": {"share": 0.35, "cost": 12.0, "weights": (0.12, 0.25, 0.13, 0.35, 0.15)},
+    "referral": {"share": 0.20, "cost": 4.0, "weights": (0.35, 0.15, 0.10, 0.15, 0.25)},
+}
 # Mean simulated days a shopper of the persona keeps coming (exponential);
 # one-time buyers and drifting users end by their own rules. With arrivals
 # every day this keeps the shop's size, and the load on the worker, steady.
@@ -41,6 +51,7 @@ class Shopper:
     persona: str
     joined_ms: int
     orders: int = 0
+    channel: str = "paid_search"
     # Drifting users wait longer and longer between visits, then stop.
     gap_days: float = 2.0
     silent: bool = False
@@ -81,14 +92,22 @@ class DemoGenerator:
         self._responses: list[tuple[int, int, dict]] = []  # (ts, seq, event): orders campaigns caused
         self._by_id: dict[str, Shopper] = {}
         self.responded: dict[tuple[str, str], int] = {}  # (campaign, arm) -> users who came back
+        # Channels are drawn apart from everything else a shopper does.
+        self._channel_rnd = random.Random(seed + 1)
+        self._joined: dict[tuple[int, str], int] = {}  # (UTC day, channel) -> shoppers who joined then
+        self._costed_to = -1  # UTC days before this one have had their cost statements
 
     def persona_of(self, user_id: str) -> str:
         """The simulated shopper's persona (what the demo knows and the worker must find out)."""
         return self._by_id[user_id].persona
 
     def _join(self, at_ms: int) -> Shopper:
-        persona = self.rnd.choices(PERSONAS, WEIGHTS)[0]
-        shopper = Shopper(f"user-{self._next_user:05d}", persona, at_ms)
+        names = list(CHANNELS)
+        channel = self._channel_rnd.choices(names, [CHANNELS[c]["share"] for c in names])[0]
+        persona = self.rnd.choices(PERSONAS, CHANNELS[channel]["weights"])[0]
+        shopper = Shopper(f"user-{self._next_user:05d}", persona, at_ms, channel=channel)
+        day = at_ms // DAY_MS
+        self._joined[(day, channel)] = self._joined.get((day, channel), 0) + 1
         if persona in LIFETIME_DAYS:
             shopper.leaves_ms = at_ms + int(self.rnd.expovariate(1 / LIFETIME_DAYS[persona]) * DAY_MS)
         self._by_id[shopper.user_id] = shopper
@@ -132,6 +151,22 @@ class DemoGenerator:
         self.sent += len(out)
         return out
 
+    def due_costs(self) -> list[dict]:
+        """Cost statements (tierstream.costs) for each whole UTC day since
+        the last call: per channel, what its arrivals of the day cost, with
+        some noise, as an ad platform's daily report would say."""
+        today = self.clock.now_ms() // DAY_MS
+        days = sorted({d for d, _ in self._joined if self._costed_to <= d < today})
+        out = []
+        for day in days:
+            for channel, truth in CHANNELS.items():
+                joined = self._joined.pop((day, channel), 0)
+                if joined:
+                    amount = round(joined * truth["cost"] * self._channel_rnd.uniform(0.8, 1.2), 2)
+                    out.append({"channel": channel, "period": _utc_day(day), "amount": amount})
+        self._costed_to = max(self._costed_to, today)
+        return out
+
     def treat(self, action: dict) -> None:
         """A campaign assigned a user (from tierstream.actions): with the
         arm's probability, the user orders within the window."""
@@ -151,7 +186,9 @@ class DemoGenerator:
         if s.leaves_ms is not None and at >= s.leaves_ms and not s.silent:
             return events  # gone: no more visits (a campaign's response may still bring an order)
         if s.orders == 0 and s.joined_ms == at and not s.silent:
-            events.append(self._event(s, "signup", at))
+            signup = self._event(s, "signup", at)
+            signup["acquisition"] = {"channel": s.channel}
+            events.append(signup)
         events.append(self._event(s, r.choice(["login", "view", "view"]), at + 1))
         if s.persona == "loyal":
             if r.random() < 0.6:
@@ -203,6 +240,10 @@ class DemoGenerator:
         return events
 
 
+def _utc_day(day: int) -> str:
+    return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
+
+
 async def run_demo(
     kafka: KafkaAccess, generator: DemoGenerator, stop: asyncio.Event, on_batch: Callable[[int], None] | None = None
 ) -> None:
@@ -213,6 +254,9 @@ async def run_demo(
             batch = generator.due_events()
             for body in batch:
                 await producer.send(topics.EVENTS, orjson.dumps(body), key=body["user_id"].encode())
+            for statement in generator.due_costs():
+                key = f"{statement['period']}|{statement['channel']}".encode()
+                await producer.send(topics.COSTS, orjson.dumps(statement), key=key)
             if on_batch:
                 on_batch(len(batch))
             try:

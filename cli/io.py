@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import sys
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from stream.admin import ensure_topics
 from stream.codecs import decode_state, user_record
 from stream.faust_ext.recovery import true_end_offsets
 from stream.connection import kafka_access, redis_access
+from stream.contract import Rejection
+from stream.costs import CostStatement, encode_statement, parse_statement
 from stream.settings import Settings
 
 
@@ -59,6 +63,39 @@ async def produce_file(settings: Settings, path: Path) -> tuple[int, int]:
     finally:
         await producer.stop()
     return sent, unkeyed
+
+
+def read_cost_file(path: Path) -> list[CostStatement]:
+    """The statements of a CSV file (channel, period, amount), each checked
+    as the aggregator will; ValueError naming every bad line."""
+    statements, problems = [], []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"channel", "period", "amount"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: the header lacks {', '.join(sorted(missing))} (columns: channel,period,amount)")
+        for line, row in enumerate(reader, start=2):
+            parsed = parse_statement(orjson.dumps({k: row[k] for k in ("channel", "period", "amount")}))
+            if isinstance(parsed, Rejection):
+                problems.append(f"line {line}: {parsed.error}")
+            else:
+                statements.append(parsed)
+    if problems:
+        raise ValueError(f"{path}: nothing sent; fix these lines:\n  " + "\n  ".join(problems))
+    return statements
+
+
+async def publish_costs(settings: Settings, statements: list[CostStatement]) -> None:
+    kafka = kafka_access(settings)
+    await ensure_topics(kafka, settings.partitions)
+    producer = kafka.producer(acks="all")
+    await producer.start()
+    try:
+        for s in statements:  # in order: a later line for the same key wins
+            await producer.send_and_wait(topics.COSTS, encode_statement(s.channel, s.period, Decimal(s.cents) / 100),
+                                         key=s.key.encode())
+    finally:
+        await producer.stop()
 
 
 async def tail_topic(

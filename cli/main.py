@@ -12,6 +12,7 @@ import click
 import orjson
 
 from stream.connection import AccessProblem, kafka_access, kafka_problem, redis_access, redis_problem
+from stream import topics
 from stream.settings import Settings
 
 
@@ -277,19 +278,50 @@ def snapshot(as_of: str, out: Path, wait: float | None) -> None:
 @click.option("--from", "start", default=None, help="First period: a date or a label (2024-W05, 2024-03)")
 @click.option("--to", "end", default=None, help="Last period (default: the latest)")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--acquisition", is_flag=True, help="LTV against CAC per acquisition channel and cohort instead "
+              "(--grain week or month: the cohorts; --from/--to: which)")
 @click.option("--api", default=None, help="Read API base URL (default: http://TIERSTREAM_API_HOST:TIERSTREAM_API_PORT)")
-def report(grain: str, start: str | None, end: str | None, fmt: str, api: str | None) -> None:
+def report(grain: str, start: str | None, end: str | None, fmt: str, acquisition: bool, api: str | None) -> None:
     """KPIs per period, the latest tier flows and the cohort triangle, from the read API."""
     from rich.console import Console
 
-    from cli.report import ReportError, build, render
+    from cli.report import ReportError, build, build_acquisition, render, render_acquisition
 
     s = _settings()
+    base = api or f"http://{s.api_host}:{s.api_port}"
+    console = Console(width=200 if fmt == "table" else None, soft_wrap=fmt != "table")
     try:
-        data = build(api or f"http://{s.api_host}:{s.api_port}", grain, start, end)
+        if acquisition:
+            if grain == "day":
+                raise click.UsageError("acquisition cohorts are weeks or months: --grain week or --grain month")
+            render_acquisition(build_acquisition(base, grain, start, end), fmt, console)
+            return
+        data = build(base, grain, start, end)
     except ReportError as exc:
         raise click.ClickException(str(exc)) from exc
-    render(data, fmt, Console(width=200 if fmt == "table" else None, soft_wrap=fmt != "table"))
+    render(data, fmt, console)
+
+
+@cli.group()
+def costs() -> None:
+    """Acquisition cost statements (tierstream.costs): what each channel cost per period."""
+
+
+@costs.command("publish")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def costs_publish(file: Path) -> None:
+    """Send the statements of a CSV file with the columns channel, period
+    (2024-03-05, 2024-W10 or 2024-03) and amount. Every line is checked
+    first: a file with a bad line sends nothing. A statement replaces an
+    earlier one for the same channel and period."""
+    from cli.io import publish_costs, read_cost_file
+
+    try:
+        statements = read_cost_file(file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _run(publish_costs(_settings(), statements))
+    click.echo(f"sent {len(statements)} cost statements to {topics.COSTS}")
 
 
 @cli.command()

@@ -129,6 +129,59 @@ def render(report: dict[str, Any], fmt: str, console: Console) -> None:
         console.print(tri)
 
 
+def build_acquisition(api: str, grain: str, start: str | None, end: str | None) -> dict[str, Any]:
+    period = {"from": start, "to": end}
+    return {"channels": fetch(api, "/v1/metrics/acquisition", grain=grain, by="channel", **period),
+            "cohorts": fetch(api, "/v1/metrics/acquisition", grain=grain, by="cohort", **period)}
+
+
+ACQUISITION_COLUMNS = (("new_customers", "customers"), ("buyers", "buyers"), ("spend", "spend"), ("cac", "CAC"),
+                       ("ltv_to_date", "LTV so far"), *((f"ltv.{h}", f"LTV {h}d") for h in (30, 90, 180, 365)),
+                       ("ltv_cac.90", "LTV:CAC 90d"), ("ltv_cac.365", "LTV:CAC 365d"), ("payback", "payback"))
+
+
+def _field(row: dict[str, Any], key: str) -> Any:
+    if key == "payback":
+        return f"{row['payback_days']} days" if row["payback_days"] is not None else row["payback"]
+    name, _, sub = key.partition(".")
+    return row[name][sub] if sub else row[name]
+
+
+def render_acquisition(report: dict[str, Any], fmt: str, console: Console) -> None:
+    """LTV against CAC: one table per channel over the cohorts, one per cohort and channel."""
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
+    channels, cohorts = report["channels"], report["cohorts"]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["cohort", "channel", *(k for k, _ in ACQUISITION_COLUMNS)])
+        for row in cohorts["rows"]:
+            writer.writerow([row["cohort"], row["channel"] or "",
+                             *("" if (v := _field(row, k)) is None else v for k, _ in ACQUISITION_COLUMNS)])
+        sys.stdout.write(out.getvalue())
+        return
+    span = f"{channels['cohorts'][0]} to {channels['cohorts'][-1]}" if channels["cohorts"] else "no cohorts yet"
+    for title, doc, first in ((f"LTV against CAC per channel, {channels['grain']}ly cohorts {span}", channels, None),
+                              (f"Per {cohorts['grain']} of acquisition", cohorts, "cohort")):
+        table = Table(title=title, header_style="bold")
+        if first:
+            table.add_column(first)
+        table.add_column("channel")
+        for _, name in ACQUISITION_COLUMNS:
+            table.add_column(name, justify="right")
+        for row in doc["rows"]:
+            cells = [_cell(_field(row, k)) if k.startswith(("ltv", "cac", "spend", "new", "buyers")) else
+                     str(_field(row, k)) for k, _ in ACQUISITION_COLUMNS]
+            table.add_row(*([row[first]] if first else []), row["channel"] or "(unattributed)", *cells)
+        console.print(table)
+    through = channels.get("observed_through")
+    console.print(f"[dim]Observed through {through or '–'} (event time). LTV N d: net revenue per customer in their "
+                  "first N days, over the cohorts observed that long (– until one is); payback: the first N at which "
+                  "it reaches CAC (docs/metrics.md).[/dim]")
+
+
 def render_campaigns(doc: dict[str, Any], fmt: str, console: Console) -> None:
     if fmt == "json":
         sys.stdout.write(json.dumps(doc) + "\n")

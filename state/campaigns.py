@@ -58,6 +58,9 @@ class Eligibility(_Strict):
     # Not contacted (assigned to a treatment arm) by any campaign within
     # this many days: users are not flooded.
     not_contacted_days: float | None = Field(None, ge=0)
+    # Only customers acquired through one of these channels (the earliest an
+    # event said, docs/events.md); "" stands for customers no event placed.
+    channels: list[str] | None = Field(None, min_length=1)
 
 
 class Goal(_Strict):
@@ -202,10 +205,12 @@ def triggered(campaign: Campaign, from_tier: str | None, to_tier: str | None, fr
     return from_tier == t.transition.from_ and to_tier == t.transition.to
 
 
-def eligible(campaign: Campaign, camp: list, now_ms: int, ltv_cents: int) -> bool:
+def eligible(campaign: Campaign, camp: list, now_ms: int, ltv_cents: int, channel: str = "") -> bool:
     if not campaign.active_at(now_ms):
         return False
     e = campaign.eligible
+    if e.channels is not None and channel not in e.channels:
+        return False
     if e.ltv_min is not None and ltv_cents < round(e.ltv_min * 100):
         return False
     if e.ltv_max is not None and ltv_cents > round(e.ltv_max * 100):

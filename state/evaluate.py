@@ -98,7 +98,8 @@ def _days(since_ms: int, now_ms: int) -> int:
 
 
 # The figures a tier condition can test, in the order `evaluate` lays them out.
-_FIGURES = ("r", "f", "m", "rfm_sum", "frequency", "lifetime_orders", "recency_days", "ltv", "e", "p_alive")
+_FIGURES = ("r", "f", "m", "rfm_sum", "frequency", "lifetime_orders", "recency_days", "ltv", "e", "p_alive",
+            "channel")
 # (rule field, figure, True for a minimum)
 _CONDITIONS = (
     ("r_min", "r", True), ("r_max", "r", False),
@@ -111,7 +112,18 @@ _CONDITIONS = (
     ("days_since_order_min", "recency_days", True), ("days_since_order_max", "recency_days", False),
     ("ltv_min", "ltv", True), ("ltv_max", "ltv", False),
     ("p_alive_min", "p_alive", True), ("p_alive_max", "p_alive", False),
+    # A set test written as a maximum: {the user's channel} <= the channels listed.
+    ("channels", "channel", False),
 )
+_CHANNEL_SETS: dict[str, frozenset[str]] = {}  # channel -> {channel}, made once per channel
+
+
+def _channel_set(state: UserState) -> frozenset[str]:
+    channel = state.acquisition[0] if state.acquisition is not None else ""
+    found = _CHANNEL_SETS.get(channel)
+    if found is None:
+        found = _CHANNEL_SETS[channel] = frozenset((channel,))
+    return found
 
 
 @dataclass(slots=True, frozen=True)
@@ -129,6 +141,7 @@ class _Plan:
     quantiles: tuple[str, ...]  # dimensions scored by the population's cut points
     churn_model: bool
     p_alive_limits: tuple[float, ...]  # P(alive) values tiers or the churn_risk alert test (crossings wake)
+    uses_channels: bool  # a tier tests the acquisition channel
     # per tier: (name, groups); a group is ((figure index, limit, is_min), ...),
     # only the conditions it sets; the tier holds if any group does
     tiers: tuple[tuple[str, tuple[tuple[tuple[int, float, bool], ...], ...]], ...]
@@ -147,7 +160,8 @@ def _plan(rules: Rules) -> _Plan:
     hit = _plans.get(id(rules))
     if hit is None or hit[0] is not rules:
         tiers = tuple(
-            (t.name, tuple(tuple((_FIGURES.index(fig), getattr(g, f), is_min)
+            (t.name, tuple(tuple((_FIGURES.index(fig), frozenset(getattr(g, f)) if f == "channels" else getattr(g, f),
+                                  is_min)
                                  for f, fig, is_min in _CONDITIONS if getattr(g, f) is not None)
                            for g in t.groups))
             for t in rules.tiers
@@ -164,6 +178,7 @@ def _plan(rules: Rules) -> _Plan:
             quantiles=tuple(rules.scores.quantiles),
             churn_model=rules.scores.churn_model,
             p_alive_limits=rules.p_alive_limits,
+            uses_channels=any(g.channels is not None for t in rules.tiers for g in t.groups),
             tiers=tiers,
             new_days=s.new_days, at_risk_days=s.at_risk_days,
             churned_days=s.churned_days, reactivated_days=s.reactivated_days,
@@ -242,7 +257,8 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
         actions = sum(n for index, n in state.activity.items() if index >= oldest)
         e = _score_at_least(actions, plan.engagement) if actions > 0 else 1
     # laid out as _FIGURES
-    tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0, alive))
+    tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0, alive,
+                        _channel_set(state) if plan.uses_channels else None))
     stage = _stage(state, now_ms, days_inactive, plan)
     return Assessment(tier, stage, now_ms, recency_days, days_inactive, frequency, monetary_cents,
                       r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts, p_alive, alive, expected_inputs, None,

@@ -35,7 +35,7 @@ Cells (docs/metrics.md defines each figure built from them):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 

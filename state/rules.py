@@ -153,6 +153,9 @@ class Conditions(_Strict):
     # without one (no order yet, or before the first fit) meets neither.
     p_alive_min: Probability | None = None
     p_alive_max: Probability | None = None
+    # The customer's acquisition channel is one of these (the earliest an
+    # event said); "" stands for customers no event placed.
+    channels: list[Annotated[str, Field(max_length=64)]] | None = Field(None, min_length=1)
 
     @property
     def is_empty(self) -> bool:

@@ -213,7 +213,8 @@ def _campaign_step(user_id: str, state: UserState, now_ms: int, rules: Rules, de
                 continue
             if state.camp is None:
                 state.camp = campaigns.new_memory()
-            if not campaigns.eligible(c, state.camp, now_ms, a.ltv_cents):
+            channel = state.acquisition[0] if state.acquisition is not None else ""
+            if not campaigns.eligible(c, state.camp, now_ms, a.ltv_cents, channel):
                 continue
             arm = campaigns.arm_of(c.name, user_id, c.holdout)
             action_id = _stable_id("action", c.name, user_id, now_ms)

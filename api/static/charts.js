@@ -106,6 +106,35 @@ const Charts = (() => {
       label(x(lo), H - 1, pct(lo), "middle"), label(x(hi), H - 1, pct(hi), "middle"));
   }
 
+  // Payback curves: LTV:CAC against days since acquisition, one line per
+  // channel ([{name, points: [{days, ltv_cac}]}]); a dashed line at 1 is
+  // "paid back". Channels without spend have no ratio and no line.
+  function paybackCurves(channels, caption) {
+    const W = 640, H = 220, L = 40, R = 90, T = 8, B = 24;
+    const lines = channels.filter(c => c.points.some(p => p.ltv_cac != null));
+    const maxDays = Math.max(7, ...lines.flatMap(c => c.points.map(p => p.days)));
+    const top = Math.max(1.5, ...lines.flatMap(c => c.points.map(p => p.ltv_cac || 0)));
+    const x = d => L + ((W - L - R) * d) / maxDays;
+    const y = v => T + (H - T - B) * (1 - v / top);
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", tabindex: "0", "data-chart": "payback",
+      "aria-label": `${caption}. ` + lines.map(c => `${c.name}: ${fmt(c.points[c.points.length - 1].ltv_cac)} at ` +
+        `${c.points[c.points.length - 1].days} days`).join(", ") });
+    root.append(svg("line", { x1: L, x2: W - R, y1: y(0), y2: y(0), class: "axis" }),
+      svg("line", { x1: L, x2: W - R, y1: y(1), y2: y(1), stroke: "#1d2430", "stroke-dasharray": "4 3" }),
+      label(L - 4, y(1) + 4, "1×", "end"), label(L - 4, y(top) + 4, `${fmt(top)}×`, "end"),
+      label(L - 4, y(0) + 4, "0", "end"), label(L, H - 6, "0 days"), label(W - R, H - 6, `${maxDays} days`, "end"));
+    lines.forEach((c, k) => {
+      const pts = c.points.filter(p => p.ltv_cac != null);
+      const last = pts[pts.length - 1];
+      root.append(svg("polyline", { points: pts.map(p => `${x(p.days)},${y(p.ltv_cac)}`).join(" "), fill: "none",
+        stroke: colour(c.name, k), "stroke-width": "2", "data-series": c.name,
+        "data-values": pts.map(p => `${p.days}:${p.ltv_cac}`).join(",") },
+        title(`${c.name}: LTV:CAC ${fmt(last.ltv_cac)} after ${last.days} days`)),
+        label(x(last.days) + 4, y(last.ltv_cac) + 4, c.name));
+    });
+    return root;
+  }
+
   // 0..1 -> a blue whose text stays readable.
   function heat(rate) {
     if (rate == null) return { bg: "transparent", fg: "#5b6472" };
@@ -114,5 +143,5 @@ const Charts = (() => {
     return { bg: `rgb(${mix(240, 26)},${mix(245, 95)},${mix(255, 208)})`, fg: t > 0.45 ? "#fff" : "#1d2430" };
   }
 
-  return { stackedArea, legend, sparkline, intervalBar, heat, colour, fmt };
+  return { stackedArea, legend, sparkline, intervalBar, paybackCurves, heat, colour, fmt };
 })();

@@ -266,6 +266,27 @@
     }));
   }
 
+  // -- acquisition: LTV against CAC per channel ------------------------------
+  function renderAcquisition(doc) {
+    const rows = doc.rows;
+    $("acq-empty").textContent = rows.length ? "" : "No customers acquired yet.";
+    $("acq-observed").textContent = doc.observed_through ? `Observed through ${doc.observed_through}.` : "";
+    const ratio = v => (v == null ? "–" : `${Number(v).toFixed(2)}×`);
+    $("acq-table").tBodies[0].replaceChildren(...rows.map(r => {
+      const name = r.channel || "(unattributed)";
+      const tr = cell("tr", null, { "data-channel": name, "data-customers": r.new_customers, "data-cac": r.cac ?? "",
+        "data-payback-days": r.payback_days ?? "" });
+      tr.append(cell("th", name, { scope: "row" }), cell("td", fmt(r.new_customers)), cell("td", money(r.spend)),
+        cell("td", money(r.cac)), cell("td", money(r.ltv["90"])), cell("td", money(r.ltv["365"])),
+        cell("td", ratio(r.ltv_cac["90"])), cell("td", ratio(r.ltv_cac["365"])),
+        cell("td", r.payback_days != null ? `${r.payback_days} days` : r.payback, { "data-field": "payback" }));
+      return tr;
+    }));
+    $("acq-chart").replaceChildren(Charts.paybackCurves(
+      rows.map(r => ({ name: r.channel || "(unattributed)", points: r.curve || [] })),
+      "LTV:CAC by days since acquisition, per channel; paid back above 1×"));
+  }
+
   // -- live feed ----------------------------------------------------------
   const shown = new Set();
 
@@ -344,7 +365,8 @@
   async function refresh() {
     const grain = $("grain").value, kind = $("kind").value;
     try {
-      const [kpis, campaigns] = await Promise.all([api(`v1/metrics/kpis?grain=${grain}`), api("v1/campaigns")]);
+      const [kpis, campaigns, acquisition] = await Promise.all([api(`v1/metrics/kpis?grain=${grain}`),
+        api("v1/campaigns"), api("v1/metrics/acquisition?grain=month&by=channel")]);
       tz = kpis.timezone;
       asOfMs = kpis.as_of_ms;
       document.querySelectorAll(".tz").forEach(n => { n.textContent = tz; });
@@ -352,6 +374,7 @@
       renderMembership(kpis, kind);
       renderKpis(kpis, kind);
       renderCampaigns(campaigns);
+      renderAcquisition(acquisition);
       fillPeriods(kpis);
       const tiers = kpis.periods.length ? Object.keys(kpis.periods[kpis.periods.length - 1].tiers) : [];
       await Promise.all([renderFlows(grain, tiers), renderCohorts()]);

@@ -59,7 +59,7 @@ def history(users: int = 3000, events: int = 30_000, seed: int = 29, days: int =
     after its last event: every partition's watermark then ends at that
     last event (`snapshot_time`), where the workers' answer, a snapshot's
     and another run's can be compared user by user."""
-    bodies = sorted(workload.history(users=users, events=events, days=days, seed=seed),
+    bodies = sorted(workload.history(users=users, events=events, days=days, seed=seed, channels=workload.CHANNELS),
                     key=lambda b: (b["ts"], b["event_id"]))
     end = bodies[-1]["ts"] + LATENESS_MS
     closers: dict[int, str] = {}
@@ -176,6 +176,16 @@ async def _produce(broker: str, bodies: list[dict]) -> dict[int, int]:
     return ends
 
 
+async def _produce_costs(broker: str, statements: list[dict]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+    await producer.start()
+    try:
+        for s in statements:
+            await producer.send_and_wait(topics.COSTS, orjson.dumps(s), key=f"{s['channel']}|{s['period']}".encode())
+    finally:
+        await producer.stop()
+
+
 async def _committed(broker: str, group: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
     await consumer.start()
@@ -211,7 +221,8 @@ async def metric_cells(redis_url: str, prefix: str = "tierstream:") -> dict[str,
     redis = Redis.from_url(redis_url)
     try:
         keys = [k async for k in redis.scan_iter(match=prefix + "m:*", count=1000)
-                if k.decode()[len(prefix) + 2:].startswith(("day:", "week:", "month:", "c:", "campaign:"))]
+                if k.decode()[len(prefix) + 2:].startswith(("day:", "week:", "month:", "c:", "campaign:", "acq:"))
+                or k.decode()[len(prefix) + 2:] == "spend"]
         pipe = redis.pipeline(transaction=False)
         for k in keys:
             pipe.hgetall(k)
@@ -330,6 +341,15 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
         for slot in range(1, workers):
             pool.start(slot, None)
             current[slot] = None
+        # Cost statements (read by the metrics aggregator): the first half
+        # now, the rest (restatements and late ones among them) once the
+        # first kill has happened, so that some are applied by a worker
+        # that restarted. The run without faults sends them the same way.
+        statements = workload.cost_statements(workload.CHANNELS, days=(max(b["ts"] for b in bodies) - min(
+            b["ts"] for b in bodies)) // DAY_MS + 1, start_ms=min(b["ts"] for b in bodies))
+        bad = {"channel": "social", "period": "2020-13", "amount": 5}  # a dead letter, never a stop
+        await _produce_costs(servers.broker, [*statements[:len(statements) // 2], bad])
+        later_costs: list[dict] | None = statements[len(statements) // 2:]
         ends = await _produce(servers.broker, bodies)
         deadline = time.monotonic() + timeout
         committed: dict[int, int] | None = None
@@ -346,10 +366,16 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
                 done_kills.append(current[slot])
                 current[slot] = plan.pop(0) if plan else None
                 pool.start(slot, current[slot])
+                if later_costs is not None:
+                    await _produce_costs(servers.broker, later_costs)
+                    later_costs = None
             try:  # a coordinator lookup can hang while the group rebalances: ask again
                 committed = await asyncio.wait_for(_committed(servers.broker, group), 30)
             except TimeoutError:
                 continue
+            if committed == {p: ends.get(p, 0) for p in range(PARTITIONS)} and later_costs is not None:
+                await _produce_costs(servers.broker, later_costs)  # no kill (the run without faults)
+                later_costs = None
             if committed == {p: ends.get(p, 0) for p in range(PARTITIONS)}:
                 if current[0] is not None:
                     raise AssertionError(f"crash point {current[0]} was never reached (kills done: {done_kills})")

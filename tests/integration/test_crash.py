@@ -52,6 +52,9 @@ def check(outcome: crash.Outcome, reference: crash.Outcome, kills: int, users: i
     assert len(reference.metric_cells) > cells and len(reference.metric_records) > cells
     # Campaign assignments and outcomes are among the ids, their results among the cells.
     assert sum(k.endswith(":campaign:win_back") for k in reference.metric_cells) == 1
+    # LTV against CAC: acquisition cohorts per channel, and the cost statements in force.
+    assert sum(":m:acq:" in k for k in reference.metric_cells) > 10
+    assert len(next(h for k, h in reference.metric_cells.items() if k.endswith(":m:spend"))) > 20
     assert result["metric_cells_differing"] == 0, f"{result}\n{outcome.explain(reference)}"
     assert result["metric_records_differing"] == 0, f"{result}\n{outcome.explain(reference)}"
 

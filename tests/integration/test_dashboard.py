@@ -14,7 +14,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from bench.workload import history
+from bench.workload import CHANNELS, cost_statements, history
 from cli.processes import stop
 from tests.support.browser import chromium, console_errors, wait_for
 from tests.integration.harness import ERA_START_MS, Cluster, new_servers, produce, read_topic, wait_until
@@ -39,6 +39,9 @@ return {
     rates: all('[data-campaign="' + n.dataset.campaign + '"] tr[data-arm] td[data-rate]', c => c.dataset.rate),
     interval: (s => s ? [+s.dataset.lo, +s.dataset.hi] : null)(n.querySelector('[data-chart=interval]')),
   }])),
+  acquisition: Object.fromEntries(all('#acq-table tr[data-channel]', n => [n.dataset.channel,
+    [n.dataset.customers, n.dataset.cac, n.dataset.paybackDays]])),
+  curves: Object.fromEntries(all('#acq-chart [data-series]', n => [n.dataset.series, n.dataset.values])),
 };
 """
 
@@ -67,6 +70,7 @@ def expected(port: int) -> dict:
     tiers = list(latest["tiers"])
     cohorts = api(port, "/v1/metrics/cohorts?grain=week&by=first_seen&periods=12")[1]["cohorts"]
     campaigns = api(port, "/v1/campaigns")[1]["campaigns"]
+    channels = api(port, "/v1/metrics/acquisition?grain=month&by=channel")[1]["rows"]
     return {
         # "Members now": the same read's latest period, members at its end (the as-of time).
         "counts": {f"{k}:{n}": f["members"] for k in ("tiers", "stages") for n, f in kpis[-1][k].items()
@@ -81,7 +85,16 @@ def expected(port: int) -> dict:
         "cohorts": [[c["cohort"], c["retention"]] for c in cohorts if c["size"]],
         "campaigns": {c["name"]: {"rates": [c["treatment"]["conversion_rate"], c["control"]["conversion_rate"]],
                                   "interval": c["uplift_ci95"]} for c in campaigns},
+        "acquisition": {r["channel"] or "(unattributed)": [r["new_customers"], r["cac"], r["payback_days"]]
+                        for r in channels},
+        "curves": {r["channel"]: ",".join(f"{p['days']}:{js(p['ltv_cac'])}" for p in r["curve"] if p["ltv_cac"] is not None)
+                   for r in channels if r["channel"] and any(p["ltv_cac"] is not None for p in r["curve"])},
     }
+
+
+def js(x: float) -> str:
+    """A number as JavaScript writes it in a string (2.0 is "2")."""
+    return str(int(x)) if float(x).is_integer() else repr(x)
 
 
 def as_shown(page: dict) -> dict:
@@ -98,6 +111,9 @@ def as_shown(page: dict) -> dict:
         "cohorts": [[c, [num(r) for r in rates]] for c, rates in page["cohorts"]],
         "campaigns": {name: {"rates": [num(r) for r in c["rates"]], "interval": c["interval"]}
                       for name, c in page["campaigns"].items()},
+        "acquisition": {ch: [int(n), num(cac), None if days == "" else int(days)]
+                        for ch, (n, cac, days) in page["acquisition"].items()},
+        "curves": page["curves"],
     }
 
 
@@ -118,8 +134,11 @@ def dashboard_cluster():
 
 async def test_the_dashboard_shows_what_the_api_says_live(dashboard_cluster):
     cluster, port = dashboard_cluster, dashboard_cluster.api_port
-    events = sorted(history(users=USERS, events=USERS * 12, days=120, seed=3, start_ms=ERA_START_MS),
-                    key=lambda e: e["ts"])
+    events = sorted(history(users=USERS, events=USERS * 12, days=120, seed=3, start_ms=ERA_START_MS,
+                            channels=CHANNELS), key=lambda e: e["ts"])
+    statements = cost_statements(CHANNELS, days=120, start_ms=ERA_START_MS)
+    await produce(cluster.servers.broker, statements, key=lambda s: f"{s['period']}|{s['channel']}".encode(),
+                  topic="tierstream.costs")
     await produce(cluster.servers.broker, events)
     last_ts = events[-1]["ts"]
 
@@ -146,6 +165,8 @@ async def test_the_dashboard_shows_what_the_api_says_live(dashboard_cluster):
         assert len(want["area"]) == 5
         assert want["cohorts"] and any(c["interval"] for c in want["campaigns"].values()), \
             "the history should give cohorts and at least one campaign with an interval"
+        assert set(want["acquisition"]) == {"(unattributed)", *CHANNELS} and len(want["curves"]) == 3
+        assert any(days is not None for _, _, days in want["acquisition"].values())  # a channel paid back
 
         # Live feed: a new user's first tier, sent now, appears on the open page.
         user = "dash-live-user"

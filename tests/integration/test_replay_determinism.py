@@ -7,6 +7,7 @@ import csv
 import random
 import time
 from collections import defaultdict
+from datetime import date
 from pathlib import Path
 
 import orjson
@@ -14,7 +15,7 @@ import pytest
 
 from bench import workload
 
-from cli.snapshot import snapshot_rows
+from cli.snapshot import ACQUISITION_COLUMNS, snapshot_rows
 from state.model import DAY_MS
 from state.rules import STAGES
 from stream.codecs import iso
@@ -31,7 +32,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 USERS, EVENTS, DAYS = 5000, 50_000, 730
 LATENESS = DAY_MS
-HISTORY = workload.history(users=USERS, events=EVENTS, days=DAYS, seed=21)
+HISTORY = workload.history(users=USERS, events=EVENTS, days=DAYS, seed=21, channels=workload.CHANNELS)
+STATEMENTS = workload.cost_statements(workload.CHANNELS, days=DAYS)  # with restatements, the last ones late
 END = max(b["ts"] for b in HISTORY)
 MID = workload.START_MS + 400 * DAY_MS
 
@@ -47,7 +49,17 @@ def metric_paths() -> list[str]:
     first, last = iso(workload.START_MS)[:10], iso(END)[:10]
     paths = [f"/v1/metrics/kpis?grain={g}&from={first}&to={last}" for g in ("day", "week", "month")]
     return paths + [f"/v1/metrics/cohorts?grain={g}&by={by}&periods=104"
-                    for g in ("week", "month") for by in ("first_seen", "first_order")] + ["/v1/campaigns"]
+                    for g in ("week", "month") for by in ("first_seen", "first_order")] + ["/v1/campaigns"] + [
+        f"/v1/metrics/acquisition?grain={g}&by={by}&from={first}&to={last}"
+        for g in ("week", "month") for by in ("cohort", "channel")]
+
+
+def write_costs(path: Path) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["channel", "period", "amount"])
+        writer.writeheader()
+        writer.writerows(STATEMENTS)
+    return path
 
 
 def run(tmp: Path, name: str, send, as_of: int, metrics: bool = True) -> tuple[dict, list[dict], dict]:
@@ -100,7 +112,11 @@ def pure_snapshot(bodies: list[dict], as_of: int) -> list[dict]:
     """The same history through the pure core and the agent adapter, no Kafka."""
     p, _ = feed(sorted(bodies, key=lambda b: b["ts"]), lateness=LATENESS)
     rows = snapshot_rows(dict(p.users), as_of, fixed_rules())
-    return [{k: str(v) for k, v in r.items()} for r in rows]
+    # As the CSV writes them: None as "", and the acquisition columns of
+    # users no event placed empty (a row leaves them out).
+    placed = dict.fromkeys(ACQUISITION_COLUMNS, "") if any("acquisition_channel" in r for r in rows) else {}
+    return [{**{k: "" if v is None else str(v) for k, v in r.items()}, **{k: v for k, v in placed.items() if k not in r}}
+            for r in rows]
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +126,21 @@ def runs(tmp_path_factory):
     rnd = random.Random(5)
     live_order = sorted(HISTORY, key=lambda b: b["ts"] + rnd.randrange(LATENESS))
     live = write_jsonl(tmp / "live.jsonl", live_order)
+    costs = write_costs(tmp / "costs.csv")
 
     def replay(until=None):
         args = ["replay", str(history), "--no-progress"] + (["--until", str(until)] if until else [])
         return lambda cluster: cluster.cli(*args, timeout=600)
 
+    def with_costs(send):
+        def both(cluster):
+            cluster.cli("costs", "publish", str(costs), timeout=120)
+            send(cluster)
+        return both
+
     return {
-        "first": run(tmp, "first", replay(), END),
-        "live": run(tmp, "live", lambda c: c.cli("produce", str(live), timeout=600), END),
+        "first": run(tmp, "first", with_costs(replay()), END),
+        "live": run(tmp, "live", with_costs(lambda c: c.cli("produce", str(live), timeout=600)), END),
         # Its metrics are not compared: no need to wait for them to settle.
         "until": run(tmp, "until", replay(until=MID), MID, metrics=False),
     }
@@ -182,6 +205,33 @@ def test_metrics_match_a_batch_recomputation_on_the_real_broker(runs):
             rec = by_key[("month", row["period"])]
             assert {k: rec[k] for k in ("active_users", "revenue", "tiers", "flows")} == \
                    {k: row[k] for k in ("active_users", "revenue", "tiers", "flows")}
+
+
+def test_ltv_against_cac_matches_a_batch_recount_on_the_real_broker(runs):
+    """Every acquisition cohort and channel: customers, buyers, revenue,
+    spend (the CSV's statements, restated ones replaced), CAC, LTV at each
+    horizon and payback, from the API on the broker and Redis, as the batch
+    computes them from the history the watermark has passed (the events
+    within the lateness of the last one are still held)."""
+    decisions, _, metrics = runs["first"]
+    changes = [r for per_user in decisions.values() for topic, r in per_user if topic == "tierstream.tier-changes"]
+    applied = [b for b in HISTORY if b["ts"] <= END - LATENESS]
+    fields = ("new_customers", "buyers", "revenue_to_date", "spend", "cac", "ltv", "payback_days", "observed_days")
+    checked = 0
+    for grain in ("week", "month"):
+        answer = next(a for p, a in metrics["api"].items() if f"acquisition?grain={grain}&by=cohort" in p)
+        through = date.fromisoformat(answer["observed_through"])
+        want = {k: v for k, v in metrics_batch.acquisition(applied, changes, STATEMENTS, grain, through).items()
+                if k[0] in answer["cohorts"]}  # the weekly statements reach into the months either side
+        got = {(row["cohort"], row["channel"]): row for row in answer["rows"]}
+        assert set(got) == set(want), grain
+        for key, row in got.items():
+            assert {k: row[k] for k in fields} == {k: want[key][k] for k in fields}, (grain, key)
+            checked += 1
+    assert checked > 300
+    channels = next(a for p, a in metrics["api"].items() if "acquisition?grain=month&by=channel" in p)["rows"]
+    assert {r["channel"] for r in channels} == {None, *workload.CHANNELS}
+    assert any(r["payback"] == "paid back" for r in channels) and all(r["curve"] for r in channels)
 
 
 def test_history_is_big_enough():

@@ -204,3 +204,28 @@ def test_a_cost_statement_is_checked_and_keyed_by_channel_and_period():
     # A month spread over its days: the odd cents to the first days, summing to the statement.
     days = acquisition_report.daily("2024-02", 100)
     assert len(days) == 29 and sum(days.values()) == 100 and days[min(days)] == 4 and days[max(days)] == 3
+
+
+def test_tiers_and_campaigns_may_test_the_channel():
+    """A tier for referred customers only, and a campaign eligible only for
+    paid search's: each holds for its channel's customers and no other."""
+    from state.campaigns import Campaign
+    from state.rules import parse_rules, fixed_threshold_rules_text
+
+    text = fixed_threshold_rules_text().replace('[[tiers]]\nname = "dormant"',
+                                                '[[tiers]]\nname = "referred"\nchannels = ["referral"]\n\n'
+                                                '[[tiers]]\nname = "dormant"', 1)
+    rules = parse_rules(text)
+    welcome = Campaign.model_validate({"name": "welcome", "trigger": {"enter_tier": "low_value"}, "holdout": 0,
+                                       "goal": {"order_within_days": 7}, "eligible": {"channels": ["paid_search"]}})
+    rules = rules.with_campaigns([welcome])
+    bodies = [{"event_id": f"s{u}", "user_id": u, "type": "signup", "ts": 1_700_000_000_000 + i,
+               **({"acquisition": {"channel": ch}} if ch else {})}
+              for i, (u, ch) in enumerate((("ann", "referral"), ("bob", "paid_search"), ("cat", None)))]
+    bodies.append({"event_id": "clock", "user_id": "zz", "type": "view", "ts": 1_700_000_000_000 + 3 * DAY})
+    run, _ = feed(bodies, lateness=DAY, rules=rules)
+    tiers = {r["user_id"]: r["to_tier"] for r in run.records(topics.TIER_CHANGES) if r["user_id"] != "zz"}
+    assert tiers == {"ann": "referred", "bob": "low_value", "cat": "low_value"}
+    assigned = {r["user_id"] for r in run.records(topics.ACTIONS)}
+    assert assigned == {"bob"}
+    assert [r["acquisition"] for r in run.records(topics.ACTIONS)] == [{"channel": "paid_search", "campaign": None}]

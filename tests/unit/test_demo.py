@@ -40,3 +40,28 @@ def test_the_demo_keeps_signing_up_ordering_and_stays_about_its_size():
     # Every persona still visits at the end.
     last = {demo.persona_of(u) for m in range(35, 40) for u in active_by_month[m]}
     assert last == {"loyal", "bargain", "one_time", "drifting", "newcomer"}
+
+
+def test_the_demo_channels_tell_a_story_of_cost_and_quality():
+    """Paid search costs the most per customer and brings the least back;
+    referrals cost the least and bring the most: what the acquisition panel
+    must show on `tierstream dev` (its cost statements are what arrivals cost)."""
+    clock = StepClock()
+    demo = DemoGenerator(users=200, clock=clock, arrivals_per_day=4.0)
+    channel_of, revenue, spend = {}, Counter(), Counter()
+    for _ in range(400 * 4):
+        clock.t += DAY_MS // 4
+        for e in demo.due_events():
+            if e["type"] == "signup":
+                channel_of[e["user_id"]] = e["acquisition"]["channel"]
+            elif e["type"] in ("order", "refund") and e["user_id"] in channel_of:
+                revenue[channel_of[e["user_id"]]] += e["amount"] * (1 if e["type"] == "order" else -1)
+        for s in demo.due_costs():
+            assert set(s) == {"channel", "period", "amount"} and len(s["period"]) == 10  # a day
+            spend[s["channel"]] += s["amount"]
+    customers = Counter(channel_of.values())
+    assert set(customers) == {"paid_search", "social", "referral"} and min(customers.values()) > 200
+    cac = {c: spend[c] / customers[c] for c in customers}
+    ltv_cac = {c: revenue[c] / spend[c] for c in customers}
+    assert cac["paid_search"] > cac["social"] > cac["referral"]
+    assert ltv_cac["referral"] > ltv_cac["social"] > ltv_cac["paid_search"], ltv_cac
