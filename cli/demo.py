@@ -35,9 +35,9 @@ PERSONAS = ("loyal", "bargain", "one_time", "drifting", "newcomer")
 # Paid search is dear and brings one-time and bargain buyers; referrals are
 # cheap and bring loyal customers; social sits between, with many drifters.
 CHANNELS = {
-    "paid_search": {"share": 0.45, "cost": 30.0, "weights": (0.08, 0.30, 0.35, 0.17, 0.10)},
-    "social": {"share": 0.35, "cost": 12.0, "weights": (0.12, 0.25, 0.13, 0.35, 0.15)},
-    "referral": {"share": 0.20, "cost": 4.0, "weights": (0.35, 0.15, 0.10, 0.15, 0.25)},
+    "paid_search": {"share": 0.45, "cost": 650.0, "weights": (0.08, 0.30, 0.35, 0.17, 0.10)},
+    "social": {"share": 0.35, "cost": 220.0, "weights": (0.12, 0.25, 0.13, 0.35, 0.15)},
+    "referral": {"share": 0.20, "cost": 60.0, "weights": (0.35, 0.15, 0.10, 0.15, 0.25)},
 }
 # Mean simulated days a shopper of the persona keeps coming (exponential);
 # one-time buyers and drifting users end by their own rules. With arrivals

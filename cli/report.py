@@ -142,7 +142,8 @@ ACQUISITION_COLUMNS = (("new_customers", "customers"), ("buyers", "buyers"), ("s
 
 def _field(row: dict[str, Any], key: str) -> Any:
     if key == "payback":
-        return f"{row['payback_days']} days" if row["payback_days"] is not None else row["payback"]
+        days = row["payback_days"]
+        return (f"{days} day" + ("s" if days != 1 else "")) if days is not None else row["payback"]
     name, _, sub = key.partition(".")
     return row[name][sub] if sub else row[name]
 

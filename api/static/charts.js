@@ -107,31 +107,39 @@ const Charts = (() => {
   }
 
   // Payback curves: LTV:CAC against days since acquisition, one line per
-  // channel ([{name, points: [{days, ltv_cac}]}]); a dashed line at 1 is
-  // "paid back". Channels without spend have no ratio and no line.
+  // channel ([{name, points: [{days, ltv_cac}]}]), on a log scale (ratios:
+  // 0.5x and 2x are as far from paying back; one channel at 50x must not
+  // flatten the others); the dashed line at 1x is "paid back". Channels
+  // without spend have no ratio and no line.
   function paybackCurves(channels, caption) {
-    const W = 640, H = 220, L = 40, R = 90, T = 8, B = 24;
-    const lines = channels.filter(c => c.points.some(p => p.ltv_cac != null));
+    const W = 660, H = 240, L = 44, R = 130, T = 8, B = 24;
+    const lines = channels.map(c => ({ name: c.name, points: c.points.filter(p => p.ltv_cac != null) }))
+      .filter(c => c.points.length);
+    const ratios = lines.flatMap(c => c.points.map(p => p.ltv_cac)).filter(v => v > 0);
+    const lo = Math.pow(10, Math.floor(Math.log10(Math.min(0.5, ...ratios))));
+    const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(2, ...ratios))));
     const maxDays = Math.max(7, ...lines.flatMap(c => c.points.map(p => p.days)));
-    const top = Math.max(1.5, ...lines.flatMap(c => c.points.map(p => p.ltv_cac || 0)));
     const x = d => L + ((W - L - R) * d) / maxDays;
-    const y = v => T + (H - T - B) * (1 - v / top);
+    const y = v => T + (H - T - B) * (1 - (Math.log10(Math.max(lo, v)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)));
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", tabindex: "0", "data-chart": "payback",
-      "aria-label": `${caption}. ` + lines.map(c => `${c.name}: ${fmt(c.points[c.points.length - 1].ltv_cac)} at ` +
+      "aria-label": `${caption}. ` + lines.map(c => `${c.name}: ${fmt(c.points[c.points.length - 1].ltv_cac)}× at ` +
         `${c.points[c.points.length - 1].days} days`).join(", ") });
-    root.append(svg("line", { x1: L, x2: W - R, y1: y(0), y2: y(0), class: "axis" }),
-      svg("line", { x1: L, x2: W - R, y1: y(1), y2: y(1), stroke: "#1d2430", "stroke-dasharray": "4 3" }),
-      label(L - 4, y(1) + 4, "1×", "end"), label(L - 4, y(top) + 4, `${fmt(top)}×`, "end"),
-      label(L - 4, y(0) + 4, "0", "end"), label(L, H - 6, "0 days"), label(W - R, H - 6, `${maxDays} days`, "end"));
-    lines.forEach((c, k) => {
-      const pts = c.points.filter(p => p.ltv_cac != null);
-      const last = pts[pts.length - 1];
-      root.append(svg("polyline", { points: pts.map(p => `${x(p.days)},${y(p.ltv_cac)}`).join(" "), fill: "none",
+    for (let v = lo; v <= hi * 1.001; v *= 10) {
+      root.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "axis" }), label(L - 4, y(v) + 4, `${fmt(v)}×`, "end"));
+    }
+    root.append(svg("line", { x1: L, x2: W - R, y1: y(1), y2: y(1), stroke: "#1d2430", "stroke-dasharray": "4 3" }),
+      label(L, H - 6, "0 days"), label(W - R, H - 6, `${maxDays} days since acquisition`, "end"));
+    // End labels, moved apart where lines end close together.
+    const ends = lines.map((c, k) => ({ c, k, at: y(c.points[c.points.length - 1].ltv_cac) })).sort((a, b) => a.at - b.at);
+    ends.forEach((e, i) => { if (i && e.at - ends[i - 1].at < 12) e.at = ends[i - 1].at + 12; });
+    for (const { c, k, at } of ends) {
+      const last = c.points[c.points.length - 1];
+      root.append(svg("polyline", { points: c.points.map(p => `${x(p.days)},${y(p.ltv_cac)}`).join(" "), fill: "none",
         stroke: colour(c.name, k), "stroke-width": "2", "data-series": c.name,
-        "data-values": pts.map(p => `${p.days}:${p.ltv_cac}`).join(",") },
-        title(`${c.name}: LTV:CAC ${fmt(last.ltv_cac)} after ${last.days} days`)),
-        label(x(last.days) + 4, y(last.ltv_cac) + 4, c.name));
-    });
+        "data-values": c.points.map(p => `${p.days}:${p.ltv_cac}`).join(",") },
+        title(`${c.name}: LTV:CAC ${fmt(last.ltv_cac)}× after ${last.days} days`)),
+        label(x(last.days) + 4, at + 4, `${c.name} ${fmt(last.ltv_cac)}×`));
+    }
     return root;
   }
 

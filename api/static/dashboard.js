@@ -279,7 +279,8 @@
       tr.append(cell("th", name, { scope: "row" }), cell("td", fmt(r.new_customers)), cell("td", money(r.spend)),
         cell("td", money(r.cac)), cell("td", money(r.ltv["90"])), cell("td", money(r.ltv["365"])),
         cell("td", ratio(r.ltv_cac["90"])), cell("td", ratio(r.ltv_cac["365"])),
-        cell("td", r.payback_days != null ? `${r.payback_days} days` : r.payback, { "data-field": "payback" }));
+        cell("td", r.payback_days != null ? `${r.payback_days} day${r.payback_days === 1 ? "" : "s"}` : r.payback,
+          { "data-field": "payback" }));
       return tr;
     }));
     $("acq-chart").replaceChildren(Charts.paybackCurves(
