@@ -36,7 +36,7 @@ Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"
 ACQUISITION_FIELDS = frozenset({"channel", "campaign"})
 
 
-def _printable_name(value: str, what: str) -> str:
+def printable_name(value: str, what: str) -> str:
     if value != value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise ValueError(f"{what} must be printable, without blanks at either end")
     return value
@@ -55,7 +55,7 @@ class Acquisition(BaseModel):
     @field_validator("channel", "campaign")
     @classmethod
     def _printable(cls, v: str | None, info: Any) -> str | None:
-        return v if v is None else _printable_name(v, info.field_name)
+        return v if v is None else printable_name(v, info.field_name)
 
 
 class InputEvent(BaseModel):
@@ -130,6 +130,26 @@ class Rejection:
     user_id: str | None = None
 
 
+def json_object(payload: bytes, max_bytes: int, what: str) -> dict | Rejection:
+    """The payload as a JSON object, or why it is not one (shared by every
+    input contract: events, cost statements)."""
+    if len(payload) > max_bytes:
+        return Rejection("oversized", f"{what} is {len(payload)} bytes; the limit is {max_bytes}")
+    try:
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("invalid_json", str(exc))
+    if not isinstance(raw, dict):
+        return Rejection("not_an_object", f"expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Each field a producer must fix, and what is wrong with it."""
+    return [{"field": ".".join(str(p) for p in e["loc"]) or None, "error": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)]
+
+
 def parse_ts(value: int | str) -> int:
     if isinstance(value, int):
         return value
@@ -153,14 +173,9 @@ def parse_event(
 ) -> UserEvent | Rejection:
     """`on_unknown_fields` hears the names of top-level fields the contract
     does not know; they are dropped (nothing downstream would read them)."""
-    if len(payload) > max_bytes:
-        return Rejection("oversized", f"event is {len(payload)} bytes; the limit is {max_bytes}")
-    try:
-        raw = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        return Rejection("invalid_json", str(exc))
-    if not isinstance(raw, dict):
-        return Rejection("not_an_object", f"expected a JSON object, got {type(raw).__name__}")
+    raw = json_object(payload, max_bytes, "event")
+    if isinstance(raw, Rejection):
+        return raw
     user_id = raw.get("user_id") if isinstance(raw.get("user_id"), str) else None
     if "type" in raw and isinstance(raw["type"], str) and raw["type"] not in EventType._value2member_map_:
         known = ", ".join(t.value for t in EventType)
@@ -180,11 +195,7 @@ def parse_event(
     try:
         event = InputEvent.model_validate(raw)
     except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]) or None, "error": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        return Rejection("invalid_event", errors, user_id)
+        return Rejection("invalid_event", field_errors(exc), user_id)
     try:
         ts_ms = parse_ts(event.ts)
     except ValueError as exc:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, f
 
 from state.acquisition_report import grain_of
 from state.calendar import parse_label
-from stream.contract import Rejection, _printable_name
+from stream.contract import Rejection, printable_name, field_errors, json_object
 
 MAX_STATEMENT_BYTES = 1024
 
@@ -40,7 +40,7 @@ class InputStatement(BaseModel):
     @field_validator("channel")
     @classmethod
     def _printable(cls, v: str) -> str:
-        return _printable_name(v, "channel")
+        return printable_name(v, "channel")
 
     @field_validator("amount", mode="before")
     @classmethod
@@ -74,20 +74,13 @@ class CostStatement:
 
 
 def parse_statement(payload: bytes) -> CostStatement | Rejection:
-    if len(payload) > MAX_STATEMENT_BYTES:
-        return Rejection("oversized", f"statement is {len(payload)} bytes; the limit is {MAX_STATEMENT_BYTES}")
-    try:
-        raw = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        return Rejection("invalid_json", str(exc))
-    if not isinstance(raw, dict):
-        return Rejection("not_an_object", f"expected a JSON object, got {type(raw).__name__}")
+    raw = json_object(payload, MAX_STATEMENT_BYTES, "statement")
+    if isinstance(raw, Rejection):
+        return raw
     try:
         s = InputStatement.model_validate(raw)
     except ValidationError as exc:
-        errors = [{"field": ".".join(str(p) for p in e["loc"]) or None, "error": e["msg"]}
-                  for e in exc.errors(include_url=False, include_input=False)]
-        return Rejection("invalid_cost", errors)
+        return Rejection("invalid_cost", field_errors(exc))
     grain = grain_of(s.period)
     try:
         if grain is None:
