@@ -70,4 +70,19 @@ async def get_config(request: web.Request) -> web.Response:
             body=orjson.dumps({"error": "no worker has published the configuration in force yet: start a worker "
                                         "(it publishes its TIERSTREAM_RULES and TIERSTREAM_CAMPAIGNS)"}),
             status=404, content_type="application/json")
-    return web.Response(body=orjson.dumps(holder.summary), content_type="application/json")
+    return web.Response(body=orjson.dumps({k: v for k, v in holder.summary.items() if k != "history"}),
+                        content_type="application/json")
+
+
+async def get_config_history(request: web.Request) -> web.Response:
+    """Every version put in force, newest first, with what it changed."""
+    holder = request.app[CONFIG]
+    await holder.current()
+    if holder.summary is None:
+        return web.Response(body=orjson.dumps({"error": "no worker has published the configuration in force yet"}),
+                            status=404, content_type="application/json")
+    versions = holder.summary.get("history")
+    if versions is None:  # written by a worker from before the history was kept
+        versions = [{k: holder.summary[k] for k in ("version", "published_by", "published_at_ms", "rules_source",
+                                                     "campaigns_source")} | {"changes": []}]
+    return web.Response(body=orjson.dumps({"versions": versions}), content_type="application/json")

@@ -308,6 +308,22 @@ class CampaignsResponse(BaseModel):
     campaigns: list[CampaignResults]
 
 
+class ConfigVersion(BaseModel):
+    version: str
+    published_by: str = Field(description="Who put it in force, as stated (`tierstream config publish --by`, or "
+                              "the first worker)")
+    published_at_ms: int = Field(description="When (wall clock, epoch ms)")
+    rules_source: str
+    campaigns_source: str | None
+    changes: list[str] = Field(description="What it changed from the version before it, key by key "
+                               "(`scores.recency_days: [7, 30, 90, 180] -> [7, 30, 60, 120]`, `tiers.vip: added`); "
+                               "empty for the first")
+
+
+class ConfigHistory(BaseModel):
+    versions: list[ConfigVersion] = Field(description="Newest first; the first is the version in force")
+
+
 class ConfigDoc(BaseModel):
     version: str = Field(description="Content hash of the rules and campaigns texts (state.config); every tier "
                                      "change and churn alert carries the version that decided it as rules_version")

@@ -48,6 +48,8 @@ ROUTES = (
           "cut points", m.ThresholdsDoc),
     Route("/v1/config", "The configuration in force: the rules and campaigns every worker runs, with their "
           "version (404 until a worker has published one)", m.ConfigDoc),
+    Route("/v1/config/history", "Every version put in force, newest first: when, by whom, what it changed",
+          m.ConfigHistory),
     Route("/healthz", "Redis reachable, and how far each partition's decisions trail the events it has read", m.Health),
 )
 

@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api import dashboard, feed, metrics
-from api.config import CONFIG, RulesInForce, get_config, rules_in_force
+from api.config import CONFIG, RulesInForce, get_config, get_config_history, rules_in_force
 from api.access import require_token
 from api.json_errors import JsonErrorAppRunner
 from api.metrics import BadQuery
@@ -162,6 +162,7 @@ HANDLERS: dict[str, tuple[str, Handler]] = {
     "/v1/feed": ("/v1/feed", feed.get_feed),
     "/v1/scores/thresholds": ("/v1/scores/thresholds", get_thresholds),
     "/v1/config": ("/v1/config", get_config),
+    "/v1/config/history": ("/v1/config/history", get_config_history),
     "/healthz": ("/healthz", healthz),
 }
 

@@ -19,7 +19,7 @@ from store.membership import MembershipUpdate, MembershipWriter
 from state.quantiles import PopulationReports, ThresholdBook, population_reports
 from state.rules import STAGES, Rules
 from stream import topics
-from stream.config_topic import in_force as config_in_force
+from stream.config_topic import config_summary
 from stream.admin import ensure_topics
 from stream.codecs import decode_state, user_record
 from stream.faust_ext.recovery import true_end_offsets
@@ -187,9 +187,9 @@ async def rebuild_membership(settings: Settings, rules: Rules) -> tuple[int, int
     try:
         await writer.clear()
         await writer.declare_segments(rules.tier_names, STAGES)
-        current = await config_in_force(kafka_access(settings))
-        if current is not None:  # clear() took the API's copy of it too
-            await writer.write_config(orjson.dumps(current.summary()))
+        summary = await config_summary(kafka_access(settings))
+        if summary is not None:  # clear() took the API's copy of it too
+            await writer.write_config(summary)
         updates = []
         for user_id, data in latest.items():
             state = decode_state(data)

@@ -157,7 +157,7 @@ def worker() -> None:
     from stream.app import build_app
 
     from state.config import ConfigMismatch
-    from stream.config_topic import establish
+    from stream.config_topic import config_summary, establish
 
     settings = _settings()
     local = _local_document(settings)
@@ -173,7 +173,7 @@ def worker() -> None:
     logging.getLogger(__name__).info("rules version %s in force (%s, %s)", rules.version,
                                      published.document.rules_source, published.document.campaigns_source)
     streams = build_app(settings)
-    install(streams, settings, rules, orjson.dumps(published.summary()))
+    install(streams, settings, rules, _run(config_summary(kafka_access(settings))))
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     worker_ = faust.Worker(streams.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
@@ -342,6 +342,51 @@ def campaigns(fmt: str, api: str | None) -> None:
 
 
 @cli.group()
+def rules() -> None:
+    """Rules changes: see what one would do before making it."""
+
+
+@rules.command("preview")
+@click.argument("new_rules", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--campaigns", "campaigns_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="New campaigns too (default: the campaigns in force)")
+@click.option("--at", "at", default=None, help="Event time to evaluate at (default: the latest event any user's "
+              "state has seen)")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def rules_preview(new_rules: Path, campaigns_file: Path | None, at: str | None, fmt: str) -> None:
+    """Evaluate every user under NEW_RULES and under the rules in force, at
+    the same event time, and print the tier and stage counts of both, the
+    flow matrix between them and the campaigns the moves would trigger.
+    Nothing is published and no state changes."""
+    from rich.console import Console
+
+    from cli.preview import render, run_preview
+    from cli.replay import ReplayError, parse_time_arg
+    from state.config import ConfigDocument
+
+    s = _settings()
+    old = _rules(s)
+    in_force = _run(_in_force_document(s))
+    campaigns_text = campaigns_file.read_text() if campaigns_file else (
+        in_force.campaigns_text if in_force is not None else _local_document(s).campaigns_text)
+    new = _parsed(ConfigDocument(new_rules.read_text(), campaigns_text, str(new_rules),
+                                 str(campaigns_file) if campaigns_file else "the campaigns in force"))
+    try:
+        at_ms = parse_time_arg(at) if at else None
+        doc = _run(run_preview(s, old, new, at_ms))
+    except (ReplayError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    render(doc, fmt, Console(width=160 if fmt == "table" else None))
+
+
+async def _in_force_document(settings: Settings):  # type: ignore[no-untyped-def]
+    from stream.config_topic import in_force
+
+    published = await in_force(kafka_access(settings))
+    return published.document if published is not None else None
+
+
+@cli.group()
 def config() -> None:
     """The configuration in force: the rules and campaigns every worker and tool runs (docs/config.md)."""
 
@@ -378,6 +423,28 @@ def config_show(as_json: bool, rules_out: Path | None, campaigns_out: Path | Non
                f"{current.document.campaigns_source or 'none'}; {len(versions)} version(s) published so far")
     if local.version != current.document.version:
         click.echo(f"  this shell's TIERSTREAM_RULES / TIERSTREAM_CAMPAIGNS are version {local.version}, not in force")
+
+
+@config.command("history")
+@click.option("--json", "as_json", is_flag=True, help="As JSON (what GET /v1/config/history serves)")
+def config_history_command(as_json: bool) -> None:
+    """Every version put in force, newest first: when, by whom, and what it changed."""
+    from datetime import UTC, datetime
+
+    from state.config import config_history
+    from stream.config_topic import history
+
+    versions = config_history(_run(history(kafka_access(_settings()))))
+    if as_json:
+        click.echo(orjson.dumps({"versions": versions}).decode())
+        return
+    if not versions:
+        raise click.ClickException("no configuration is in force yet")
+    for n, v in enumerate(versions):
+        when = datetime.fromtimestamp(v["published_at_ms"] / 1000, UTC).isoformat(timespec="seconds")
+        click.echo(f"{v['version']}  {when}  by {v['published_by'] or '?'}" + ("  (in force)" if n == 0 else ""))
+        for change in v["changes"] or (["first version"] if n == len(versions) - 1 else ["no change in the texts"]):
+            click.echo(f"    {change}")
 
 
 @config.command("publish")

@@ -12,7 +12,9 @@ carries the version that made it. Pure: no I/O here.
 from __future__ import annotations
 
 import hashlib
+import tomllib
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -91,3 +93,64 @@ def mismatch_message(local: ConfigDocument, in_force: Published) -> str:
         "TIERSTREAM_RULES / TIERSTREAM_CAMPAIGNS set to the new files, then start the workers with them "
         "(docs/config.md)"
     )
+
+
+def _flat(text: str | None) -> dict[str, Any]:
+    """A TOML text as dotted keys; arrays of tables (tiers, campaigns) are
+    keyed by their `name`, so reordering one is not a hundred changes."""
+    out: dict[str, Any] = {}
+    if text is None:
+        return out
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}" if path else k)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) and "name" in v for v in value):
+            out[f"{path}[order]"] = [v["name"] for v in value]
+            for v in value:
+                walk({k: x for k, x in v.items() if k != "name"} or {"": True}, f"{path}.{v['name']}")
+        else:
+            out[path.rstrip(".")] = value
+
+    walk(tomllib.loads(text), "")
+    return out
+
+
+def changes(old: ConfigDocument | None, new: ConfigDocument) -> list[str]:
+    """What a new version changed, in words: `scores.recency_days: [7, 30,
+    90, 180] -> [7, 30, 60, 120]`, `tiers.vip: added`, `campaigns.win_back:
+    removed`. Empty for the first version (nothing to compare with)."""
+    if old is None:
+        return []
+    # A rules file cannot hold `campaigns` (parse_rules refuses it): one namespace fits both texts.
+    before = {**_flat(old.rules_text), **_flat(old.campaigns_text)}
+    after = {**_flat(new.rules_text), **_flat(new.campaigns_text)}
+    out = []
+    gone = {k.rsplit(".", 1)[0] for k in before.keys() - after.keys()}
+    came = {k.rsplit(".", 1)[0] for k in after.keys() - before.keys()}
+    for key in sorted(before.keys() | after.keys()):
+        parent = key.rsplit(".", 1)[0]
+        if key not in after:
+            whole = parent in gone and not any(k.startswith(parent + ".") for k in after)
+            out.append(f"{parent}: removed" if whole else f"{key}: removed (was {before[key]!r})")
+        elif key not in before:
+            whole = parent in came and not any(k.startswith(parent + ".") for k in before)
+            out.append(f"{parent}: added" if whole else f"{key}: {after[key]!r} (new)")
+        elif before[key] != after[key]:
+            out.append(f"{key}: {before[key]!r} -> {after[key]!r}")
+    return list(dict.fromkeys(out))
+
+
+def config_history(versions: list[Published]) -> list[dict]:
+    """Every version published, newest first: when, by whom, and what it
+    changed from the one before it (GET /v1/config/history)."""
+    out = []
+    previous: ConfigDocument | None = None
+    for p in versions:
+        d = p.document
+        out.append({"version": d.version, "published_by": p.by, "published_at_ms": p.at_ms,
+                    "rules_source": d.rules_source, "campaigns_source": d.campaigns_source,
+                    "changes": changes(previous, d)})
+        previous = d
+    return out[::-1]

@@ -14,7 +14,9 @@ import time
 from aiokafka import TopicPartition
 from faust.types import TP
 
-from state.config import ConfigDocument, ConfigMismatch, Published, mismatch_message
+import orjson
+
+from state.config import ConfigDocument, ConfigMismatch, Published, config_history, mismatch_message
 from stream import topics
 from stream.connection import KafkaAccess
 from stream.faust_ext.recovery import true_end_offsets
@@ -82,3 +84,12 @@ async def establish(kafka: KafkaAccess, local: ConfigDocument, by: str) -> Publi
     if current.document.version != local.version:
         raise ConfigMismatch(mismatch_message(local, current))
     return current
+
+
+async def config_summary(kafka: KafkaAccess) -> bytes | None:
+    """What the workers write to Redis for the API: the version in force
+    (GET /v1/config) with the history of versions (GET /v1/config/history)."""
+    versions = await history(kafka)
+    if not versions:
+        return None
+    return orjson.dumps({**versions[-1].summary(), "history": config_history(versions)})

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 from redis.asyncio import Redis
 
@@ -9,10 +11,18 @@ def pytest_collection_modifyitems(config, items):
     broker (marked `broker_dependent`, each with why); the rest prove
     properties of tierstream's own code, which the Tansu half proves once."""
     if BROKER != "kafka":
+        # A `kafka_half` test runs once, on Apache Kafka, when the Kafka
+        # half runs alongside (scripts/test.sh says so); here otherwise.
+        if os.environ.get("TIERSTREAM_KAFKA_HALF_RUNS") == "1":
+            there = pytest.mark.skip(reason="runs in the Apache Kafka half (marked kafka_half)")
+            for item in items:
+                if item.get_closest_marker("kafka_half"):
+                    item.add_marker(there)
         return
     once = pytest.mark.skip(reason="not broker-dependent: runs in the Tansu half (docs/performance.md, The test suite)")
     for item in items:
-        if item.get_closest_marker("integration") and not item.get_closest_marker("broker_dependent"):
+        if (item.get_closest_marker("integration") and not item.get_closest_marker("broker_dependent")
+                and not item.get_closest_marker("kafka_half")):
             item.add_marker(once)
 
 

@@ -82,6 +82,19 @@ async def test_one_version_in_force_refusal_tools_and_roll_out(cluster, tmp_path
     _, campaigns = api_get(cluster.api_port, "/v1/campaigns")
     assert {c["name"] for c in campaigns["campaigns"]} >= {"win_back"}  # the workers' campaigns, not the shell's
 
+    # A preview of the other rules: every user under both versions at once,
+    # the version in force being what the workers decided; nothing published.
+    before = len(await read_topic(cluster.servers.broker, "tierstream.tier-changes"))
+    previewed = _run(cluster, "rules", "preview", str(other), "--format", "json", env=shell)
+    assert previewed.returncode == 0, previewed.stderr[-2000:]
+    doc = orjson.loads(previewed.stdout)
+    _, segments = api_get(cluster.api_port, "/v1/segments")
+    assert doc["old_version"] == first and doc["new_version"] != first and doc["users"] == 7
+    assert {t: c["old"] for t, c in doc["tiers"].items() if c["old"]} == \
+           {t: n for t, n in segments["tiers"].items() if n}
+    assert sum(c["new"] for c in doc["stages"].values()) == 7
+    assert len(await read_topic(cluster.servers.broker, "tierstream.tier-changes")) == before
+
     # The documented roll-out: stop every worker, publish, start with the new files.
     cluster.stop_worker()
     published = _run(cluster, "config", "publish", "--by", "test", env={"TIERSTREAM_RULES": str(other)})
@@ -103,6 +116,14 @@ async def test_one_version_in_force_refusal_tools_and_roll_out(cluster, tmp_path
     assert change["rules_version"] == second
     shown = cluster.cli("config", "show")
     assert f"rules version {second} in force" in shown and "published by test" in shown
+    # The audit: both versions, newest first, who, and what changed.
+    _, history = await wait_until(lambda: _ok(api_get(cluster.api_port, "/v1/config/history")),
+                                  what="GET /v1/config/history")
+    assert [v["version"] for v in history["versions"]] == [second, first]
+    assert history["versions"][0]["published_by"] == "test"
+    assert history["versions"][0]["changes"] == ["stages.at_risk_days: 30 -> 45"]
+    assert history["versions"][1]["changes"] == []  # the first version: nothing to compare with
+    assert orjson.loads(cluster.cli("config", "history", "--json")) == history
 
 
 async def _ok(answer):

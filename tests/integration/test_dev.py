@@ -197,6 +197,8 @@ def test_the_demo_still_fills_every_panel_after_ten_minutes_worth_of_shop(tmp_pa
                 "flows": "[...document.querySelectorAll('#flow-matrix td[data-users]')].some(n => +n.dataset.users > 0)",
                 "cohorts": "document.querySelectorAll('#cohort-heatmap tr[data-cohort]').length",
                 "campaigns": "document.querySelectorAll('[data-campaign] tr[data-arm]').length",
+                "acquisition": "document.querySelectorAll('#acq-table tr[data-channel]').length >= 3"
+                               " && document.querySelectorAll('#acq-chart [data-series]').length >= 3",
                 "live feed": "document.querySelectorAll('#feed li').length",
             }
             for name, script in panels.items():

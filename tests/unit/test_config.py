@@ -64,3 +64,25 @@ def test_the_refusal_says_how_to_roll_out_a_change():
     text = mismatch_message(local, current)
     assert local.version in text and current.document.version in text
     assert "tierstream config publish" in text and "tierstream config show" in text and "docs/config.md" in text
+
+
+def test_a_version_says_what_it_changed_key_by_key():
+    from state.campaigns import example_campaigns_text
+    from state.config import ConfigDocument, Published, changes, config_history
+    from state.rules import fixed_threshold_rules_text
+
+    a = ConfigDocument(fixed_threshold_rules_text(), example_campaigns_text())
+    rules = (fixed_threshold_rules_text().replace("recency_days = [7, 30, 90, 180]", "recency_days = [7, 30, 60, 120]")
+             .replace('[[tiers]]\nname = "dormant"', '[[tiers]]\nname = "vip"\nltv_min = 5000\n\n[[tiers]]\nname = "dormant"'))
+    b = ConfigDocument(rules, example_campaigns_text().replace("holdout = 0.20", "holdout = 0.25"))
+    assert changes(a, b) == [
+        "campaigns.win_back.holdout: 0.2 -> 0.25",
+        "scores.recency_days: [7, 30, 90, 180] -> [7, 30, 60, 120]",
+        "tiers.vip: added",
+        "tiers[order]: ['dormant', 'high_value', 'potential', 'mid_value', 'low_value'] -> "
+        "['vip', 'dormant', 'high_value', 'potential', 'mid_value', 'low_value']",
+    ]
+    assert "tiers.vip: removed" in changes(b, a) and changes(a, a) == [] and changes(None, a) == []
+    history = config_history([Published(a, "worker on h1", 1), Published(b, "ana", 2)])
+    assert [(v["version"], v["published_by"], len(v["changes"])) for v in history] == [
+        (b.version, "ana", 4), (a.version, "worker on h1", 0)]
