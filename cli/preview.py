@@ -13,17 +13,17 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from cli.io import read_population, read_users_changelog
+from cli.io import collector_paused, decode_states, read_population, read_users_changelog
 from state.preview import preview
 from state.rules import Rules
-from stream.codecs import decode_state, iso
+from stream.codecs import iso
 from stream.settings import Settings
 
 
 async def run_preview(settings: Settings, old: Rules, new: Rules, at_ms: int | None) -> dict[str, Any]:
     started = time.monotonic()
     latest = await read_users_changelog(settings)
-    states = [(u, decode_state(b)) for u, b in latest.items()]
+    states = decode_states(latest.items())
     read_s = time.monotonic() - started
     seen = [s.last_seen_ms for _, s in states if s.has_applied]
     if at_ms is None:
@@ -37,7 +37,8 @@ async def run_preview(settings: Settings, old: Rules, new: Rules, at_ms: int | N
         old, _ = await read_population(settings, old)
     if new.scores.from_population:
         new, _ = await read_population(settings, new)  # the same reports, cut as the new rules say
-    result = preview(states, at_ms, old, new).doc(old, new)
+    with collector_paused():
+        result = preview(states, at_ms, old, new).doc(old, new)
     result["seconds"] = {"read": round(read_s, 2), "total": round(time.monotonic() - started, 2)}
     return result
 
