@@ -64,9 +64,13 @@ def book(calendar: Calendar, born_ms: int, mem: AcqMemory, state: UserState, tie
     """One step of an acquired user: `event` applied (if any) and the tier
     moved from `tier_before` to `state.tier`. `new`: the step that acquired
     them (nothing booked yet)."""
-    prefix = cohort_prefix(calendar.day(born_ms))
     channel = channel_of(state)
     moved = new or channel != mem.channel
+    money_event = event is not None and event.type in (EventType.ORDER, EventType.REFUND) and event.amount_cents
+    first_order = event is not None and event.type is EventType.ORDER and not mem.bought  # even of 0
+    if not (moved or money_event or first_order or tier_before != state.tier):
+        return  # most steps (a view, a login, a time-driven re-evaluation): nothing to book
+    prefix = cohort_prefix(calendar.day(born_ms))
     if moved and not new:
         # The earliest channel changed (a late earlier event, or the first
         # to say one): everything booked under the old channel moves.
@@ -74,11 +78,11 @@ def book(calendar: Calendar, born_ms: int, mem: AcqMemory, state: UserState, tie
             _add(facts, f"{prefix}|{name}|{mem.channel}", -value)
     mem.channel = channel
     money = 0
-    if event is not None and event.type in (EventType.ORDER, EventType.REFUND) and event.amount_cents:
+    if money_event:
+        assert event is not None
         money = event.amount_cents if event.type is EventType.ORDER else -event.amount_cents
         age = min(AGE_CAP, max(0, calendar.day(event.ts_ms) - calendar.day(born_ms)))
         _credit(mem, age, money)
-    first_order = event is not None and event.type is EventType.ORDER and not mem.bought
     if first_order:
         mem.bought = True
     if moved:

@@ -229,3 +229,20 @@ def test_tiers_and_campaigns_may_test_the_channel():
     assigned = {r["user_id"] for r in run.records(topics.ACTIONS)}
     assert assigned == {"bob"}
     assert [r["acquisition"] for r in run.records(topics.ACTIONS)] == [{"channel": "paid_search", "campaign": None}]
+
+
+def test_a_free_first_order_makes_a_buyer_and_no_revenue():
+    """An order of 0 (a free sample, a 100% coupon) is an order: the
+    customer is a buyer, with nothing booked as revenue."""
+    bodies = [{"event_id": "s", "user_id": "ann", "type": "signup", "ts": 1_700_000_000_000,
+               "acquisition": {"channel": "social"}},
+              {"event_id": "o", "user_id": "ann", "type": "order", "ts": 1_700_000_000_000 + 3600_000, "amount": 0},
+              {"event_id": "clock", "user_id": "zz", "type": "view", "ts": 1_700_000_000_000 + 3 * DAY}]
+    run, _ = feed(bodies, lateness=DAY)
+    cells: dict = {}
+    for steps in run.steps.values():
+        for s in steps:
+            fold(cells, s)
+    [month] = [h for k, h in cells.items() if k.startswith("acq:month:")]
+    assert (month["n|social"], month["b|social"]) == (1, 1)
+    assert not [f for f, v in month.items() if f.startswith("r") and v]
