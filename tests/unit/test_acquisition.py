@@ -246,3 +246,21 @@ def test_a_free_first_order_makes_a_buyer_and_no_revenue():
     [month] = [h for k, h in cells.items() if k.startswith("acq:month:")]
     assert (month["n|social"], month["b|social"]) == (1, 1)
     assert not [f for f, v in month.items() if f.startswith("r") and v]
+
+
+def test_a_costs_file_with_a_bad_line_sends_nothing_and_names_the_line(tmp_path):
+    from cli.io import read_cost_file
+
+    good = tmp_path / "good.csv"
+    good.write_text("channel,period,amount\nsocial,2024-03,1250.50\nreferral,2024-W10,80\nsocial,2024-03,1300\n")
+    assert [(s.key, s.cents) for s in read_cost_file(good)] == [
+        ("2024-03|social", 125050), ("2024-W10|referral", 8000), ("2024-03|social", 130000)]  # in order: the last wins
+    bad = tmp_path / "bad.csv"
+    bad.write_text("channel,period,amount\nsocial,2024-03,1250.50\nsocial,March,12\n,2024-04,3\n")
+    with pytest.raises(ValueError) as refused:
+        read_cost_file(bad)
+    assert "nothing sent" in str(refused.value) and "line 3" in str(refused.value) and "line 4" in str(refused.value)
+    headless = tmp_path / "headless.csv"
+    headless.write_text("social,2024-03,1250.50\n")
+    with pytest.raises(ValueError, match="header lacks"):
+        read_cost_file(headless)
