@@ -78,6 +78,10 @@ async def test_redis_cells_agree_with_the_fold_and_each_step_counts_once(api):
     ("flows?grain=week&period=W5", "period="),
     ("cohorts?periods=0", "periods"),
     ("cohorts?by=last_seen", "by"),
+    ("acquisition?grain=day", "grain"),
+    ("acquisition?by=campaign", "by"),
+    ("acquisition?grain=month&from=2024-05&to=2024-01", "after"),
+    ("acquisition?grain=week&from=2000-01-01&to=2024-01-01", "at most"),
 ])
 async def test_bad_parameters_answer_400_naming_them(api, query, says):
     session, _, _ = api
@@ -163,3 +167,42 @@ async def test_healthz_says_how_far_each_partitions_decisions_trail(tmp_path_fac
         assert body["partitions"] == {
             "0": {"behind_seconds": 0.0, "reported_at": "2023-11-14T22:13:20+00:00"},
             "1": {"behind_seconds": 86400.0, "reported_at": "2023-11-14T22:13:20+00:00"}}
+
+
+async def test_acquisition_over_redis_is_the_worked_example(tmp_path_factory):
+    """docs/metrics.md's worked example of LTV against CAC through the real
+    path: the steps' facts by the Lua script, the cost statements by theirs
+    (a restatement replaces, an older one redelivered does not undo it),
+    the figures by the API."""
+    from stream.costs import parse_statement
+
+    def ev(i, user, kind, day, amount=None, channel=None):
+        body = {"event_id": f"e{i}", "user_id": user, "type": kind, "ts": f"2024-01-{day:02d}T10:00:00Z"}
+        if amount is not None:
+            body["amount"] = amount
+        if channel:
+            body["acquisition"] = {"channel": channel}
+        return body
+
+    bodies = [ev(1, "ann", "signup", 1, channel="social"), ev(2, "ann", "order", 3, 50),
+              ev(3, "bob", "signup", 10, channel="social"), ev(4, "cat", "signup", 12),
+              ev(5, "ann", "order", 20, 30), ev(6, "ann", "refund", 25, 10), ev(7, "bob", "order", 30, 40),
+              {"event_id": "clock", "user_id": "zz", "type": "view", "ts": "2024-04-30T12:00:00Z"}]
+    p, _ = feed(bodies, lateness=86_400_000)
+    async with serving(tmp_path_factory, "acq:", RULES) as (session, redis, _app, _):
+        store = MetricsStore(redis, "acq:")
+        await store.mark_from_start([0])
+        await store.set_partitions(1)
+        await store.apply(0, p.swept_to(0), p.steps[0])
+        first, second = (parse_statement(orjson.dumps({"channel": "social", "period": "2024-01", "amount": a}))
+                         for a in (60, 80))
+        await store.apply_costs([(first.key, 0, first.cents), (second.key, 1, second.cents)])
+        await store.apply_costs([(first.key, 0, first.cents)])  # redelivered: older than what is in force
+        status, doc = await get(session, "/v1/metrics/acquisition?grain=month&by=cohort&from=2024-01&to=2024-01")
+        assert status == 200, doc
+        social = next(r for r in doc["rows"] if r["channel"] == "social")
+        assert doc["observed_through"] == "2024-04-28"
+        assert (social["new_customers"], social["spend"], social["cac"], social["ltv"]["30"],
+                social["payback_days"]) == (2, 80.0, 40.0, 55.0, 20)
+        status, by_channel = await get(session, "/v1/metrics/acquisition?grain=month&by=channel&from=2024-01&to=2024-01")
+        assert status == 200 and {r["channel"] for r in by_channel["rows"]} == {"social", None}
