@@ -20,6 +20,7 @@ from stream.costs import parse_statement
 from tests.support import metrics_batch
 from tests.support.engine import feed
 from tests.support.fixed_rules import fixed_rules
+from tests.support.metrics_example import ACQUISITION_COSTS, ACQUISITION_EXAMPLE
 
 DAY = 86_400_000
 RULES = fixed_rules()
@@ -131,26 +132,14 @@ def test_the_worked_example_in_docs_metrics_md():
     """(docs/metrics.md, "Acquisition": a worked example.) Two customers of
     `social` acquired in January 2024, one unattributed; social cost 60 in
     January (one statement for the month, then restated as 80)."""
-    def ev(i, user, kind, day, amount=None, channel=None):
-        body = {"event_id": f"e{i}", "user_id": user, "type": kind, "ts": f"2024-01-{day:02d}T10:00:00Z"}
-        if amount is not None:
-            body["amount"] = amount
-        if channel:
-            body["acquisition"] = {"channel": channel}
-        return body
-
-    bodies = [ev(1, "ann", "signup", 1, channel="social"), ev(2, "ann", "order", 3, 50),
-              ev(3, "bob", "signup", 10, channel="social"), ev(4, "cat", "signup", 12),
-              ev(5, "ann", "order", 20, 30), ev(6, "ann", "refund", 25, 10), ev(7, "bob", "order", 30, 40),
-              {"event_id": "clock", "user_id": "zz", "type": "view", "ts": "2024-04-30T12:00:00Z"}]
+    bodies = ACQUISITION_EXAMPLE
     run, _ = feed(bodies, lateness=DAY)
     cells: dict = {}
     for steps in run.steps.values():
         for s in steps:
             fold(cells, s)
     spend = {}
-    for s in ({"channel": "social", "period": "2024-01", "amount": 60},
-              {"channel": "social", "period": "2024-01", "amount": 80}):
+    for s in ACQUISITION_COSTS:
         parsed = parse_statement(orjson.dumps(s))
         spend[parsed.key] = parsed.cents
     jan = parse_label("month", "2024-01")

@@ -14,7 +14,7 @@ from state.campaigns import load_campaigns
 from state.rules import STAGES
 from tests.support.servers import serving
 from tests.support.engine import feed
-from tests.support.metrics_example import EXAMPLE
+from tests.support.metrics_example import ACQUISITION_COSTS, ACQUISITION_EXAMPLE, EXAMPLE
 from tests.support.fixed_rules import fixed_rules
 
 PREFIX = "mtest:"
@@ -176,26 +176,13 @@ async def test_acquisition_over_redis_is_the_worked_example(tmp_path_factory):
     the figures by the API."""
     from stream.costs import parse_statement
 
-    def ev(i, user, kind, day, amount=None, channel=None):
-        body = {"event_id": f"e{i}", "user_id": user, "type": kind, "ts": f"2024-01-{day:02d}T10:00:00Z"}
-        if amount is not None:
-            body["amount"] = amount
-        if channel:
-            body["acquisition"] = {"channel": channel}
-        return body
-
-    bodies = [ev(1, "ann", "signup", 1, channel="social"), ev(2, "ann", "order", 3, 50),
-              ev(3, "bob", "signup", 10, channel="social"), ev(4, "cat", "signup", 12),
-              ev(5, "ann", "order", 20, 30), ev(6, "ann", "refund", 25, 10), ev(7, "bob", "order", 30, 40),
-              {"event_id": "clock", "user_id": "zz", "type": "view", "ts": "2024-04-30T12:00:00Z"}]
-    p, _ = feed(bodies, lateness=86_400_000)
+    p, _ = feed(ACQUISITION_EXAMPLE, lateness=86_400_000)
     async with serving(tmp_path_factory, "acq:", RULES) as (session, redis, _app, _):
         store = MetricsStore(redis, "acq:")
         await store.mark_from_start([0])
         await store.set_partitions(1)
         await store.apply(0, p.swept_to(0), p.steps[0])
-        first, second = (parse_statement(orjson.dumps({"channel": "social", "period": "2024-01", "amount": a}))
-                         for a in (60, 80))
+        first, second = (parse_statement(orjson.dumps(c)) for c in ACQUISITION_COSTS)
         await store.apply_costs([(first.key, 0, first.cents), (second.key, 1, second.cents)])
         await store.apply_costs([(first.key, 0, first.cents)])  # redelivered: older than what is in force
         status, doc = await get(session, "/v1/metrics/acquisition?grain=month&by=cohort&from=2024-01&to=2024-01")
