@@ -13,7 +13,9 @@ production) every check is one attribute test. The points:
   it is published yet;
 - `batch_done`: a fetched batch is fully handled. Counted from the
   process's start, so on a restarted worker `batch_done:2` lands in its
-  catch-up.
+  catch-up;
+- `rollout_reassessed`: a rules roll-out's sweep has re-assessed one more
+  user (state.rollout), nothing of it published yet.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import signal
 
 log = logging.getLogger(__name__)
 
-POINTS = ("outputs_acked", "changelog_sent", "sweep_decided", "batch_done")
+POINTS = ("outputs_acked", "changelog_sent", "sweep_decided", "batch_done", "rollout_reassessed")
 
 
 class CrashPoints:

@@ -57,6 +57,7 @@ class Pipeline:
         self.engine = Coordinator(rules, self.clock, self.store, lateness_ms=settings.allowed_lateness_ms,
                                   max_event_age_days=settings.max_event_age_days,
                                   metrics=settings.operator_metrics, on_point=self.crash.reached)
+        self.engine.switch_chunk = settings.rollout_chunk_users
         self.tally = metrics.Tally()
         self.freezer = HeapFreezer()
         self.router = Router(streams.users.changelog_topic.get_topic_name(), settings.dlq_max_payload_bytes,

@@ -151,17 +151,33 @@ def install(streams: StreamApp, settings: Settings, rules: Rules, config_summary
     events_topic = streams.events.get_topic_name()
     sender = Sender(app, pipeline, events_topic, exactly_once)
 
-    if pipeline.engine.book is not None:
-        from agents.population import PopulationReader
+    # The population reader settles quantile scores' cut points and rules
+    # roll-outs (state.rollout): every worker runs it.
+    from agents.population import PopulationReader
 
-        reader = PopulationReader(
-            settings, pipeline.engine, redis, lambda: sender.send_out(outside_a_batch=True),
-            (lambda: idle_partitions(app, pipeline, events_topic, settings.idle_partition_seconds))
-            if not pipeline.clock.live else None)
+    pipeline.engine.enable_rollouts(settings.partitions)
+    membership = pipeline.redis.membership
+    reader = PopulationReader(
+        settings, pipeline.engine, redis, lambda: sender.send_out(outside_a_batch=True),
+        (lambda: idle_partitions(app, pipeline, events_topic, settings.idle_partition_seconds))
+        if not pipeline.clock.live else None,
+        write_config=membership.write_config if membership is not None else None)
 
-        @app.task
-        async def read_population() -> None:
-            await reader.run(lambda: app.should_stop)
+    @app.task
+    async def read_population() -> None:
+        await reader.run(lambda: app.should_stop)
+
+    @app.task
+    async def roll_out_sweeps() -> None:
+        # A roll-out's re-assessment, a chunk at a time (engine.partition:
+        # switch_chunk), with the rest of the worker's work between chunks.
+        while not app.should_stop:
+            if pipeline.engine.switching:
+                pipeline.resume()
+                await sender.send_out(outside_a_batch=True)
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(0.1)
 
     if settings.operator_metrics:
         from agents import metrics_aggregator

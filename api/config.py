@@ -42,6 +42,7 @@ class RulesInForce:
             return
         summary = orjson.loads(raw)
         if self.summary is not None and summary.get("version") == self.summary.get("version"):
+            self.summary = summary  # the same rules; the history may have grown (a roll-out proposed, refused)
             return
         doc = ConfigDocument(summary["rules"], summary.get("campaigns"), summary.get("rules_source") or "<rules>",
                              summary.get("campaigns_source"))

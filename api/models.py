@@ -308,6 +308,16 @@ class CampaignsResponse(BaseModel):
     campaigns: list[CampaignResults]
 
 
+class RolloutOutcome(BaseModel):
+    asked_for_ms: int | None = Field(description="The event time asked for (`tierstream rules apply --at`); null: "
+                                     "as soon as every partition could")
+    status: Literal["open", "in_force", "refused"] = Field(
+        description="open: some partition has not reported yet; in_force: every worker switched at "
+                    "in_force_from_ms; refused: see reason")
+    in_force_from_ms: int | None = Field(description="The event time every partition switched at")
+    reason: str | None = Field(None, description="Why it was refused")
+
+
 class ConfigVersion(BaseModel):
     version: str
     published_by: str = Field(description="Who put it in force, as stated (`tierstream config publish --by`, or "
@@ -318,6 +328,8 @@ class ConfigVersion(BaseModel):
     changes: list[str] = Field(description="What it changed from the version before it, key by key "
                                "(`scores.recency_days: [7, 30, 90, 180] -> [7, 30, 60, 120]`, `tiers.vip: added`); "
                                "empty for the first")
+    rollout: RolloutOutcome | None = Field(None, description="A live roll-out (`tierstream rules apply`): what "
+                                           "became of it; absent for a version published with the workers stopped")
 
 
 class ConfigHistory(BaseModel):

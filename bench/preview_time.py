@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from bench import workload
 from bench.offline_pipeline import through_pipeline
@@ -39,24 +40,30 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=1)
     parser.add_argument("--events-per-user", type=int, default=3)
     args = parser.parse_args()
+    changelog, at, old, new = populations(args.users, args.copies, args.events_per_user)
+    if args.copies > 1:  # the population the pipeline made, alone first
+        _time(changelog[:len(changelog) // args.copies], at, old, new)
+    _time(changelog, at, old, new)
+
+
+def populations(users: int, copies: int, events_per_user: int) -> tuple[list[tuple[str, bytes]], int, Any, Any]:
+    """The users' states as the changelog holds them (`copies` times under
+    other ids), the latest event time, the rules in force (with the cut
+    points the pipeline settled) and the changed version."""
     old_doc = ConfigDocument(default_rules_text(), example_campaigns_text())
     new_text = default_rules_text()
     for before, after in CHANGE:
         assert before in new_text, before
         new_text = new_text.replace(before, after)
-    bodies = sorted(workload.history(users=args.users, events=args.users * args.events_per_user, days=365),
+    bodies = sorted(workload.history(users=users, events=users * events_per_user, days=365),
                     key=lambda b: (b["ts"], b["event_id"]))
     p, seconds = through_pipeline(bodies, old_doc.rules())
     old = p.rules
     new = ConfigDocument(new_text, example_campaigns_text()).rules().with_thresholds(old.thresholds)
     encoded = {u: encode_state(s) for u, s in p.store.items()}
-    changelog = [(f"{u}#{c}" if c else u, data) for c in range(args.copies) for u, data in encoded.items()]
-    print(f"{args.users} users, {len(bodies)} events through the pipeline in {seconds:.0f} s; "
-          f"{len(changelog)} states to preview")
-    at = max(b["ts"] for b in bodies)
-    if args.copies > 1:  # the population the pipeline made, alone first
-        _time(changelog[:len(encoded)], at, old, new)
-    _time(changelog, at, old, new)
+    changelog = [(f"{u}#{c}" if c else u, data) for c in range(copies) for u, data in encoded.items()]
+    print(f"{users} users, {len(bodies)} events through the pipeline in {seconds:.0f} s; {len(changelog)} states")
+    return changelog, max(b["ts"] for b in bodies), old, new
 
 
 def _time(changelog: list[tuple[str, bytes]], at: int, old, new) -> None:  # type: ignore[no-untyped-def]

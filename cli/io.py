@@ -8,6 +8,7 @@ import gc
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,12 @@ import orjson
 from aiokafka import TopicPartition
 from faust.types import TP
 
+from state.config import Published
 from state.evaluate import evaluate
 from store.membership import MembershipUpdate, MembershipWriter
 from state.model import UserState
 from state.quantiles import PopulationReports, ThresholdBook, population_reports
+from state.rollout import Outcome, settle_history
 from state.rules import STAGES, Rules
 from stream import topics
 from stream.config_topic import config_summary
@@ -130,12 +133,14 @@ async def read_to_end(settings: Settings, name: str) -> AsyncIterator[Any]:
     tps = {TP(name, p) for p in range(settings.partitions)}
     kafka = kafka_access(settings)
     ends = await true_end_offsets(kafka, tps)
+    parts = [TopicPartition(name, p) for p in range(settings.partitions) if ends[TP(name, p)] > 0]
+    if not parts:
+        # (Before a consumer starts: aiokafka's stop() right after start()
+        # raises the CancelledError of a task that never ran.)
+        return
     consumer = kafka.consumer(group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = [TopicPartition(name, p) for p in range(settings.partitions) if ends[TP(name, p)] > 0]
-        if not parts:
-            return
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         remaining = set(parts)
@@ -211,7 +216,7 @@ async def rebuild_membership(settings: Settings, rules: Rules) -> tuple[int, int
     try:
         await writer.clear()
         await writer.declare_segments(rules.tier_names, STAGES)
-        summary = await config_summary(kafka_access(settings))
+        summary = await config_summary(kafka_access(settings), partial(rollout_outcomes, settings))
         if summary is not None:  # clear() took the API's copy of it too
             await writer.write_config(summary)
         updates = []
@@ -229,3 +234,18 @@ async def rebuild_membership(settings: Settings, rules: Rules) -> tuple[int, int
         return len(latest), written
     finally:
         await redis.aclose()
+
+
+async def rollout_outcomes(settings: Settings, versions: list[Published]) -> dict[str, Outcome]:
+    """What became of each roll-out on the config topic, from the
+    partitions' reports on the population topic, settled as the workers do."""
+    if not any(v.rollout for v in versions):
+        return {}
+    reports = []
+    async for r in read_to_end(settings, topics.POPULATION):
+        doc = orjson.loads(r.value)
+        if "rollout" in doc:
+            reports.append((str(doc["rollout"]), int(doc["p"]), int(doc["watermark"])))
+    rules = versions[-1].document.rules()
+    cadence = rules.cadence_ms if rules.scores.from_population else None
+    return settle_history(versions, reports, settings.partitions, cadence)

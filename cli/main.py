@@ -156,6 +156,9 @@ def worker() -> None:
     from stream.admin import ensure_topics
     from stream.app import build_app
 
+    from functools import partial
+
+    from cli.rollout import outcomes as rollout_outcomes
     from state.config import ConfigMismatch
     from stream.config_topic import config_summary, establish
 
@@ -166,7 +169,8 @@ def worker() -> None:
     _check_access(settings, redis=True)
     _run(ensure_topics(kafka_access(settings), settings.partitions))
     try:
-        published = _run(establish(kafka_access(settings), local, by=f"worker on {socket.gethostname()}"))
+        published = _run(establish(kafka_access(settings), local, by=f"worker on {socket.gethostname()}",
+                                   settle=partial(rollout_outcomes, settings)))
     except ConfigMismatch as exc:
         raise click.ClickException(str(exc)) from exc
     rules = _parsed(published.document)
@@ -379,6 +383,54 @@ def rules_preview(new_rules: Path, campaigns_file: Path | None, at: str | None, 
     render(doc, fmt, Console(width=160 if fmt == "table" else None))
 
 
+@rules.command("apply")
+@click.argument("new_rules", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--campaigns", "campaigns_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="New campaigns too (default: the campaigns in force)")
+@click.option("--at", "at", default=None, help="Event time the new version is in force from (epoch ms or "
+              "ISO-8601; default: as soon as every worker can, on a cadence boundary with quantile scores)")
+@click.option("--by", required=True, help="Who is rolling this version out (kept with it)")
+@click.option("--wait", "wait_s", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for every worker's answer")
+def rules_apply(new_rules: Path, campaigns_file: Path | None, at: str | None, by: str, wait_s: float) -> None:
+    """Roll NEW_RULES out to the running workers, without a restart.
+
+    Every partition reports how far it has decided, and the version comes
+    into force at one event time on all of them (--at, if no partition has
+    decided past it; else refused). Each worker then re-assesses every one
+    of its users at that time and publishes a change, flagged
+    `rules_changed`, for those whose tier or stage moves. `tierstream rules
+    preview` shows beforehand what that will be."""
+    from cli.replay import ReplayError, parse_time_arg
+    from cli.rollout import RolloutError, apply
+    from state.config import ConfigDocument
+    from stream.codecs import iso
+
+    s = _settings()
+    in_force = _run(_in_force_document(s))
+    campaigns_text = campaigns_file.read_text() if campaigns_file else (
+        in_force.campaigns_text if in_force is not None else None)
+    document = ConfigDocument(new_rules.read_text(), campaigns_text, str(new_rules),
+                              str(campaigns_file) if campaigns_file else
+                              (in_force.campaigns_source if in_force is not None else None))
+    _parsed(document)
+    try:
+        at_ms = parse_time_arg(at) if at else None
+        published, outcome = _run(apply(s, document, by, at_ms, wait_s))
+    except (ReplayError, RolloutError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if outcome is None:
+        raise click.ClickException(f"version {document.version} proposed, but not every partition answered in "
+                                   f"{wait_s:.0f} s (are all the workers running?); it settles when they do: "
+                                   "`tierstream config history` says how")
+    if outcome.from_ms is None:
+        raise click.ClickException(f"version {document.version} refused: {outcome.reason}; the version in force "
+                                   "stays in force")
+    click.echo(f"rules version {document.version} in force from event time {iso(outcome.from_ms)} "
+               f"({outcome.from_ms}) on every worker; its changes are flagged rules_changed. Start workers "
+               "from now on with these files (`tierstream config show --rules-out`)")
+
+
 async def _in_force_document(settings: Settings):  # type: ignore[no-untyped-def]
     from stream.config_topic import in_force
 
@@ -431,18 +483,29 @@ def config_history_command(as_json: bool) -> None:
     """Every version put in force, newest first: when, by whom, and what it changed."""
     from datetime import UTC, datetime
 
+    from cli.io import rollout_outcomes
     from state.config import config_history
     from stream.config_topic import history
 
-    versions = config_history(_run(history(kafka_access(_settings()))))
+    s = _settings()
+    published = _run(history(kafka_access(s)))
+    versions = config_history(published, _run(rollout_outcomes(s, published)))
     if as_json:
         click.echo(orjson.dumps({"versions": versions}).decode())
         return
     if not versions:
         raise click.ClickException("no configuration is in force yet")
+    current = next((n for n, v in enumerate(versions) if v.get("rollout", {}).get("status", "in_force") == "in_force"),
+                   None)
     for n, v in enumerate(versions):
         when = datetime.fromtimestamp(v["published_at_ms"] / 1000, UTC).isoformat(timespec="seconds")
-        click.echo(f"{v['version']}  {when}  by {v['published_by'] or '?'}" + ("  (in force)" if n == 0 else ""))
+        rollout = v.get("rollout")
+        how = "" if rollout is None else (
+            f"  rolled out live, in force from event time {rollout['in_force_from_ms']}"
+            if rollout["status"] == "in_force" else f"  roll-out {rollout['status']}"
+            + (f": {rollout['reason']}" if rollout.get("reason") else ""))
+        click.echo(f"{v['version']}  {when}  by {v['published_by'] or '?'}{how}"
+                   + ("  (in force)" if n == current else ""))
         for change in v["changes"] or (["first version"] if n == len(versions) - 1 else ["no change in the texts"]):
             click.echo(f"    {change}")
 

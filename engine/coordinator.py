@@ -19,6 +19,7 @@ from engine.effects import Effects, Facts
 from engine.partition import PartitionEngine
 from state.model import DAY_MS, UserState
 from state.quantiles import Cuts, PopulationReports, ThresholdBook, population_reports
+from state.rollout import Outcome, RolloutBook
 from state.rules import Rules
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,19 @@ class Coordinator:
         self.on_point = on_point
         self.loopback: PopulationReports | None = None
         self.engines: dict[int, PartitionEngine] = {}
+        # Rules roll-outs (state.rollout), where a reader feeds them
+        # (`enable_rollouts`): the version every partition starts from, and
+        # each proposal's rules by its key.
+        self.rollouts: RolloutBook | None = None
+        self.base = self.rules
+        self.versions: dict[str, Rules] = {}
+        self.rollout_loopback = False
+        self.switch_chunk: int | None = None  # PartitionEngine.switch_chunk of every engine
 
     def loop_back(self, partitions: int) -> None:
         """Settle this process's own reports at once (it owns every partition)."""
         self.loopback = population_reports(partitions, self.rules)
+        self.rollout_loopback = True
 
     def engine(self, partition: int) -> PartitionEngine:
         """The partition's engine, made on first use and kept: what a
@@ -57,7 +67,119 @@ class Coordinator:
                 partition, self.rules, self.clock, self.users, self.effects, lateness_ms=self.lateness_ms,
                 max_event_age_ms=self.max_event_age_ms, book=self.book, report=self._report,
                 metrics=self.metrics, on_point=self.on_point)
+            engine.switch_chunk = self.switch_chunk
         return engine
+
+    # -- rules roll-outs (state.rollout) ------------------------------------
+
+    def enable_rollouts(self, partitions: int) -> None:
+        """A reader of the config and population topics will feed roll-outs:
+        from now on a partition assigned waits until it is placed
+        (`place_waiting`), that is until the reader has read what was
+        proposed before."""
+        self.rollouts = RolloutBook(partitions, self.book.cadence_ms if self.book is not None else None)
+
+    def _bound(self, rules: Rules) -> Rules:
+        return rules.with_thresholds(self.book) if self.book is not None else rules
+
+    def rebase(self, rules: Rules) -> None:
+        """A version published whole (`tierstream config publish`, every
+        worker stopped): the partitions start from it, and roll-outs
+        proposed before it no longer count."""
+        assert self.rollouts is not None
+        self.base = self._bound(rules)
+        self.versions.clear()
+        self.rollouts = RolloutBook(self.rollouts.partitions, self.rollouts.cadence_ms)
+
+    def propose(self, key: str, rules: Rules, at_ms: int | None, wall: int) -> list[Outcome]:
+        """A roll-out proposed (read from the config topic). When it is the
+        open one, each placed partition reports its watermark on it and
+        holds there until it settles. Returns the outcomes settled."""
+        assert self.rollouts is not None
+        self.versions[key] = self._bound(rules)
+        return self._settled(self.rollouts.propose(key, rules.version or "", at_ms), wall)
+
+    def rollout_report(self, key: str, partition: int, watermark: int, wall: int) -> list[Outcome]:
+        """A partition's report on a roll-out (the population topic)."""
+        assert self.rollouts is not None
+        return self._settled(self.rollouts.report(key, partition, watermark), wall)
+
+    def _settled(self, outcomes: list[Outcome], wall: int) -> list[Outcome]:
+        """Apply what settled, then have the placed partitions report on the
+        proposal open now, if any (in loopback, that may settle it too)."""
+        assert self.rollouts is not None
+        done: list[Outcome] = []
+        while True:
+            for outcome in outcomes:
+                self._rollout_settled(outcome, wall)
+            done += outcomes
+            outcomes = []
+            pending = self.rollouts.pending()
+            if pending is not None:
+                for p in self.owned():
+                    if self.engines[p].placed and self.engines[p].hold is None:
+                        outcomes += self._learn(self.engines[p], pending.key, wall)
+            if not outcomes:
+                return done
+
+    def _learn(self, engine: PartitionEngine, key: str, wall: int) -> list[Outcome]:
+        assert self.rollouts is not None
+        reported = self.rollouts.reported(key, engine.partition)
+        if reported is not None:  # reported before (this process, or the partition's previous owner)
+            engine.hold = reported
+            return []
+        watermark = engine.learn(wall)
+        self.effects.report(engine.partition, {"p": engine.partition, "rollout": key, "watermark": watermark})
+        if self.rollout_loopback:
+            return self.rollouts.report(key, engine.partition, watermark)
+        return []
+
+    def _rollout_settled(self, outcome: Outcome, wall: int) -> None:
+        if outcome.accepted:
+            log.info("rules version %s is in force from event time %d", outcome.version, outcome.from_ms)
+        else:
+            log.warning("rules version %s refused: %s", outcome.version, outcome.reason)
+        rules = self.versions.get(outcome.key) if outcome.accepted else None
+        for p in self.owned():
+            if self.engines[p].placed:
+                self.engines[p].settle(outcome.from_ms, rules)
+                self.engines[p].catch_up(wall)
+        self.resume(wall)
+
+    def place_waiting(self, wall: int, only: set[int] | None = None) -> list[int]:
+        """The reader has read every proposal made before now: place the
+        partitions that wait (PartitionEngine.place). Each runs the version
+        in force at the earliest point any of its users may still need (the
+        earliest evaluation among them, or the recovered watermark if
+        earlier) and comes to the later ones in order; a roll-out it
+        reported on that is still open holds it where it reported."""
+        assert self.rollouts is not None
+        placed = []
+        accepted = self.rollouts.accepted()
+        pending = self.rollouts.pending()
+        for p in self.owned():
+            engine = self.engines[p]
+            if engine.placed or (only is not None and p not in only):
+                continue
+            floor = engine.watermark(wall)
+            for state in self.users.values():
+                if state.src_partition == p and state.has_applied and state.evaluated_ms is not None:
+                    floor = min(floor, state.evaluated_ms)
+            rules, switches = self.base, []
+            for o in accepted:
+                assert o.from_ms is not None
+                if o.from_ms <= floor:
+                    rules = self.versions[o.key]
+                else:
+                    switches.append((o.from_ms, self.versions[o.key]))
+            engine.place(rules, switches, None)
+            if pending is not None:
+                self._settled(self._learn(engine, pending.key, wall), wall)
+            engine.catch_up(wall)
+            placed.append(p)
+        if placed:
+            self.resume(wall)
+        return placed
 
     def _report(self, partition: int, doc: dict) -> None:
         self.effects.report(partition, doc)
@@ -80,7 +202,7 @@ class Coordinator:
                 mine.append((user_id, state))
         for p in sorted(partitions):
             engine = self.engine(p)
-            engine.own()
+            engine.own(placed=self.rollouts is None)
             engine.recover(by_partition[p], None if committed is None else committed.get(p, 0))
         return sum(len(users) for users in by_partition.values())
 
@@ -126,6 +248,8 @@ class Coordinator:
         wall = self.clock.now_ms() if wall is None else wall
         for p in sorted(self.engines):
             engine = self.engines[p]
+            if engine.reassessing is not None and engine.owned:
+                engine.catch_up(wall)  # a roll-out's re-assessment goes on (PartitionEngine.switch_chunk)
             if engine.recovering is not None and engine.ready():
                 log.info("partition %d: the cut points it recovered into are read again; it goes on", p)
                 engine.catch_up(wall)
@@ -144,6 +268,11 @@ class Coordinator:
 
     def follow(self, partition: int, boundary: int) -> bool:
         return self.engine(partition).follow(boundary)
+
+    @property
+    def switching(self) -> bool:
+        """Whether a roll-out's re-assessment is under way in a partition (`resume` goes on with it)."""
+        return any(e.reassessing is not None for e in self.engines.values() if e.owned)
 
     @property
     def waiting(self) -> dict[int, int]:

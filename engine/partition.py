@@ -109,16 +109,35 @@ class PartitionEngine:
         self.facts: list[Step] | None = None  # None: nothing booked since the last record
         self.swept_to: int | None = None
         self.facts_sent_wm: int | None = None
+        # Rules roll-outs (state.rollout). `hold`: the watermark reported on
+        # an open proposal; nothing is decided past it until it settles.
+        # `switches`: the versions this partition comes to, in order, each
+        # with the event time it is in force from. `placed`: whether this
+        # process knows every proposal made before the partition was
+        # assigned (the adapter's reader says so); until then it waits.
+        self.hold: int | None = None
+        self.switches: deque[tuple[int, Rules]] = deque()
+        self.placed = True
+        # A switch under way: the users left to re-assess at its start.
+        # `switch_chunk` users at a time (None: all at once), so that a
+        # worker's event loop is not held for seconds at a million users.
+        self.reassessing: deque[str] | None = None
+        self.switch_chunk: int | None = None
 
     # -- ownership -------------------------------------------------------
 
-    def own(self) -> None:
-        """Assigned (again): its due index starts empty, to be refilled by `recover`."""
+    def own(self, placed: bool = True) -> None:
+        """Assigned (again): its due index starts empty, to be refilled by
+        `recover`. `placed`: False while the process has yet to read the
+        roll-outs proposed before (`place`)."""
         self.index.reset({self.partition})
         self.owned = True
         self.followed = None
         self.deferred.clear()
         self.deferred_latest_ms = 0
+        self.placed = placed
+        self.hold = None
+        self.reassessing = None
 
     def disown(self) -> None:
         """Revoked: stop sweeping at once (another worker may own it now)."""
@@ -131,6 +150,7 @@ class PartitionEngine:
         deferred is read again by the next owner, from the committed input)."""
         self.index.reset(set())
         self.owned = False
+        self.reassessing = None
         self.deferred.clear()
         self.deferred_latest_ms = 0
 
@@ -205,7 +225,10 @@ class PartitionEngine:
         judged on time or late against the held one: how long the wait
         lasts depends on the other partitions, so the same input could be
         judged differently in two runs. Events are deferred instead, and
-        taken once the watermark is the partition's own again."""
+        taken once the watermark is the partition's own again. The same
+        holds while a rules roll-out is open (`hold`)."""
+        if self.switches and self.raw_watermark(wall) >= self.switches[0][0]:
+            self.catch_up(wall)  # a version comes into force before this event is judged
         if self.deferred or self._held(wall):
             self.deferred.append((user_id, event, offset, source))
             self.deferred_latest_ms = max(self.deferred_latest_ms, event.ts_ms)
@@ -213,7 +236,8 @@ class PartitionEngine:
         return self._take(user_id, event, offset, wall)
 
     def _held(self, wall: int) -> bool:
-        return self.book is not None and self.watermark(wall) < self.raw_watermark(wall)
+        return (self.book is not None or self.hold is not None or bool(self.switches)) and \
+            self.watermark(wall) < self.raw_watermark(wall)
 
     def take_deferred(self, wall: int) -> int:
         """Take the deferred events the partition may take now, in order;
@@ -280,7 +304,8 @@ class PartitionEngine:
     def _catch_up_if_moved(self, wall: int, before: tuple[int, int]) -> None:
         """Sweep when the watermark moved (or, with quantile scores, the raw
         watermark: it may enter a period while the watermark waits)."""
-        if self.watermark(wall) > before[0] or (self.book is not None and self.raw_watermark(wall) > before[1]):
+        if self.watermark(wall) > before[0] or (
+                (self.book is not None or self.switches) and self.raw_watermark(wall) > before[1]):
             self.catch_up(wall)
 
     # -- event time ------------------------------------------------------
@@ -297,6 +322,10 @@ class PartitionEngine:
         are settled (quantile scores only). Events past it wait in their
         users' states, as events within the allowed lateness do."""
         raw = self.raw_watermark(wall)
+        if self.hold is not None:
+            raw = min(raw, self.hold)
+        if self.switches:  # the old version decides nothing at or past the new one's start
+            raw = min(raw, self.switches[0][0] - 1)
         if self.book is None:
             return raw
         if self.entered is not None:
@@ -308,8 +337,16 @@ class PartitionEngine:
         (state.quantiles: report, wait for the cuts, re-assess whom they move)."""
         if not self.ready():
             return 0
+        raw = self.raw_watermark(wall)
+        if self.hold is not None:
+            raw = min(raw, self.hold)
         if self.book is not None and self.owned:
-            self._enter_periods(self.raw_watermark(wall))
+            self._enter_periods(raw)  # switches versions on their boundaries
+        while self.book is None and self.owned and self.switches and raw >= self.switches[0][0]:
+            if self.reassessing is None:
+                self.sweep(self.switches[0][0] - 1)
+            if not self._switch():
+                return 0  # users left to re-assess: the next call goes on
         return self.sweep(self.watermark(wall))
 
     def ready(self) -> bool:
@@ -318,6 +355,8 @@ class PartitionEngine:
         input waits (the adapter holds it) and nothing of it is swept: any
         step now would evaluate with no cuts, or older ones than the process
         that died had for the same step."""
+        if not self.placed:
+            return False
         if self.recovering is None:
             return True
         assert self.book is not None
@@ -373,6 +412,8 @@ class PartitionEngine:
             if not self.book.settled(boundary - cadence):
                 self.waiting = boundary
                 return
+            if self.switches and self.switches[0][0] == boundary and not self._switch():
+                return  # every user re-assessed with the new cuts and rules, then the period entered
             self._enter(boundary)
             self.entered = boundary
 
@@ -435,22 +476,87 @@ class PartitionEngine:
             state.due_ms = at
             self.index.schedule(self.partition, wake_at(state), user_id)
 
-    def _reassess_at(self, user_id: str, boundary: int) -> None:
+    def _reassess_at(self, user_id: str, boundary: int, reason: str | None = None) -> None:
         state = self.users.get(user_id)
         if state is None or not state.has_applied:
             return
         at = max(boundary, state.evaluated_ms or boundary)
         before = self.ledger.before(state) if self.ledger is not None else None
-        assessment, found = reassess(user_id, state, at, self.rules)
+        assessment, found = reassess(user_id, state, at, self.rules, reason=reason)
         if self.ledger is not None and found:
             assert before is not None
             self.ledger.record(user_id, state, before, None, at, decisions=found)
             self._book()
-        self._track(user_id, state, assessment)
-        if found:
+        if self.book is not None:
+            self._track(user_id, state, assessment)
+        if found or reason is not None:
+            # A roll-out's re-assessment is written even when it finds
+            # nothing: the recovered state then says it was done (`_switch`).
             self._commit(user_id, state, found, assessment, previous_due=None)
         else:
             self.index.schedule(self.partition, wake_at(state), user_id)
+
+    # -- rules roll-outs (state.rollout) ------------------------------------
+
+    def learn(self, wall: int) -> int:
+        """A roll-out proposed: hold the watermark where it is now and
+        return it (the partition's report)."""
+        self.hold = self.watermark(wall)
+        return self.hold
+
+    def settle(self, from_ms: int | None, rules: Rules | None) -> None:
+        """The open roll-out settled: the hold ends; accepted, the partition
+        switches to `rules` when its watermark reaches `from_ms`."""
+        self.hold = None
+        if from_ms is not None and rules is not None:
+            self.switches.append((from_ms, rules))
+
+    def place(self, rules: Rules, switches: list[tuple[int, Rules]], hold: int | None) -> None:
+        """Where this partition stands among the roll-outs, once the process
+        has read them all: the version it runs (in force at its earliest
+        evaluation still behind a later version's start), the versions it
+        comes to, and the hold of a roll-out it reported on that is open."""
+        self.rules = rules
+        self.switches = deque(switches)
+        self.hold = hold
+        self.placed = True
+        if self.book is not None and self.switches and self.entered is not None and \
+                self.entered >= self.switches[0][0]:
+            # Recovered into a period past a switch some of its users had not
+            # been brought through (their re-assessment was not written):
+            # enter the switch's period again, so that they are swept to it
+            # under the old version and re-assessed at its start as before.
+            # Later periods are entered again on the way, as after any crash.
+            self.entered = self.switches[0][0] - self.rules.cadence_ms
+
+    def _switch(self) -> bool:
+        """The next version is in force from its start: re-assess there
+        every user of the partition not evaluated there or later, and write
+        each state; `switch_chunk` users a call. Returns whether it is done
+        (until then the watermark stays before the start, and events wait
+        as deferred ones). A worker that dies part way leaves the rest
+        evaluated before the start, and its successor (placed back on the
+        old version, `place`) does the same again: those already done are
+        passed over."""
+        start, rules = self.switches[0]
+        if self.reassessing is None:
+            self.rules = rules
+            self.reassessing = deque(sorted(
+                user_id for user_id, state in self.users.items()
+                if state.src_partition == self.partition and state.has_applied
+                and (state.evaluated_ms is None or state.evaluated_ms < start)))
+            log.info("partition %d: rules version %s in force from %d; re-assessing %d users", self.partition,
+                     rules.version, start, len(self.reassessing))
+        left = self.switch_chunk or len(self.reassessing)
+        while self.reassessing and left > 0:
+            self._reassess_at(self.reassessing.popleft(), start, reason="rules_changed")
+            self.on_point("rollout_reassessed")
+            left -= 1
+        if self.reassessing:
+            return False
+        self.reassessing = None
+        self.switches.popleft()
+        return True
 
     # -- time ------------------------------------------------------------
 

@@ -55,12 +55,24 @@ class Published:
     document: ConfigDocument
     by: str
     at_ms: int  # wall-clock time of publication
+    # A live roll-out (`tierstream rules apply`, state.rollout): the event
+    # time asked for (None: as soon as every partition can). Not one: a
+    # version published whole, with every worker stopped.
+    rollout: bool = False
+    rollout_at_ms: int | None = None
+    offset: int = -1  # where it stands on the config topic (read, not written)
+
+    @property
+    def key(self) -> str:
+        """A roll-out's name (state.rollout): the same version may be rolled out again later."""
+        return f"{self.document.version}@{self.offset}"
 
     def encode(self) -> bytes:
         d = self.document
         return orjson.dumps({"version": d.version, "rules": d.rules_text, "campaigns": d.campaigns_text,
                              "rules_source": d.rules_source, "campaigns_source": d.campaigns_source,
-                             "by": self.by, "at_ms": self.at_ms})
+                             "by": self.by, "at_ms": self.at_ms,
+                             **({"rollout": {"at_ms": self.rollout_at_ms}} if self.rollout else {})})
 
     @staticmethod
     def decode(value: bytes) -> Published:
@@ -69,7 +81,9 @@ class Published:
                              raw.get("campaigns_source"))
         if raw.get("version") not in (None, doc.version):
             raise ValueError(f"config record says version {raw['version']} but its texts hash to {doc.version}")
-        return Published(doc, raw.get("by") or "", int(raw.get("at_ms") or 0))
+        rollout = raw.get("rollout")
+        return Published(doc, raw.get("by") or "", int(raw.get("at_ms") or 0), isinstance(rollout, dict),
+                         rollout.get("at_ms") if isinstance(rollout, dict) else None)
 
     def summary(self) -> dict:
         """What GET /v1/config and `tierstream config show` give."""
@@ -95,7 +109,7 @@ def mismatch_message(local: ConfigDocument, in_force: Published) -> str:
     )
 
 
-def _flat(text: str | None) -> dict[str, Any]:
+def flat_toml(text: str | None) -> dict[str, Any]:
     """A TOML text as dotted keys; arrays of tables (tiers, campaigns) are
     keyed by their `name`, so reordering one is not a hundred changes."""
     out: dict[str, Any] = {}
@@ -124,8 +138,8 @@ def changes(old: ConfigDocument | None, new: ConfigDocument) -> list[str]:
     if old is None:
         return []
     # A rules file cannot hold `campaigns` (parse_rules refuses it): one namespace fits both texts.
-    before = {**_flat(old.rules_text), **_flat(old.campaigns_text)}
-    after = {**_flat(new.rules_text), **_flat(new.campaigns_text)}
+    before = {**flat_toml(old.rules_text), **flat_toml(old.campaigns_text)}
+    after = {**flat_toml(new.rules_text), **flat_toml(new.campaigns_text)}
     out = []
     gone = {k.rsplit(".", 1)[0] for k in before.keys() - after.keys()}
     came = {k.rsplit(".", 1)[0] for k in after.keys() - before.keys()}
@@ -142,15 +156,39 @@ def changes(old: ConfigDocument | None, new: ConfigDocument) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def config_history(versions: list[Published]) -> list[dict]:
+def config_history(versions: list[Published], outcomes: dict[str, Any] | None = None) -> list[dict]:
     """Every version published, newest first: when, by whom, and what it
-    changed from the one before it (GET /v1/config/history)."""
+    changed from the one in force before it (GET /v1/config/history). A
+    live roll-out's entry says what became of it: `outcomes` maps its key to
+    its state.rollout.Outcome (absent: still open)."""
     out = []
     previous: ConfigDocument | None = None
     for p in versions:
         d = p.document
-        out.append({"version": d.version, "published_by": p.by, "published_at_ms": p.at_ms,
-                    "rules_source": d.rules_source, "campaigns_source": d.campaigns_source,
-                    "changes": changes(previous, d)})
+        entry: dict[str, Any] = {"version": d.version, "published_by": p.by, "published_at_ms": p.at_ms,
+                                 "rules_source": d.rules_source, "campaigns_source": d.campaigns_source,
+                                 "changes": changes(previous, d)}
+        if p.rollout:
+            o = (outcomes or {}).get(p.key)
+            entry["rollout"] = {
+                "asked_for_ms": p.rollout_at_ms,
+                "status": "open" if o is None else "in_force" if o.from_ms is not None else "refused",
+                "in_force_from_ms": None if o is None else o.from_ms,
+                **({"reason": o.reason} if o is not None and o.from_ms is None else {}),
+            }
+            if o is None or o.from_ms is None:
+                out.append(entry)
+                continue  # not in force: the next version's changes are counted from the one that is
+        out.append(entry)
         previous = d
     return out[::-1]
+
+
+def in_force(versions: list[Published], outcomes: dict[str, Any] | None = None) -> Published | None:
+    """The version in force last: the latest published whole, or rolled out
+    and accepted after it."""
+    current = None
+    for p in versions:
+        if not p.rollout or getattr((outcomes or {}).get(p.key), "from_ms", None) is not None:
+            current = p
+    return current

@@ -44,6 +44,9 @@ class TierChange:
     assessment: Assessment
     correction: bool = False
     rules_version: str | None = None  # the configuration in force that decided it (state.config)
+    # Why it was decided when it was, where not an event or time alone:
+    # "rules_changed" (a roll-out re-assessed everyone, state.rollout).
+    reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -54,6 +57,7 @@ class ChurnAlert:
     assessment: Assessment
     correction: bool = False
     rules_version: str | None = None
+    reason: str | None = None  # as TierChange.reason
 
 
 @dataclass(slots=True)
@@ -106,9 +110,10 @@ def _stable_id(*parts: object) -> str:
 
 
 def reassess(
-    user_id: str, state: UserState, now_ms: int, rules: Rules, correction: bool = False
+    user_id: str, state: UserState, now_ms: int, rules: Rules, correction: bool = False, reason: str | None = None
 ) -> tuple[Assessment, list[Decision]]:
-    """Evaluate at `now_ms`, record what changed and say what to publish."""
+    """Evaluate at `now_ms`, record what changed and say what to publish.
+    `reason`: why now (TierChange.reason), when it is not an event or time alone."""
     a = evaluate(state, now_ms, rules, user_id)
     decisions: list[Decision] = []
     if a.tier != state.tier or a.stage != state.stage:
@@ -123,6 +128,7 @@ def reassess(
                 assessment=a,
                 correction=correction,
                 rules_version=rules.version,
+                reason=reason,
             )
         )
         if a.stage != state.stage and a.stage in ALERT_LEVELS:
@@ -137,6 +143,7 @@ def reassess(
                     assessment=a,
                     correction=correction,
                     rules_version=rules.version,
+                    reason=reason,
                 )
             )
         if a.tier != state.tier:
@@ -146,6 +153,7 @@ def reassess(
         state.version += 1
     risk = _churn_risk(user_id, state, a, now_ms, rules, correction)
     if risk is not None:
+        risk.reason = reason
         if not decisions:
             state.version += 1
         decisions.append(risk)

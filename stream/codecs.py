@@ -144,6 +144,7 @@ def tier_change_record(c: TierChange) -> dict[str, Any]:
         # Quantile scores: the population's cut points this decision used.
         "thresholds": a.cuts.summary() if a.cuts is not None else None,
         "rules_version": c.rules_version,
+        **({"reason": c.reason} if c.reason is not None else {}),
         **acquisition(a),
     }
 
@@ -163,6 +164,7 @@ def churn_alert_record(alert: ChurnAlert) -> dict[str, Any]:
         # With the churn model, once fitted: what a churn_risk alert is about.
         **({"churn": figures(a)["churn"]} if a.cuts is not None and a.cuts.churn is not None else {}),
         "rules_version": alert.rules_version,
+        **({"reason": alert.reason} if alert.reason is not None else {}),
         **acquisition(a),
     }
 

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     dlq_max_payload_bytes: int = Field(262_144, description="Original payload kept in a DLQ record, at most")
 
     batch_max: int = Field(2000, ge=1, description="Input messages taken per batch")
+    rollout_chunk_users: int = Field(
+        5000, ge=1, description="Users a rules roll-out re-assesses before it lets the worker's other work go on "
+        "(about 0.1 s of the event loop; state.rollout)")
     batch_within_ms: int = Field(20, ge=1, description="A batch is cut after this long even if not full")
     redis_flush_ms: int = Field(20, description="Membership updates are coalesced this long, then written")
     max_poll_records: int = Field(5000, ge=1, description="Records one consumer poll may return")

@@ -307,7 +307,8 @@ class Workers:
 
 async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
               reference: Outcome | None = None, timeout: float = 300, exactly_once: bool = False,
-              population_rules: bool = False, settle_s: float = 90, snapshot_at: int | None = None) -> Outcome:
+              population_rules: bool = False, settle_s: float = 90, snapshot_at: int | None = None,
+              rollout_at: int | None = None) -> Outcome:
     """One run on fresh servers. Slot 0 starts with the first kill's crash
     point; each time it dies by SIGKILL it is restarted with the next one,
     and after the last with none. The run ends when the group has
@@ -318,7 +319,9 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
     consumer would. `population_rules`: the default rules with quantile
     scores and the churn model on (state.rules.population_rules_text); `settle_s`:
     how long the outputs may trail the committed input; `snapshot_at`: take
-    a `tierstream snapshot` at that event time once settled (Outcome.snapshot)."""
+    a `tierstream snapshot` at that event time once settled (Outcome.snapshot);
+    `rollout_at`: before the history, roll out ROLLOUT_CHANGE from that
+    event time (state.rollout), and restart workers with its files."""
     started = time.monotonic()
     servers = new_servers()
     group = f"crash-{os.getpid()}-{int(started)}"
@@ -341,6 +344,8 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
         for slot in range(1, workers):
             pool.start(slot, None)
             current[slot] = None
+        if rollout_at is not None:
+            pool.extra_env["TIERSTREAM_RULES"] = str(await _roll_out(servers, group, rollout_at))
         # Cost statements (read by the metrics aggregator): the first half
         # now, the rest (restatements and late ones among them) once the
         # first kill has happened, so that some are applied by a worker
@@ -424,6 +429,39 @@ async def run(bodies: list[dict], kills: tuple[str, ...] = (), workers: int = 1,
     finally:
         pool.stop()
         servers.stop()
+
+
+# The roll-out the crash runs with `rollout_at` make: dormant after 45 days
+# without an order, not 180.
+ROLLOUT_CHANGE = ("name = \"dormant\"\ndays_since_order_min = 180", "name = \"dormant\"\ndays_since_order_min = 45")
+
+
+async def _roll_out(servers: EmbeddedServers, group: str, at_ms: int) -> Path:
+    """`tierstream rules apply --at at_ms` before any event: wait for the
+    version the first worker put in force, propose the change, wait until
+    every partition has answered (accepted: none has an event yet). Returns
+    the new rules file, for the workers started from now on."""
+    from cli.io import rollout_outcomes
+    from state.config import ConfigDocument
+    from stream.config_topic import history, publish
+    from stream.settings import Settings
+
+    settings = Settings(broker=servers.broker, redis_url=servers.redis_url, partitions=PARTITIONS, app_id=group)
+    deadline = time.monotonic() + 120
+    while not (versions := await history(servers.kafka)):
+        assert time.monotonic() < deadline, "no worker put a configuration in force"
+        await asyncio.sleep(0.5)
+    current = versions[-1].document
+    assert current.rules_text.count(ROLLOUT_CHANGE[0]) == 1
+    path = servers.workdir / "rolled-out-rules.toml"
+    path.write_text(current.rules_text.replace(*ROLLOUT_CHANGE))
+    document = ConfigDocument(path.read_text(), current.campaigns_text, str(path), current.campaigns_source)
+    proposal = await publish(servers.kafka, document, "crash test", rollout=True, rollout_at_ms=at_ms)
+    while (outcome := (await rollout_outcomes(settings, await history(servers.kafka))).get(proposal.key)) is None:
+        assert time.monotonic() < deadline, "the workers did not answer the roll-out"
+        await asyncio.sleep(0.5)
+    assert outcome.from_ms == at_ms, outcome
+    return path
 
 
 async def audit(runs: int, workers: int, exactly_once: bool, population_rules: bool = False) -> list[dict]:

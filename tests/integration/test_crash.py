@@ -103,6 +103,33 @@ def test_three_kills_with_quantile_scores_and_the_churn_model_decide_as_the_run_
     assert len(fitted) > len(changes) // 2 and all(r["thresholds"] is not None for r in fitted)
 
 
+# A rules roll-out half-way through four months (state.rollout).
+ROLLOUT_BODIES = crash.history(users=1500, events=15_000, days=120)
+ROLLOUT_AT = (min(b["ts"] for b in ROLLOUT_BODIES) // crash.DAY_MS + 60) * crash.DAY_MS
+
+
+@pytest.fixture(scope="module")
+def rollout_reference():
+    return asyncio.run(crash.run(ROLLOUT_BODIES, rollout_at=ROLLOUT_AT, snapshot_at=crash.snapshot_time(ROLLOUT_BODIES)))
+
+
+@pytest.mark.kafka_half("the roll-out's crash recovery is the broker-independent engine's; the Tansu half is the longer")
+@pytest.mark.broker_dependent('SIGKILL recovery with the config and population topics read from the broker')
+def test_a_kill_in_the_middle_of_a_roll_out_decides_as_the_run_without_faults(rollout_reference):
+    # The first kill lands inside the roll-out's sweep, 300 users into
+    # re-assessing (its decisions and states in hand, not yet published);
+    # the restarted worker re-assesses the rest, and is killed again in its
+    # catch-up.
+    outcome = asyncio.run(crash.run(ROLLOUT_BODIES, ("rollout_reassessed:300", "batch_done:2"),
+                                    reference=rollout_reference, rollout_at=ROLLOUT_AT,
+                                    snapshot_at=crash.snapshot_time(ROLLOUT_BODIES)))
+    check(outcome, rollout_reference, kills=2, users=1500, decisions=10_000, cells=100)
+    changes = [r for r in rollout_reference.records.values() if "change_id" in r]
+    moved = [r for r in changes if r.get("reason") == "rules_changed"]
+    assert len(moved) > 50 and {r["at_ms"] for r in moved} == {ROLLOUT_AT}
+    assert len({r["rules_version"] for r in changes if r["at_ms"] >= ROLLOUT_AT}) == 1
+
+
 async def test_a_redis_restarted_empty_is_repopulated_and_the_api_says_503_meanwhile(era):
     """...and the operator metrics are rebuilt from their facts topic."""
     servers = new_servers()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
@@ -76,8 +77,21 @@ class Crash:
     commit_lag: int = 0
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """`tierstream rules apply` during a run: before step `step`, a proposal
+    of `rules` (in force from `at_ms`, or as soon as every partition can)."""
+    step: int
+    rules: Any
+    at_ms: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.rules.version}@0"
+
+
 def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=None, crash: Crash | None = None,
-             lateness_ms: int | None = None):
+             lateness_ms: int | None = None, rollout: Rollout | None = None, switch_chunk: int | None = None):
     """The pipeline over `bodies`, owning every partition, its own reports
     looped back. `chunk`: messages are taken partition by partition, `chunk`
     at a time in random order, so partitions drift apart in event time (as
@@ -86,17 +100,24 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=Non
     what was durable (the changelog, the committed input, the population
     reports published) and reads the input again from the committed
     offsets; the outputs returned are those that reached Kafka, from both.
-    `lateness_ms`: the allowed lateness (default: the setting's)."""
+    `lateness_ms`: the allowed lateness (default: the setting's).
+    `rollout`: a rules roll-out proposed part-way (a crash after it: the
+    second process reads the proposal and the reports on it again);
+    `switch_chunk`: users its sweep re-assesses per step."""
     rules = rules if rules is not None else quantile_rules()
     settings = Settings(clock="replay", max_future_seconds=10**9, partitions=partitions,
-                        **({"allowed_lateness_ms": lateness_ms} if lateness_ms is not None else {}))
+                        **({"allowed_lateness_ms": lateness_ms} if lateness_ms is not None else {}),
+                        # None: a roll-out re-assesses a partition's users in one step (the worker: in chunks)
+                        rollout_chunk_users=switch_chunk or 1 << 40)
     per_partition = [[] for _ in range(partitions)]
     for body in bodies:
         per_partition[kafka_partition(body["user_id"], partitions)].append(body)
     queues = [list(enumerate(q)) for q in per_partition]
     rnd = random.Random(seed)
-    p, reader = _worker(settings, rules, {}, [], None)
-    steps = _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=crash.at if crash is not None else None)
+    p, reader = _worker(settings, rules, {}, [], None, rollout if rollout is not None and rollout.step <= 0 else None,
+                        enable=rollout is not None)
+    steps = _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=crash.at if crash is not None else None,
+                   rollout=rollout)
     if crash is None:
         return p, [r for step in steps for r in step.outputs]
     durable = steps[:crash.at]
@@ -110,10 +131,13 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=Non
         for partition, limit in step.limits.items():  # deferred events: not committed past the first
             committed[partition] = min(committed[partition], limit)
     reports = [orjson.loads(r.value) for r in outputs if r.topic == topics.POPULATION]
-    p, reader = _worker(settings, rules, store, reports, committed)
+    proposed = rollout if rollout is not None and rollout.step < crash.at else None
+    p, reader = _worker(settings, rules, store, reports, committed, proposed, enable=rollout is not None)
     outputs += p.drain()[0]
     queues = [list(enumerate(q))[committed[i]:] for i, q in enumerate(per_partition)]
-    steps = _drive(p, reader, queues, rnd, chunk, idle_rule)
+    later = None if rollout is None or proposed is not None else Rollout(rollout.step - crash.at, rollout.rules,
+                                                                         rollout.at_ms)
+    steps = _drive(p, reader, queues, rnd, chunk, idle_rule, rollout=later)
     return p, outputs + [r for step in steps for r in step.outputs]
 
 
@@ -125,17 +149,29 @@ class Step:
     limits: dict[int, int]  # partition -> the offset a commit after this step must not pass
 
 
-def _worker(settings, rules, store, reports, committed):
+def _worker(settings, rules, store, reports, committed, proposed=None, enable=False):
     """A pipeline owning every partition, with the given recovered table;
     its reader gets to the population reports published before it only
     after the recovery (the real one reads them from the topic's start,
-    while the worker recovers)."""
+    while the worker recovers). `proposed`: a roll-out proposed before it
+    started, read again with the reports on it; `enable`: roll-outs are
+    read at all (the partitions wait to be placed)."""
     p = Pipeline(SimpleNamespace(users=FakeTable()), settings, rules, None)
     p.store.update(store)
     p.engine.loop_back(settings.partitions)
+    if enable:
+        p.engine.enable_rollouts(settings.partitions)
     p.on_active_partitions(set(range(settings.partitions)), committed)
+    wall = p.clock.now_ms()
+    if proposed is not None:
+        p.engine.propose(proposed.key, proposed.rules, proposed.at_ms, wall)
     for doc in reports:
-        p.engine.settle(p.engine.loopback.add(doc))
+        if "rollout" in doc:
+            p.engine.rollout_report(doc["rollout"], doc["p"], doc["watermark"], wall)
+        else:
+            p.engine.settle(p.engine.loopback.add(doc))
+    if enable:
+        p.engine.place_waiting(wall)
     p.resume()
     # The replay clock's idle rule, through the worker's own code; here a
     # partition is idle once its events are all taken.
@@ -144,11 +180,13 @@ def _worker(settings, rules, store, reports, committed):
     return p, reader
 
 
-def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None) -> list[Step]:
+def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None, rollout=None) -> list[Step]:
     partitions = len(queues)
     steps = []
     p.waited = False
     while any(queues) and (stop_after is None or len(steps) < stop_after):
+        if rollout is not None and len(steps) == rollout.step:
+            p.engine.propose(rollout.key, rollout.rules, rollout.at_ms, p.clock.now_ms())
         live = [i for i, q in enumerate(queues) if q]
         part = live[0] if chunk is None else rnd.choice(live)
         if chunk is None:
@@ -168,8 +206,9 @@ def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None) -> list[St
         steps.append(Step(taken, *p.drain(), _limits(p)))  # as publishing does, metric facts and all
     if stop_after is not None and len(steps) >= stop_after:
         return steps
-    while idle_rule and reader.follow_idle(set(range(partitions))):  # the history's end: every partition is idle
-        pass
+    # The history's end: every partition is idle (and a roll-out's sweep goes on, as the worker's task does it).
+    while (idle_rule and reader.follow_idle(set(range(partitions)))) or p.engine.switching:
+        p.resume()
     p.resume()
     steps.append(Step([], *p.drain(), _limits(p)))
     return steps
