@@ -153,6 +153,9 @@ class PopulationReader:
             if "rollout" in doc:
                 changed = bool(self.engine.rollout_report(doc["rollout"], int(doc["p"]), int(doc["watermark"]),
                                                           wall)) or changed
+            elif "withdraw" in doc:
+                changed = bool(self.engine.rollout_withdrawn(doc["withdraw"], self._sources(int(doc["q"])),
+                                                             str(doc.get("by") or ""), wall)) or changed
             else:
                 rest.append(doc)
         if changed and self.send_out is not None:
@@ -160,6 +163,11 @@ class PopulationReader:
         if changed:
             await self._write_config()
         return rest
+
+    def _sources(self, population_partition: int) -> set[int]:
+        """The partitions whose reports go to this partition of the population topic."""
+        n = self.settings.partitions
+        return {p for p in range(n) if topics.population_partition(p, n) == population_partition}
 
     async def _place(self, consumer: AIOKafkaConsumer) -> None:
         """Place the partitions that wait (engine.coordinator.place_waiting)

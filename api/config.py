@@ -15,6 +15,7 @@ from aiohttp import web
 
 from state.config import ConfigDocument
 from store.membership import MembershipReader
+from store.previews import PreviewStore
 from state.rules import Rules, RulesError
 
 log = logging.getLogger(__name__)
@@ -87,3 +88,22 @@ async def get_config_history(request: web.Request) -> web.Response:
         versions = [{k: holder.summary[k] for k in ("version", "published_by", "published_at_ms", "rules_source",
                                                      "campaigns_source")} | {"changes": []}]
     return web.Response(body=orjson.dumps({"versions": versions}), content_type="application/json")
+
+
+PREVIEWS = web.AppKey("previews", PreviewStore)
+
+
+async def get_previews(request: web.Request) -> web.Response:
+    """The rules previews saved with `tierstream rules preview --save`, newest first."""
+    return web.Response(body=orjson.dumps({"previews": await request.app[PREVIEWS].latest()}),
+                        content_type="application/json")
+
+
+async def get_preview(request: web.Request) -> web.Response:
+    version = request.match_info["version"]
+    doc = await request.app[PREVIEWS].get(version)
+    if doc is None:
+        return web.Response(body=orjson.dumps({"error": f"no saved preview of version {version}: "
+                                                        "`tierstream rules preview NEW.toml --save NAME` saves one"}),
+                            status=404, content_type="application/json")
+    return web.Response(body=orjson.dumps(doc), content_type="application/json")

@@ -345,3 +345,44 @@ class ConfigDoc(BaseModel):
     campaigns_source: str | None = Field(description="The file the campaigns were read from; null without campaigns")
     rules: str = Field(description="The rules file's text (TOML)")
     campaigns: str | None = Field(description="The campaigns file's text (TOML); null without campaigns")
+
+
+class PreviewSummary(BaseModel):
+    new_version: str = Field(description="The version previewed (a content hash, as `rules_version`)")
+    old_version: str | None = Field(description="The version in force it was compared with")
+    at_ms: int = Field(description="The event time every user was evaluated at, under both")
+    users: int
+    tier_moves: int = Field(description="Users whose tier the new version would change")
+    stage_moves: int
+    saved_by: str = Field(description="Who ran it (`--save NAME`)")
+    saved_at_ms: int = Field(description="When it was saved (wall clock, epoch ms)")
+    rules_source: str | None = Field(description="The rules file previewed")
+
+
+class PreviewList(BaseModel):
+    previews: list[PreviewSummary] = Field(description="Newest first, the latest 20")
+
+
+class Count(BaseModel):
+    old: int = Field(description="Members under the version in force")
+    new: int = Field(description="Members under the version previewed")
+
+
+class PreviewFlow(BaseModel):
+    from_: str = Field(alias="from", description="The tier under the version in force")
+    to: str = Field(description="The tier under the version previewed")
+    users: int
+
+
+class CampaignPreview(BaseModel):
+    triggered: int = Field(description="Users whose move would meet the campaign's trigger")
+    eligible: int = Field(description="Of those, eligible now")
+
+
+class PreviewDoc(PreviewSummary):
+    tiers: dict[str, Count]
+    stages: dict[str, Count]
+    flows: list[PreviewFlow] = Field(description="Every (tier now, tier under the new version) pair with its users")
+    matrix: dict[str, dict[str, int]] = Field(description="The flows as a matrix: tier now -> new tier -> users")
+    campaigns: dict[str, CampaignPreview]
+    seconds: dict[str, float] = Field(description="How long the command took to read the states and in all")

@@ -50,6 +50,11 @@ ROUTES = (
           "version (404 until a worker has published one)", m.ConfigDoc),
     Route("/v1/config/history", "Every version put in force, newest first: when, by whom, what it changed",
           m.ConfigHistory),
+    Route("/v1/rules/previews", "Rules previews saved by `tierstream rules preview --save`, newest first",
+          m.PreviewList),
+    Route("/v1/rules/previews/{version}", "One saved rules preview: counts now and under the new version, the "
+          "flow matrix, the campaigns the moves would trigger (404 if none was saved)", m.PreviewDoc,
+          path_params=("version",)),
     Route("/healthz", "Redis reachable, and how far each partition's decisions trail the events it has read", m.Health),
 )
 

@@ -26,7 +26,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api import dashboard, feed, metrics
-from api.config import CONFIG, RulesInForce, get_config, get_config_history, rules_in_force
+from api.config import CONFIG, PREVIEWS, RulesInForce, get_config, get_config_history, get_preview, get_previews, rules_in_force
+from store.previews import PreviewStore
 from api.access import require_token
 from api.json_errors import JsonErrorAppRunner
 from api.metrics import BadQuery
@@ -163,6 +164,8 @@ HANDLERS: dict[str, tuple[str, Handler]] = {
     "/v1/scores/thresholds": ("/v1/scores/thresholds", get_thresholds),
     "/v1/config": ("/v1/config", get_config),
     "/v1/config/history": ("/v1/config/history", get_config_history),
+    "/v1/rules/previews": ("/v1/rules/previews", get_previews),
+    "/v1/rules/previews/{version}": ("/v1/rules/previews/{version}", get_preview),
     "/healthz": ("/healthz", healthz),
 }
 
@@ -177,6 +180,7 @@ def build_api(redis_access: RedisAccess, prefix: str, rules: Rules | None = None
     app[READER] = MembershipReader(redis, prefix)
     app[metrics.STORE] = MetricsStore(redis, prefix)
     app[CONFIG] = RulesInForce(app[READER], rules if rules is not None else load_rules())
+    app[PREVIEWS] = PreviewStore(redis, prefix)
     app[feed.HUB] = feed.FeedHub(FeedReader(redis, prefix))
     for route in ROUTES:
         path, handler = HANDLERS[route.path]

@@ -241,11 +241,15 @@ async def rollout_outcomes(settings: Settings, versions: list[Published]) -> dic
     partitions' reports on the population topic, settled as the workers do."""
     if not any(v.rollout for v in versions):
         return {}
-    reports = []
+    reports: list[tuple[str, Any, Any]] = []
     async for r in read_to_end(settings, topics.POPULATION):
         doc = orjson.loads(r.value)
         if "rollout" in doc:
             reports.append((str(doc["rollout"]), int(doc["p"]), int(doc["watermark"])))
+        elif "withdraw" in doc:
+            sources = {p for p in range(settings.partitions)
+                       if topics.population_partition(p, settings.partitions) == int(doc["q"])}
+            reports.append((str(doc["withdraw"]), sources, str(doc.get("by") or "")))
     rules = versions[-1].document.rules()
     cadence = rules.cadence_ms if rules.scores.from_population else None
     return settle_history(versions, reports, settings.partitions, cadence)

@@ -357,7 +357,10 @@ def rules() -> None:
 @click.option("--at", "at", default=None, help="Event time to evaluate at (default: the latest event any user's "
               "state has seen)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def rules_preview(new_rules: Path, campaigns_file: Path | None, at: str | None, fmt: str) -> None:
+@click.option("--save", "save_by", default=None, metavar="NAME",
+              help="Keep the preview in Redis, as run by NAME, for the API (GET /v1/rules/previews)")
+def rules_preview(new_rules: Path, campaigns_file: Path | None, at: str | None, fmt: str,
+                  save_by: str | None) -> None:
     """Evaluate every user under NEW_RULES and under the rules in force, at
     the same event time, and print the tier and stage counts of both, the
     flow matrix between them and the campaigns the moves would trigger.
@@ -381,6 +384,11 @@ def rules_preview(new_rules: Path, campaigns_file: Path | None, at: str | None, 
     except (ReplayError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     render(doc, fmt, Console(width=160 if fmt == "table" else None))
+    if save_by is not None:
+        from cli.preview import save
+
+        _run(save(s, doc, save_by, str(new_rules)))
+        click.echo(f"saved: GET /v1/rules/previews/{doc['new_version']}", err=True)
 
 
 @rules.command("apply")
@@ -416,7 +424,7 @@ def rules_apply(new_rules: Path, campaigns_file: Path | None, at: str | None, by
     _parsed(document)
     try:
         at_ms = parse_time_arg(at) if at else None
-        published, outcome = _run(apply(s, document, by, at_ms, wait_s))
+        published, outcome, seconds = _run(apply(s, document, by, at_ms, wait_s))
     except (ReplayError, RolloutError) as exc:
         raise click.ClickException(str(exc)) from exc
     if outcome is None:
@@ -425,10 +433,35 @@ def rules_apply(new_rules: Path, campaigns_file: Path | None, at: str | None, by
                                    "`tierstream config history` says how")
     if outcome.from_ms is None:
         raise click.ClickException(f"version {document.version} refused: {outcome.reason}; the version in force "
-                                   "stays in force")
+                                   f"stays in force (answered in {seconds:.1f} s)")
     click.echo(f"rules version {document.version} in force from event time {iso(outcome.from_ms)} "
-               f"({outcome.from_ms}) on every worker; its changes are flagged rules_changed. Start workers "
-               "from now on with these files (`tierstream config show --rules-out`)")
+               f"({outcome.from_ms}) on every worker (every partition answered in {seconds:.1f} s); its changes "
+               "are flagged rules_changed. Start workers from now on with these files "
+               "(`tierstream config show --rules-out`)")
+
+
+@rules.command("withdraw")
+@click.option("--by", required=True, help="Who is withdrawing it (kept with it)")
+@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for the workers to read it")
+def rules_withdraw(by: str, wait_s: float) -> None:
+    """Withdraw the open roll-out, one some partition has not answered (its
+    worker down, say), which holds every partition until it settles. It is
+    refused, as withdrawn, unless every partition had answered first."""
+    from cli.rollout import RolloutError, withdraw
+
+    try:
+        proposal, outcome = _run(withdraw(_settings(), by, wait_s))
+    except RolloutError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if outcome is None:
+        raise click.ClickException(f"the withdrawal of version {proposal.document.version} is sent but not settled "
+                                   "yet; `tierstream config history` says when it is")
+    if outcome.from_ms is not None:
+        click.echo(f"too late: every partition had answered first, and version {proposal.document.version} is in "
+                   f"force from event time {outcome.from_ms}")
+    else:
+        click.echo(f"version {proposal.document.version}: {outcome.reason}; the version in force stays in force")
 
 
 async def _in_force_document(settings: Settings):  # type: ignore[no-untyped-def]

@@ -43,6 +43,19 @@ async def run_preview(settings: Settings, old: Rules, new: Rules, at_ms: int | N
     return result
 
 
+async def save(settings: Settings, doc: dict[str, Any], by: str, source: str) -> None:
+    """Keep the preview in Redis for the API (store.previews)."""
+    from store.previews import PreviewStore
+    from stream.connection import redis_access
+
+    redis = redis_access(settings).client()
+    try:
+        await PreviewStore(redis, settings.redis_prefix).save(
+            {**doc, "saved_by": by, "saved_at_ms": int(time.time() * 1000), "rules_source": source})
+    finally:
+        await redis.aclose()
+
+
 def render(doc: dict[str, Any], fmt: str, console: Console) -> None:
     if fmt == "json":
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")

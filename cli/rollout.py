@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
+
 from cli.io import rollout_outcomes as outcomes
 from state.config import ConfigDocument, Published, in_force
 from state.rollout import Outcome, fixed_changes
+from stream import topics
 from stream.config_topic import history, publish
 from stream.connection import kafka_access
 from stream.settings import Settings
@@ -32,10 +35,10 @@ def open_rollout(versions: list[Published], settled: dict[str, Outcome]) -> Publ
 
 
 async def apply(settings: Settings, document: ConfigDocument, by: str, at_ms: int | None,
-                wait_s: float) -> tuple[Published, Outcome | None]:
+                wait_s: float) -> tuple[Published, Outcome | None, float]:
     """Check the proposal, publish it and wait up to `wait_s` for its
     outcome (None: still open when the wait ended; the workers settle it
-    without the command)."""
+    without the command); with the seconds from publishing to the outcome."""
     kafka = kafka_access(settings)
     versions = await history(kafka)
     if not versions:
@@ -59,9 +62,35 @@ async def apply(settings: Settings, document: ConfigDocument, by: str, at_ms: in
         raise RolloutError(f"with quantile scores a version comes into force on a cadence boundary "
                            f"(every {rules.scores.cadence_days} day(s) at 00:00 UTC): {at_ms} is not one")
     published = await publish(kafka, document, by, rollout=True, rollout_at_ms=at_ms)
-    deadline = time.monotonic() + wait_s
+    started = time.monotonic()
     while True:
         outcome = (await outcomes(settings, await history(kafka))).get(published.key)
-        if outcome is not None or time.monotonic() >= deadline:
-            return published, outcome
-        await asyncio.sleep(0.5)
+        if outcome is not None or time.monotonic() >= started + wait_s:
+            return published, outcome, time.monotonic() - started
+        await asyncio.sleep(0.2)
+
+
+async def withdraw(settings: Settings, by: str, wait_s: float) -> tuple[Published, Outcome | None]:
+    """Withdraw the open roll-out: a withdrawal in every partition of the
+    population topic, after whatever reports are there (state.rollout); the
+    partitions that had not answered yet then never will, and it is refused.
+    Partitions that all answered first settle it as they would have."""
+    kafka = kafka_access(settings)
+    versions = await history(kafka)
+    still_open = open_rollout(versions, await outcomes(settings, versions))
+    if still_open is None:
+        raise RolloutError("no roll-out is open")
+    producer = kafka.producer(acks="all")
+    await producer.start()
+    try:
+        for q in range(settings.partitions):
+            await producer.send_and_wait(topics.POPULATION, orjson.dumps({"withdraw": still_open.key, "q": q, "by": by}),
+                                         key=b"withdraw", partition=q)
+    finally:
+        await producer.stop()
+    started = time.monotonic()
+    while True:
+        outcome = (await outcomes(settings, await history(kafka))).get(still_open.key)
+        if outcome is not None or time.monotonic() >= started + wait_s:
+            return still_open, outcome
+        await asyncio.sleep(0.2)

@@ -104,6 +104,11 @@ class Coordinator:
         assert self.rollouts is not None
         return self._settled(self.rollouts.report(key, partition, watermark), wall)
 
+    def rollout_withdrawn(self, key: str, partitions: set[int], by: str, wall: int) -> list[Outcome]:
+        """A withdrawal read in the report streams of `partitions` (state.rollout)."""
+        assert self.rollouts is not None
+        return self._settled(self.rollouts.withdraw(key, partitions, by), wall)
+
     def _settled(self, outcomes: list[Outcome], wall: int) -> list[Outcome]:
         """Apply what settled, then have the placed partitions report on the
         proposal open now, if any (in loopback, that may settle it too)."""

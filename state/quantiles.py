@@ -389,8 +389,8 @@ class PopulationReports:
         self.next_boundary: int | None = None  # the earliest boundary not settled yet
 
     def add(self, doc: Mapping) -> list[tuple[int, Cuts | None]]:
-        if "rollout" in doc:
-            return []  # a partition's report on a rules roll-out (state.rollout), not on its population
+        if "rollout" in doc or "withdraw" in doc:
+            return []  # a partition's report on a rules roll-out, or a withdrawal (state.rollout), not a population
         p = int(doc["p"])
         if "empty_through" in doc:
             if p in self.through:

@@ -19,7 +19,15 @@ Each partition then sweeps up to that moment under the old version,
 switches, and re-assesses every one of its users at that moment
 (engine.partition). The first report of a partition on a proposal is the
 one that counts, as for population reports: a recovered worker that
-reports again cannot move the outcome. Pure: no I/O here.
+reports again cannot move the outcome.
+
+A proposal some partition never answers (its worker down, an old worker
+that does not know roll-outs) would hold every partition for ever, so it
+can be withdrawn (`tierstream rules withdraw`): a withdrawal record goes
+after the reports in each partition's stream of reports, and a proposal
+is refused as withdrawn if the withdrawal comes first in any partition's
+stream. Every worker reads each stream in order, so every worker decides
+alike. Pure: no I/O here.
 """
 
 from __future__ import annotations
@@ -65,6 +73,8 @@ class Proposal:
     version: str
     at_ms: int | None  # None: as soon as every partition can
     reports: dict[int, int] = field(default_factory=dict)  # partition -> watermark, first report each
+    withdrawn: set[int] = field(default_factory=set)  # partitions whose stream had the withdrawal first
+    withdrawn_by: str = ""
     outcome: Outcome | None = None
 
 
@@ -82,8 +92,9 @@ class RolloutBook:
         self.partitions = partitions
         self.cadence_ms = cadence_ms
         self.proposals: dict[str, Proposal] = {}
-        # Reports read before their proposal (two topics, read side by side).
-        self.early: dict[str, list[tuple[int, int]]] = {}
+        # Reports (and withdrawals: watermark None, and who) read before
+        # their proposal (two topics, read side by side).
+        self.early: dict[str, list[tuple[int, int | None, str]]] = {}
 
     def propose(self, key: str, version: str, at_ms: int | None) -> list[Outcome]:
         """A proposal read from the config topic (again: ignored); the
@@ -95,9 +106,18 @@ class RolloutBook:
             p.outcome = Outcome(key, version, None, "with quantile scores a version comes into force on a "
                                                     "cadence boundary")
             return [p.outcome]
-        for partition, watermark in self.early.pop(key, []):
-            p.reports.setdefault(partition, watermark)
+        for partition, watermark, by in self.early.pop(key, []):
+            self._add(p, partition, watermark, by)
         return self._settle_ready()
+
+    def _add(self, p: Proposal, partition: int, watermark: int | None, by: str) -> None:
+        if partition in p.reports or partition in p.withdrawn:
+            return  # the first in the partition's stream counts
+        if watermark is None:
+            p.withdrawn.add(partition)
+            p.withdrawn_by = p.withdrawn_by or by
+        else:
+            p.reports[partition] = watermark
 
     def pending(self) -> Proposal | None:
         """The open proposal, if any: the earliest not settled."""
@@ -115,21 +135,37 @@ class RolloutBook:
         (its first report counts); the outcomes that settles."""
         p = self.proposals.get(key)
         if p is None:
-            self.early.setdefault(key, []).append((partition, watermark))
+            self.early.setdefault(key, []).append((partition, watermark, ""))
             return []
         if p.outcome is not None:
             return []
-        p.reports.setdefault(partition, watermark)
+        self._add(p, partition, watermark, "")
+        return self._settle_ready()
+
+    def withdraw(self, key: str, partitions: set[int], by: str) -> list[Outcome]:
+        """A withdrawal read in the report streams of `partitions` (one
+        population partition's sources); the outcomes that settles."""
+        p = self.proposals.get(key)
+        if p is None:
+            self.early.setdefault(key, []).extend((q, None, by) for q in sorted(partitions))
+            return []
+        if p.outcome is not None:
+            return []
+        for q in sorted(partitions):
+            self._add(p, q, None, by)
         return self._settle_ready()
 
     def _settle_ready(self) -> list[Outcome]:
         out = []
-        while (p := self.pending()) is not None and len(p.reports) >= self.partitions:
+        while (p := self.pending()) is not None and len(p.reports) + len(p.withdrawn) >= self.partitions:
             p.outcome = self._judge(p)
             out.append(p.outcome)
         return out
 
     def _judge(self, p: Proposal) -> Outcome:
+        if p.withdrawn:
+            return Outcome(p.key, p.version, None, f"withdrawn by {p.withdrawn_by or '?'} before partitions "
+                                                   f"{sorted(p.withdrawn)} answered")
         latest = max(p.reports.values())
         if p.at_ms is not None:
             if p.at_ms <= self.latest_from():
@@ -157,12 +193,13 @@ class RolloutBook:
         return {k: p.outcome for k, p in self.proposals.items() if p.outcome is not None}
 
 
-def settle_history(versions: list, reports: list[tuple[str, int, int]], partitions: int,
+def settle_history(versions: list, reports: list[tuple[str, int | set[int], int | str]], partitions: int,
                    cadence_ms: int | None) -> dict[str, Outcome]:
     """The outcome of every roll-out on the config topic (state.config.Published,
-    in order) from the reports on the population topic ((key, partition,
-    watermark)), as every worker settles them: for the tools and the API. A
-    version published whole starts afresh (the workers were stopped)."""
+    in order) from the reports on the population topic, as every worker
+    settles them: for the tools and the API. Each report is (key, partition,
+    watermark); a withdrawal (key, its partitions, who). A version published
+    whole starts afresh (the workers were stopped)."""
     books: list[RolloutBook] = []
     book_of: dict[str, RolloutBook] = {}
     for v in versions:
@@ -172,6 +209,10 @@ def settle_history(versions: list, reports: list[tuple[str, int, int]], partitio
             books[-1].propose(v.key, v.document.version, v.rollout_at_ms)
             book_of[v.key] = books[-1]
     for key, partition, watermark in reports:
-        if key in book_of:
+        if key not in book_of:
+            continue
+        if isinstance(partition, int) and isinstance(watermark, int):
             book_of[key].report(key, partition, watermark)
+        else:
+            book_of[key].withdraw(key, set(partition) if not isinstance(partition, int) else {partition}, str(watermark))
     return {k: o for b in books for k, o in b.outcomes().items()}

@@ -14,10 +14,20 @@ METRIC_FACTS = "tierstream.metric-facts"
 ACTIONS = "tierstream.actions"
 CAMPAIGN_OUTCOMES = "tierstream.campaign-outcomes"
 
-# Internal, with quantile scores: each partition's population histograms
-# at every cadence boundary, from which every worker computes the same cut
-# points (state.quantiles); keyed by partition.
+# Internal: each partition's population histograms at every cadence
+# boundary, from which every worker computes the same cut points
+# (state.quantiles), and its reports on rules roll-outs (state.rollout);
+# keyed by partition.
 POPULATION = "tierstream.population"
+
+
+def population_partition(source: int, partitions: int) -> int:
+    """Where a partition's population reports land (its number as the key,
+    the producer's default partitioner): each partition's reports are in
+    order there, and only there."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    return DefaultPartitioner()(str(source).encode(), list(range(partitions)), list(range(partitions)))
 
 # The configuration in force (state.config): the rules and campaigns every
 # worker and tool evaluates with, one versioned document per record; one

@@ -85,9 +85,13 @@ async def test_one_version_in_force_refusal_tools_and_roll_out(cluster, tmp_path
     # A preview of the other rules: every user under both versions at once,
     # the version in force being what the workers decided; nothing published.
     before = len(await read_topic(cluster.servers.broker, "tierstream.tier-changes"))
-    previewed = _run(cluster, "rules", "preview", str(other), "--format", "json", env=shell)
+    previewed = _run(cluster, "rules", "preview", str(other), "--format", "json", "--save", "ana", env=shell)
     assert previewed.returncode == 0, previewed.stderr[-2000:]
     doc = orjson.loads(previewed.stdout)
+    # Saved, the API serves it as the command printed it.
+    _, saved = api_get(cluster.api_port, f"/v1/rules/previews/{doc['new_version']}")
+    assert {k: v for k, v in saved.items() if k not in ("saved_by", "saved_at_ms", "rules_source")} == doc
+    assert saved["saved_by"] == "ana"
     _, segments = api_get(cluster.api_port, "/v1/segments")
     assert doc["old_version"] == first and doc["new_version"] != first and doc["users"] == 7
     assert {t: c["old"] for t, c in doc["tiers"].items() if c["old"]} == \

@@ -85,6 +85,7 @@ async def test_a_roll_out_on_two_workers_decides_what_a_replay_with_it_decides(t
         assert refused.returncode != 0 and "refused" in refused.stderr, refused.stderr
         applied = _cli(cluster, "rules", "apply", str(new_file), "--by", "ana", "--at", str(at))
         assert applied.returncode == 0, applied.stderr
+        print(applied.stdout)
         assert "in force from event time" in applied.stdout and str(at) in applied.stdout
 
         await produce(servers.broker, late)
@@ -115,6 +116,21 @@ async def test_a_roll_out_on_two_workers_decides_what_a_replay_with_it_decides(t
         await wait_until(api_history, timeout=60, what="the API to serve the roll-out in the history")
         status, doc = api_get(cluster.api_port, "/v1/config")
         assert status == 200 and doc["version"] == new.version
+
+        # With no worker running, a proposal is never answered; withdrawn, it is refused and holds no one.
+        assert "no roll-out is open" in _cli(cluster, "rules", "withdraw", "--by", "bo").stderr
+        for w in workers:
+            stop(w, timeout=30)
+        third = tmp_path / "third.toml"
+        third.write_text(NEW_RULES.replace("days_since_order_min = 45", "days_since_order_min = 90"))
+        unanswered = _cli(cluster, "rules", "apply", str(third), "--by", "cy", "--wait", "3")
+        assert unanswered.returncode != 0 and "not every partition answered" in unanswered.stderr
+        busy = _cli(cluster, "rules", "apply", str(third), "--by", "cy", "--wait", "3")
+        assert busy.returncode != 0 and "has not settled yet" in busy.stderr
+        withdrawn = _cli(cluster, "rules", "withdraw", "--by", "bo")
+        assert withdrawn.returncode == 0 and "withdrawn by bo" in withdrawn.stdout, withdrawn.stderr
+        history = orjson.loads(cluster.cli("config", "history", "--json"))["versions"]
+        assert history[0]["rollout"]["status"] == "refused" and "withdrawn by bo" in history[0]["rollout"]["reason"]
     finally:
         for w in workers:
             stop(w, timeout=30)

@@ -206,3 +206,59 @@ def test_with_fixed_thresholds_too():
         _, crashed = run_shop(bodies, chunk=40, seed=2, rules=old, rollout=rollout,
                               crash=Crash(at=crash_at, changelog_lag=2, commit_lag=1))
         assert key_of(tier_changes(crashed)) == reference, crash_at
+
+
+def test_a_withdrawal_settles_a_proposal_only_where_it_comes_before_a_report():
+    book = RolloutBook(3, cadence_ms=None)
+    book.propose("v2@1", "v2", None)
+    book.report("v2@1", 0, 10)
+    # Partitions 0 and 1 share a stream of reports: 0 answered before the withdrawal, 1 did not.
+    assert book.withdraw("v2@1", {0, 1}, "ana") == []
+    book.report("v2@1", 1, 20)  # after the withdrawal in its stream: does not count
+    [o] = book.report("v2@1", 2, 30)
+    assert not o.accepted and "withdrawn by ana" in o.reason and "[1]" in o.reason
+    # Every partition answered first: the withdrawal is too late, as in every worker.
+    book = RolloutBook(2, cadence_ms=None)
+    book.propose("v3@2", "v3", None)
+    book.report("v3@2", 0, 10)
+    [o] = book.report("v3@2", 1, 20)
+    assert book.withdraw("v3@2", {0, 1}, "ana") == [] and o.accepted
+
+
+def test_a_partition_that_never_answers_holds_the_others_until_the_proposal_is_withdrawn():
+    from tests.support.engine import EngineRun
+    from tests.support.factories import raw
+    from stream import topics
+
+    old = ConfigDocument(fixed_threshold_rules_text(), None).rules()
+    new = ConfigDocument(fixed_threshold_rules_text().replace("days_since_order_min = 180",
+                                                             "days_since_order_min = 20"), None).rules()
+    history = [(f"u{i % 9}", "order" if i % 3 else "login", i) for i in range(60)]
+
+    def run(withdrawn: bool):
+        r = EngineRun(old, partitions={0, 1})
+        for user, kind, day in history[:30]:
+            r.event(raw(user, kind, day, amount=40), partition=int(user[1:]) % 2)
+        if withdrawn:
+            c = r.coordinator
+            c.enable_rollouts(3)  # a third partition, whose worker is down
+            wall = r.wall
+            assert c.propose("v@1", new, None, wall) == []
+            for p in (0, 1):
+                assert c.rollout_report("v@1", p, c.engines[p].hold, wall) == []
+            assert all(c.engines[p].hold is not None for p in (0, 1))
+        for user, kind, day in history[30:]:
+            r.event(raw(user, kind, day, amount=40), partition=int(user[1:]) % 2)
+        if withdrawn:
+            assert r.coordinator.engines[0].deferred  # held: nothing decided past where they reported
+            held = len(r.records(topics.TIER_CHANGES))
+            [o] = r.coordinator.rollout_withdrawn("v@1", {2}, "ana", r.wall)
+            assert not o.accepted and "withdrawn by ana" in o.reason
+            assert not r.coordinator.engines[0].deferred and len(r.records(topics.TIER_CHANGES)) == held
+            r.resume()
+        return {c["change_id"]: orjson.dumps(c, option=orjson.OPT_SORT_KEYS) for c in r.records(topics.TIER_CHANGES)}
+
+    # Withdrawn, the deferred events are taken and the run decides what it
+    # would have without the proposal (the partitions' records interleave otherwise).
+    plain = run(False)
+    assert plain and run(True) == plain
