@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench import workload
@@ -35,15 +36,21 @@ CHANGE = (('name = "dormant"\ndays_since_order_min = 180', 'name = "dormant"\nda
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    at_sizes(__doc__, _time)
+
+
+def at_sizes(description: str | None, timed: Callable[[list[tuple[str, bytes]], int, Any, Any], None]) -> None:
+    """The command line of this benchmark and bench.rollout_time: `timed`
+    on the pipeline's population, then on all its copies."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--copies", type=int, default=1)
     parser.add_argument("--events-per-user", type=int, default=3)
     args = parser.parse_args()
     changelog, at, old, new = populations(args.users, args.copies, args.events_per_user)
     if args.copies > 1:  # the population the pipeline made, alone first
-        _time(changelog[:len(changelog) // args.copies], at, old, new)
-    _time(changelog, at, old, new)
+        timed(changelog[:len(changelog) // args.copies], at, old, new)
+    timed(changelog, at, old, new)
 
 
 def populations(users: int, copies: int, events_per_user: int) -> tuple[list[tuple[str, bytes]], int, Any, Any]:

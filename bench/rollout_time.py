@@ -17,11 +17,10 @@ every worker has read the proposal).
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
-from bench.preview_time import populations
+from bench.preview_time import at_sizes
 from cli.io import collector_paused, decode_states
 from engine.clock import ReplayClock
 from engine.coordinator import Coordinator
@@ -29,15 +28,7 @@ from stream.settings import Settings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--copies", type=int, default=1)
-    parser.add_argument("--events-per-user", type=int, default=3)
-    args = parser.parse_args()
-    changelog, at, old, new = populations(args.users, args.copies, args.events_per_user)
-    if args.copies > 1:  # the population the pipeline made, alone first
-        _time(changelog[:len(changelog) // args.copies], at, old, new)
-    _time(changelog, at, old, new)
+    at_sizes(__doc__, _time)
 
 
 def _time(changelog: list[tuple[str, bytes]], at: int, old: Any, new: Any) -> None:

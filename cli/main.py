@@ -347,13 +347,18 @@ def campaigns(fmt: str, api: str | None) -> None:
 
 @cli.group()
 def rules() -> None:
-    """Rules changes: see what one would do before making it."""
+    """Rules changes: see what one would do, roll it out to the running workers, withdraw a roll-out."""
+
+
+# The new campaigns a rules change comes with: those in force unless given.
+NEW_CAMPAIGNS = click.option("--campaigns", "campaigns_file", default=None,
+                             type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                             help="New campaigns too (default: the campaigns in force)")
 
 
 @rules.command("preview")
 @click.argument("new_rules", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--campaigns", "campaigns_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="New campaigns too (default: the campaigns in force)")
+@NEW_CAMPAIGNS
 @click.option("--at", "at", default=None, help="Event time to evaluate at (default: the latest event any user's "
               "state has seen)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -369,15 +374,10 @@ def rules_preview(new_rules: Path, campaigns_file: Path | None, at: str | None, 
 
     from cli.preview import render, run_preview
     from cli.replay import ReplayError, parse_time_arg
-    from state.config import ConfigDocument
 
     s = _settings()
     old = _rules(s)
-    in_force = _run(_in_force_document(s))
-    campaigns_text = campaigns_file.read_text() if campaigns_file else (
-        in_force.campaigns_text if in_force is not None else _local_document(s).campaigns_text)
-    new = _parsed(ConfigDocument(new_rules.read_text(), campaigns_text, str(new_rules),
-                                 str(campaigns_file) if campaigns_file else "the campaigns in force"))
+    new = _parsed(_new_document(s, new_rules, campaigns_file))
     try:
         at_ms = parse_time_arg(at) if at else None
         doc = _run(run_preview(s, old, new, at_ms))
@@ -393,8 +393,7 @@ def rules_preview(new_rules: Path, campaigns_file: Path | None, at: str | None, 
 
 @rules.command("apply")
 @click.argument("new_rules", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--campaigns", "campaigns_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="New campaigns too (default: the campaigns in force)")
+@NEW_CAMPAIGNS
 @click.option("--at", "at", default=None, help="Event time the new version is in force from (epoch ms or "
               "ISO-8601; default: as soon as every worker can, on a cadence boundary with quantile scores)")
 @click.option("--by", required=True, help="Who is rolling this version out (kept with it)")
@@ -411,16 +410,10 @@ def rules_apply(new_rules: Path, campaigns_file: Path | None, at: str | None, by
     preview` shows beforehand what that will be."""
     from cli.replay import ReplayError, parse_time_arg
     from cli.rollout import RolloutError, apply
-    from state.config import ConfigDocument
     from stream.codecs import iso
 
     s = _settings()
-    in_force = _run(_in_force_document(s))
-    campaigns_text = campaigns_file.read_text() if campaigns_file else (
-        in_force.campaigns_text if in_force is not None else None)
-    document = ConfigDocument(new_rules.read_text(), campaigns_text, str(new_rules),
-                              str(campaigns_file) if campaigns_file else
-                              (in_force.campaigns_source if in_force is not None else None))
+    document = _new_document(s, new_rules, campaigns_file)
     _parsed(document)
     try:
         at_ms = parse_time_arg(at) if at else None
@@ -462,6 +455,17 @@ def rules_withdraw(by: str, wait_s: float) -> None:
                    f"force from event time {outcome.from_ms}")
     else:
         click.echo(f"version {proposal.document.version}: {outcome.reason}; the version in force stays in force")
+
+
+def _new_document(settings: Settings, rules_file: Path, campaigns_file: Path | None):  # type: ignore[no-untyped-def]
+    """NEW rules with `--campaigns`, or else the campaigns in force (this
+    shell's, before any worker has published a version)."""
+    from state.config import ConfigDocument
+
+    in_force = _run(_in_force_document(settings)) or _local_document(settings)
+    if campaigns_file is not None:
+        return ConfigDocument(rules_file.read_text(), campaigns_file.read_text(), str(rules_file), str(campaigns_file))
+    return ConfigDocument(rules_file.read_text(), in_force.campaigns_text, str(rules_file), in_force.campaigns_source)
 
 
 async def _in_force_document(settings: Settings):  # type: ignore[no-untyped-def]

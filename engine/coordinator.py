@@ -162,14 +162,14 @@ class Coordinator:
         placed = []
         accepted = self.rollouts.accepted()
         pending = self.rollouts.pending()
-        for p in self.owned():
+        waiting = [p for p in self.owned() if not self.engines[p].placed and (only is None or p in only)]
+        floors = {p: self.engines[p].watermark(wall) for p in waiting}
+        for state in self.users.values():  # one pass over the users, whatever the partitions
+            if state.src_partition in floors and state.has_applied and state.evaluated_ms is not None:
+                floors[state.src_partition] = min(floors[state.src_partition], state.evaluated_ms)
+        for p in waiting:
             engine = self.engines[p]
-            if engine.placed or (only is not None and p not in only):
-                continue
-            floor = engine.watermark(wall)
-            for state in self.users.values():
-                if state.src_partition == p and state.has_applied and state.evaluated_ms is not None:
-                    floor = min(floor, state.evaluated_ms)
+            floor = floors[p]
             rules, switches = self.base, []
             for o in accepted:
                 assert o.from_ms is not None

@@ -138,6 +138,8 @@ class PartitionEngine:
         self.placed = placed
         self.hold = None
         self.reassessing = None
+        if not placed:
+            self.switches.clear()  # `place` says again which are to come
 
     def disown(self) -> None:
         """Revoked: stop sweeping at once (another worker may own it now)."""

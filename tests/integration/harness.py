@@ -85,6 +85,26 @@ class Cluster:
         return out.stdout.decode()
 
 
+async def two_workers(cluster: Cluster, name: str) -> list[Any]:
+    """Two workers sharing the partitions (each its own recovery dump: two
+    workers renaming one file race), once both own some; their logs are
+    `<name>-worker-1.log` and `-2.log` in the servers' folder."""
+    import re
+
+    workdir = cluster.servers.workdir
+    workers = []
+    for n in (1, 2):
+        env = {**cluster.env, "TIERSTREAM_RECOVERY_DUMP": str(workdir / f"recovered-{n}.jsonl")}
+        workers.append(spawn([sys.executable, "-m", "cli.main", "worker"], env=env, log=workdir / f"{name}-worker-{n}.log"))
+
+    async def both_own_partitions():
+        logs = [(workdir / f"{name}-worker-{n}.log").read_text() for n in (1, 2)]
+        return all(re.search(r"owning partitions \[\d", text) for text in logs) or None
+
+    await wait_until(both_own_partitions, timeout=120, what="both workers to own partitions")
+    return workers
+
+
 async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 60, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None

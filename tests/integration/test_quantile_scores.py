@@ -8,15 +8,13 @@ the records match the one-process replay's."""
 
 import asyncio
 import csv
-import re
-import sys
 from datetime import UTC, datetime
 
 import pytest
 
-from cli.processes import spawn, stop
+from cli.processes import stop
 from cli.snapshot import snapshot_rows
-from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, wait_until
+from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, two_workers, wait_until
 from tests.support.quantile_shop import QUANTILE_RULES, kafka_partition, run_shop, small_ticket_shop, tier_changes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600),
@@ -40,17 +38,7 @@ async def test_two_workers_decide_what_a_replay_decides(tmp_path):
     workers = []
     try:
         cluster.start_api()
-        for n in (1, 2):
-            # Each its own recovery dump: two workers renaming one file race.
-            env = {**cluster.env, "TIERSTREAM_RECOVERY_DUMP": str(servers.workdir / f"recovered-{n}.jsonl")}
-            workers.append(spawn([sys.executable, "-m", "cli.main", "worker"], env=env,
-                                 log=servers.workdir / f"quantile-worker-{n}.log"))
-
-        async def both_own_partitions():
-            logs = [(servers.workdir / f"quantile-worker-{n}.log").read_text() for n in (1, 2)]
-            return all(re.search(r"owning partitions \[\d", text) for text in logs) or None
-
-        await wait_until(both_own_partitions, timeout=120, what="both workers to own partitions")
+        workers += await two_workers(cluster, "quantile")
         await produce(servers.broker, bodies)
 
         async def all_decided():

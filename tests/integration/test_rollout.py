@@ -14,10 +14,10 @@ import sys
 import orjson
 import pytest
 
-from cli.processes import spawn, stop
+from cli.processes import stop
 from state.config import ConfigDocument
 from state.model import DAY_MS
-from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, wait_until
+from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, two_workers, wait_until
 from tests.support.quantile_shop import QUANTILE_RULES, Rollout, run_shop, small_ticket_shop, tier_changes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600),
@@ -60,16 +60,7 @@ async def test_a_roll_out_on_two_workers_decides_what_a_replay_with_it_decides(t
     workers = []
     try:
         cluster.start_api()
-        for n in (1, 2):
-            env = {**cluster.env, "TIERSTREAM_RECOVERY_DUMP": str(servers.workdir / f"recovered-{n}.jsonl")}
-            workers.append(spawn([sys.executable, "-m", "cli.main", "worker"], env=env,
-                                 log=servers.workdir / f"rollout-worker-{n}.log"))
-
-        async def both_own_partitions():
-            logs = [(servers.workdir / f"rollout-worker-{n}.log").read_text() for n in (1, 2)]
-            return all(re.search(r"owning partitions \[\d", text) for text in logs) or None
-
-        await wait_until(both_own_partitions, timeout=120, what="both workers to own partitions")
+        workers += await two_workers(cluster, "rollout")
         await produce(servers.broker, early)
         before = {k: c for k, c in expected.items() if c["at_ms"] < at - 12 * DAY_MS}
 
