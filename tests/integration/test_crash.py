@@ -113,8 +113,8 @@ def rollout_reference():
     return asyncio.run(crash.run(ROLLOUT_BODIES, rollout_at=ROLLOUT_AT, snapshot_at=crash.snapshot_time(ROLLOUT_BODIES)))
 
 
-@pytest.mark.kafka_half("the roll-out's crash recovery is the broker-independent engine's; the Tansu half is the longer")
-@pytest.mark.broker_dependent('SIGKILL recovery with the config and population topics read from the broker')
+@pytest.mark.kafka_half("SIGKILL recovery of a roll-out on the broker production runs (the engine's part is "
+                        "proved at every step in-process, tests/unit/test_rollout.py); the Tansu half is the longer")
 def test_a_kill_in_the_middle_of_a_roll_out_decides_as_the_run_without_faults(rollout_reference):
     # The first kill lands inside the roll-out's sweep, 300 users into
     # re-assessing (its decisions and states in hand, not yet published);

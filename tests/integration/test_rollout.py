@@ -21,7 +21,9 @@ from tests.integration.harness import Cluster, api_get, new_servers, produce, re
 from tests.support.quantile_shop import QUANTILE_RULES, Rollout, run_shop, small_ticket_shop, tier_changes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600),
-              pytest.mark.broker_dependent("two workers share partitions through the broker's group coordinator")]
+              pytest.mark.kafka_half("two workers sharing partitions through the group coordinator of the broker "
+                                     "production runs (test_quantile_scores does it on both); the Tansu half is "
+                                     "the longer")]
 
 # "Dormant after 45 days without an order, not 180": the change operators make.
 NEW_RULES = QUANTILE_RULES.replace('name = "dormant"\ndays_since_order_min = 180',
