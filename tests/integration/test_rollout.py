@@ -18,7 +18,10 @@ from cli.processes import stop
 from state.config import ConfigDocument
 from state.model import DAY_MS
 from tests.integration.harness import Cluster, api_get, new_servers, produce, read_topic, two_workers, wait_until
-from tests.support.quantile_shop import QUANTILE_RULES, Rollout, run_shop, small_ticket_shop, tier_changes
+from stream.settings import Settings
+from tests.support.quantile_shop import (
+    QUANTILE_RULES, Rollout, kafka_partition, run_shop, small_ticket_shop, tier_changes,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600),
               pytest.mark.kafka_half("two workers sharing partitions through the group coordinator of the broker "
@@ -36,8 +39,20 @@ def _cli(cluster, *args):
 
 
 def rollout_case():
+    """A history, the part produced before the roll-out, the rest, and the
+    switch. It ends with a login on every partition, an allowed lateness and
+    a day after its last event: each partition then reaches the end on its
+    own events, and the workers run without idle partitions following the
+    others (TIERSTREAM_IDLE_PARTITION_SECONDS), which would make their
+    decisions depend on the pause between the two parts (the replay clock's
+    rule, docs/scores.md)."""
     bodies = small_ticket_shop(users=800, events=8000, days=100, seed=13)
-    first = min(b["ts"] for b in bodies)
+    first, last = min(b["ts"] for b in bodies), max(b["ts"] for b in bodies)
+    closers: dict[int, str] = {}
+    for n in range(1000):
+        closers.setdefault(kafka_partition(f"closer-{n}", 4), f"closer-{n}")
+    end = last + Settings().allowed_lateness_ms + DAY_MS
+    bodies += [{"event_id": f"close-{u}", "user_id": u, "type": "login", "ts": end} for _, u in sorted(closers.items())]
     at = (first // DAY_MS + 60) * DAY_MS  # a cadence boundary, 60 days in
     early = [b for b in bodies if b["ts"] < at - 10 * DAY_MS]
     return bodies, early, bodies[len(early):], at
@@ -58,7 +73,8 @@ async def test_a_roll_out_on_two_workers_decides_what_a_replay_with_it_decides(t
     new_file = tmp_path / "new-rules.toml"
     new_file.write_text(NEW_RULES)
     servers = new_servers()
-    cluster = Cluster(servers, extra_env={"TIERSTREAM_RULES": str(rules), "TIERSTREAM_APP_ID": "rollout"})
+    cluster = Cluster(servers, extra_env={"TIERSTREAM_RULES": str(rules), "TIERSTREAM_APP_ID": "rollout",
+                                          "TIERSTREAM_IDLE_PARTITION_SECONDS": "3600"})
     workers = []
     try:
         cluster.start_api()
@@ -87,7 +103,16 @@ async def test_a_roll_out_on_two_workers_decides_what_a_replay_with_it_decides(t
             found = {c["change_id"]: c for c in await read_topic(servers.broker, "tierstream.tier-changes")}
             return found if set(found) >= set(expected) else None
 
-        found = await wait_until(all_decided, timeout=240, what="every tier change the replay made")
+        try:
+            found = await wait_until(all_decided, timeout=240, what="every tier change the replay made")
+        except AssertionError:
+            got = {c["change_id"]: c for c in await read_topic(servers.broker, "tierstream.tier-changes")}
+            missing = sorted((c["at_ms"], c["user_id"], c.get("reason")) for k, c in expected.items() if k not in got)
+            extra = sorted((c["at_ms"], c["user_id"], c.get("reason")) for k, c in got.items() if k not in expected)
+            print("missing", len(missing), missing[:5], "extra", len(extra), extra[:5], "switch at", at)
+            for n in (1, 2):
+                print((servers.workdir / f"rollout-worker-{n}.log").read_text()[-3000:])
+            raise
         assert found == expected  # ids and payloads: the same switch, at the same event time, everywhere
         assert {c["rules_version"] for c in found.values() if c["at_ms"] >= at} == {new.version}
         assert new.version not in {c["rules_version"] for c in found.values() if c["at_ms"] < at}
