@@ -318,14 +318,17 @@ class PartitionEngine:
         latest = max(self.max_event_ms or 0, self.followed or 0)
         return self.clock.latest(latest, wall) - self.lateness_ms
 
+    def _reachable(self, wall: int) -> int:
+        """The raw watermark, held where the partition reported on an open roll-out."""
+        raw = self.raw_watermark(wall)
+        return raw if self.hold is None else min(raw, self.hold)
+
     def watermark(self, wall: int) -> int:
         """Decisions are final up to here: the raw watermark, held back at
         the end of the current cadence period until the cuts of the next
         are settled (quantile scores only). Events past it wait in their
         users' states, as events within the allowed lateness do."""
-        raw = self.raw_watermark(wall)
-        if self.hold is not None:
-            raw = min(raw, self.hold)
+        raw = self._reachable(wall)
         if self.switches:  # the old version decides nothing at or past the new one's start
             raw = min(raw, self.switches[0][0] - 1)
         if self.book is None:
@@ -339,9 +342,7 @@ class PartitionEngine:
         (state.quantiles: report, wait for the cuts, re-assess whom they move)."""
         if not self.ready():
             return 0
-        raw = self.raw_watermark(wall)
-        if self.hold is not None:
-            raw = min(raw, self.hold)
+        raw = self._reachable(wall)
         if self.book is not None and self.owned:
             self._enter_periods(raw)  # switches versions on their boundaries
         while self.book is None and self.owned and self.switches and raw >= self.switches[0][0]:
