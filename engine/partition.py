@@ -25,6 +25,7 @@ from typing import Any
 
 from engine.clock import Clock
 from engine.effects import Effects, Facts
+from engine.rollout import RolloutSteps
 from state.calendar import Calendar
 from state.churn_model import Fitted, SummaryKey, buyer_summary, refit_wake
 from state.due_index import DueIndex
@@ -55,7 +56,7 @@ class TooOld(str):
     """An event refused as implausibly old (state.steps.implausibly_old): why."""
 
 
-class PartitionEngine:
+class PartitionEngine(RolloutSteps):
     def __init__(
         self,
         partition: int,
@@ -109,20 +110,7 @@ class PartitionEngine:
         self.facts: list[Step] | None = None  # None: nothing booked since the last record
         self.swept_to: int | None = None
         self.facts_sent_wm: int | None = None
-        # Rules roll-outs (state.rollout). `hold`: the watermark reported on
-        # an open proposal; nothing is decided past it until it settles.
-        # `switches`: the versions this partition comes to, in order, each
-        # with the event time it is in force from. `placed`: whether this
-        # process knows every proposal made before the partition was
-        # assigned (the adapter's reader says so); until then it waits.
-        self.hold: int | None = None
-        self.switches: deque[tuple[int, Rules]] = deque()
-        self.placed = True
-        # A switch under way: the users left to re-assess at its start.
-        # `switch_chunk` users at a time (None: all at once), so that a
-        # worker's event loop is not held for seconds at a million users.
-        self.reassessing: deque[str] | None = None
-        self.switch_chunk: int | None = None
+        self.init_rollouts()
 
     # -- ownership -------------------------------------------------------
 
@@ -318,11 +306,6 @@ class PartitionEngine:
         latest = max(self.max_event_ms or 0, self.followed or 0)
         return self.clock.latest(latest, wall) - self.lateness_ms
 
-    def _reachable(self, wall: int) -> int:
-        """The raw watermark, held where the partition reported on an open roll-out."""
-        raw = self.raw_watermark(wall)
-        return raw if self.hold is None else min(raw, self.hold)
-
     def watermark(self, wall: int) -> int:
         """Decisions are final up to here: the raw watermark, held back at
         the end of the current cadence period until the cuts of the next
@@ -498,68 +481,6 @@ class PartitionEngine:
             self._commit(user_id, state, found, assessment, previous_due=None)
         else:
             self.index.schedule(self.partition, wake_at(state), user_id)
-
-    # -- rules roll-outs (state.rollout) ------------------------------------
-
-    def learn(self, wall: int) -> int:
-        """A roll-out proposed: hold the watermark where it is now and
-        return it (the partition's report)."""
-        self.hold = self.watermark(wall)
-        return self.hold
-
-    def settle(self, from_ms: int | None, rules: Rules | None) -> None:
-        """The open roll-out settled: the hold ends; accepted, the partition
-        switches to `rules` when its watermark reaches `from_ms`."""
-        self.hold = None
-        if from_ms is not None and rules is not None:
-            self.switches.append((from_ms, rules))
-
-    def place(self, rules: Rules, switches: list[tuple[int, Rules]], hold: int | None) -> None:
-        """Where this partition stands among the roll-outs, once the process
-        has read them all: the version it runs (in force at its earliest
-        evaluation still behind a later version's start), the versions it
-        comes to, and the hold of a roll-out it reported on that is open."""
-        self.rules = rules
-        self.switches = deque(switches)
-        self.hold = hold
-        self.placed = True
-        if self.book is not None and self.switches and self.entered is not None and \
-                self.entered >= self.switches[0][0]:
-            # Recovered into a period past a switch some of its users had not
-            # been brought through (their re-assessment was not written):
-            # enter the switch's period again, so that they are swept to it
-            # under the old version and re-assessed at its start as before.
-            # Later periods are entered again on the way, as after any crash.
-            self.entered = self.switches[0][0] - self.rules.cadence_ms
-
-    def _switch(self) -> bool:
-        """The next version is in force from its start: re-assess there
-        every user of the partition not evaluated there or later, and write
-        each state; `switch_chunk` users a call. Returns whether it is done
-        (until then the watermark stays before the start, and events wait
-        as deferred ones). A worker that dies part way leaves the rest
-        evaluated before the start, and its successor (placed back on the
-        old version, `place`) does the same again: those already done are
-        passed over."""
-        start, rules = self.switches[0]
-        if self.reassessing is None:
-            self.rules = rules
-            self.reassessing = deque(sorted(
-                user_id for user_id, state in self.users.items()
-                if state.src_partition == self.partition and state.has_applied
-                and (state.evaluated_ms is None or state.evaluated_ms < start)))
-            log.info("partition %d: rules version %s in force from %d; re-assessing %d users", self.partition,
-                     rules.version, start, len(self.reassessing))
-        left = self.switch_chunk or len(self.reassessing)
-        while self.reassessing and left > 0:
-            self._reassess_at(self.reassessing.popleft(), start, reason="rules_changed")
-            self.on_point("rollout_reassessed")
-            left -= 1
-        if self.reassessing:
-            return False
-        self.reassessing = None
-        self.switches.popleft()
-        return True
 
     # -- time ------------------------------------------------------------
 
