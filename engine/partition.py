@@ -403,9 +403,13 @@ class PartitionEngine(RolloutSteps):
             self._enter(boundary)
             self.entered = boundary
 
-    def _track(self, user_id: str, state: UserState, a: Assessment) -> None:
+    def _track(self, user_id: str, state: UserState, a: Assessment, applied: bool = True) -> None:
+        """The user's place in the population after an evaluation. `applied`:
+        whether events were applied since the last; without, their orders (the
+        churn model's summary) are as they were, and only the window may have
+        moved."""
         self.population.update(user_id, (r_day(state.last_order_ms), f_bin(a.frequency), m_bin(a.monetary_cents)))
-        if self.rules.scores.churn_model:
+        if applied and self.rules.scores.churn_model:
             self.population.update_summary(user_id, buyer_summary(state))
 
     def _enter(self, boundary: int) -> None:
@@ -415,7 +419,11 @@ class PartitionEngine(RolloutSteps):
         assert self.book is not None
         before, after = self.book.at(boundary - 1), self.book.at(boundary)
         if after is not before:
-            for user_id in moved_by(self.population, before, after, boundary, self.rules):
+            by_f_or_m, by_r = moved_by(self.population, before, after, boundary, self.rules)
+            for user_id in sorted(by_f_or_m | by_r):
+                state = self.users.get(user_id)
+                if user_id not in by_f_or_m and state is not None and self._keeps_tier_at(state, after, boundary):
+                    continue
                 self._reassess_at(user_id, boundary)
         limits = self.rules.p_alive_limits
         if limits and after is not None and after.churn is not None and (
@@ -428,8 +436,22 @@ class PartitionEngine(RolloutSteps):
                 for user_id in self.population.users("r", day - limit - 1, day + span - limit):
                     state = self.users[user_id]
                     crossing = state.last_order_ms + (limit + 1) * DAY_MS
-                    if boundary <= crossing < boundary + self.rules.cadence_ms:
+                    # A crossing the user's last evaluation found to keep
+                    # the tier wakes nobody (UserState.r_same, r_until).
+                    if boundary <= crossing < boundary + self.rules.cadence_ms and not (
+                            crossing < state.r_until and state.r_same >> after.score_r(limit + 1) & 1):
                         self._wake_by(user_id, state, crossing)
+
+    @staticmethod
+    def _keeps_tier_at(state: UserState, cuts: Cuts, boundary: int) -> bool:
+        """Whether the user's last evaluation found the R score that `cuts`
+        give them at `boundary` to keep their tier (UserState.r_same, which
+        holds before r_until), with nothing else due by then. Only for a user
+        whose other scores the cuts leave as they were."""
+        if cuts.r is None or state.last_order_ms is None or boundary >= state.r_until or (
+                state.due_ms is not None and state.due_ms <= boundary):
+            return False
+        return bool(state.r_same >> cuts.score_r((boundary - state.last_order_ms) // DAY_MS) & 1)
 
     def _wake_for_refit(self, boundary: int, before: Fitted | None, after: Fitted) -> None:
         """A new churn-model fit moves every buyer's P(alive), and so the
@@ -443,10 +465,13 @@ class PartitionEngine(RolloutSteps):
             by_summary.setdefault(key, []).append(user_id)
         for key, users in by_summary.items():
             wake = refit_wake(before, after, key, self.rules.p_alive_limits, boundary)
-            if wake is None:
-                continue
             for user_id in users:
-                self._wake_by(user_id, self.users[user_id], wake)
+                state = self.users[user_id]
+                # The moments P(alive) crosses a limit have moved: a due time
+                # from now on is no longer R's alone (UserState.r_until).
+                state.r_until = min(state.r_until, boundary)
+                if wake is not None:
+                    self._wake_by(user_id, state, wake)
 
     def _wake_by(self, user_id: str, state: UserState, at: int) -> None:
         """Bring the user's due time forward to `at`, unless they were
@@ -474,7 +499,7 @@ class PartitionEngine(RolloutSteps):
             self.ledger.record(user_id, state, before, None, at, decisions=found)
             self._book()
         if self.book is not None:
-            self._track(user_id, state, assessment)
+            self._track(user_id, state, assessment, applied=False)
         if found or reason is not None:
             # A roll-out's re-assessment is written even when it finds
             # nothing: the recovered state then says it was done (`_switch`).
@@ -495,7 +520,7 @@ class PartitionEngine(RolloutSteps):
             assessment, decisions = advance(user_id, state, watermark, self.rules, self.ledger)
             self._book()
             if self.book is not None and assessment is not None:
-                self._track(user_id, state, assessment)
+                self._track(user_id, state, assessment, applied=len(state.held) != held_before)
             if decisions:
                 self.on_point("sweep_decided")
             if decisions or len(state.held) != held_before:
@@ -546,12 +571,14 @@ class PartitionEngine(RolloutSteps):
 
 
 def moved_by(index: PopulationIndex, before: Cuts | None, after: Cuts | None, boundary: int,
-             rules: Rules) -> list[str]:
+             rules: Rules) -> tuple[set[str], set[str]]:
     """The customers whose score may differ between two sets of cuts at
     `boundary`: those on different sides of a cut's old and new place, or
     everyone scored on a dimension that switches between fixed thresholds
-    and cuts (once, when the first cuts come)."""
+    and cuts (once, when the first cuts come). Two sets: those whose F or M
+    may differ, and those whose R may."""
     found: set[str] = set()
+    by_r: set[str] = set()
     everyone = -(1 << 62), 1 << 62
     for dim in ("f", "m"):
         old, new = getattr(before, dim, None), getattr(after, dim, None)
@@ -570,5 +597,5 @@ def moved_by(index: PopulationIndex, before: Cuts | None, after: Cuts | None, bo
         fixed = tuple(int(x) for x in rules.scores.recency_days)
         for a, b in zip(old_r or fixed, new_r or fixed, strict=True):
             if a != b:  # recency (day - r_day at the boundary, exactly) in (min, max]: scored differently
-                found.update(index.users("r", day - max(a, b), day - min(a, b) - 1))
-    return sorted(found)
+                by_r.update(index.users("r", day - max(a, b), day - min(a, b) - 1))
+    return found, by_r

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 from state.churn_model import NEVER_MS, alive_crossing_ms, alive_probability, first_order_of
 from state.churn_model import expected_orders as churn_expected_orders
-from state.model import DAY_MS, UserState
+from state.model import DAY_MS, NEVER, UserState
 from state.quantiles import Cuts, tiebreak
 from state.rules import Rules
+
+ALL_R = 0b111110  # UserState.r_same when no tier tests R: every score keeps the tier
 
 
 # Not frozen: a frozen dataclass sets every field through object.__setattr__,
@@ -149,6 +151,7 @@ class _Plan:
     at_risk_days: float
     churned_days: float
     reactivated_days: float
+    reads_r: bool  # a tier tests R or the RFM sum
     # next_due's threshold offsets per anchor (see _due_offsets)
     due_offsets: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
@@ -182,10 +185,24 @@ def _plan(rules: Rules) -> _Plan:
             tiers=tiers,
             new_days=s.new_days, at_risk_days=s.at_risk_days,
             churned_days=s.churned_days, reactivated_days=s.reactivated_days,
+            reads_r=any(index in (0, 3) for _, groups in tiers for g in groups for index, _, _ in g),
             due_offsets=_due_offsets(rules),
         )
         hit = _plans[id(rules)] = (rules, plan)
     return hit[1]
+
+
+def _figures(plan: _Plan, state: UserState, r: int, f: int, m: int, frequency: int, orders: int, recency_days: int,
+             ltv_cents: int, e: int | None, alive: float) -> tuple:
+    """What tier conditions test, laid out as _FIGURES."""
+    return (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0, alive,
+            _channel_set(state) if plan.uses_channels else None)
+
+
+def _tier_with_r(plan: _Plan, state: UserState, a: Assessment, r: int) -> str:
+    """The tier `a` would have with R = `r` and every other figure as it is."""
+    return _tier(plan, _figures(plan, state, r, a.f, a.m, a.frequency, a.lifetime_orders, a.recency_days,
+                                a.ltv_cents, a.e, a.p_alive_exact))
 
 
 def _tier(plan: _Plan, values: tuple[float, ...]) -> str:
@@ -227,11 +244,25 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
     recency_days = max(0, now_ms - (first_seen if last_order is None else last_order)) // DAY_MS
     days_inactive = max(0, now_ms - (first_seen if last_active is None else last_active)) // DAY_MS
     frequency, monetary_cents = _window_figures(state, now_ms, plan)
-    r = _score_at_most(recency_days, plan.recency_days) if last_order is not None else 1
-    f = _score_at_least(frequency, plan.frequency_orders) if frequency > 0 else 1
-    m = _score_at_least(monetary_cents / 100, plan.monetary) if monetary_cents > 0 else 1
     from_population = plan.quantiles or plan.churn_model
     cuts = rules.thresholds.at(now_ms) if from_population and rules.thresholds is not None else None
+    # Each score from the fixed thresholds unless the cuts in force score it
+    # (below): with quantile scores, working both out was a fifth of this.
+    by_cuts = cuts is not None and bool(plan.quantiles)
+    r = 1 if last_order is None else cuts.score_r(recency_days) if by_cuts and cuts.r is not None else \
+        _score_at_most(recency_days, plan.recency_days)
+    f = m = 1
+    tb = 0.0
+    if by_cuts and (cuts.f is not None or cuts.m is not None):
+        tb = tiebreak(user_id)
+    if by_cuts and cuts.f is not None:
+        f = cuts.score_f(frequency, tb)
+    elif frequency > 0:
+        f = _score_at_least(frequency, plan.frequency_orders)
+    if by_cuts and cuts.m is not None:
+        m = cuts.score_m(monetary_cents, tb)
+    elif monetary_cents > 0:
+        m = _score_at_least(monetary_cents / 100, plan.monetary)
     p_alive = expected_inputs = None
     alive = math.nan  # what P(alive) conditions compare: not rounded, NaN fails them
     if cuts is not None and cuts.churn is not None and last_order is not None:
@@ -240,14 +271,6 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
         alive = alive_probability(cuts.churn, state.lifetime_orders, first_order, last_order, now_ms)
         expected_inputs = (cuts.churn, state.lifetime_orders, first_order, last_order, now_ms)
         p_alive = round(alive, 4)
-    if cuts is not None and plan.quantiles:
-        tb = tiebreak(user_id)
-        if cuts.r is not None and last_order is not None:
-            r = cuts.score_r(recency_days)
-        if cuts.f is not None:
-            f = cuts.score_f(frequency, tb)
-        if cuts.m is not None:
-            m = cuts.score_m(monetary_cents, tb)
     revenue, orders = state.lifetime_revenue_cents, state.lifetime_orders
     ltv_cents = max(0, revenue - state.lifetime_refunds_cents)
     aov_cents = revenue // orders if orders else 0
@@ -256,9 +279,7 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
         oldest = now_ms // plan.bucket_ms - plan.window_buckets + 1
         actions = sum(n for index, n in state.activity.items() if index >= oldest)
         e = _score_at_least(actions, plan.engagement) if actions > 0 else 1
-    # laid out as _FIGURES
-    tier = _tier(plan, (r, f, m, r + f + m, frequency, orders, recency_days, ltv_cents / 100, e or 0, alive,
-                        _channel_set(state) if plan.uses_channels else None))
+    tier = _tier(plan, _figures(plan, state, r, f, m, frequency, orders, recency_days, ltv_cents, e, alive))
     stage = _stage(state, now_ms, days_inactive, plan)
     return Assessment(tier, stage, now_ms, recency_days, days_inactive, frequency, monetary_cents,
                       r, f, m, orders, ltv_cents, aov_cents, actions, e, cuts, p_alive, alive, expected_inputs, None,
@@ -282,7 +303,9 @@ def _due_offsets(rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...], tuple[
     """Offsets (ms) after each anchor at which some threshold flips:
     (after the last order, after the last activity, after first seen, after
     the stage began). Day counts are whole days (floored): "days >= N"
-    first holds at ceil(N) days, "days <= N" first fails at floor(N) + 1."""
+    first holds at ceil(N) days, "days <= N" first fails at floor(N) + 1.
+    The R score's limits are not here: `next_due` takes them from the cuts
+    or thresholds in force, and only where crossing one moves the tier."""
 
     def at(days: float) -> int:
         return math.ceil(days) * DAY_MS
@@ -290,7 +313,7 @@ def _due_offsets(rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...], tuple[
     def past(days: float) -> int:
         return (math.floor(days) + 1) * DAY_MS
 
-    order = {past(d) for d in rules.scores.recency_days}
+    order = set()
     for group in (g for tier in rules.tiers for g in tier.groups):
         if group.days_since_order_min is not None:
             order.add(at(group.days_since_order_min))
@@ -305,14 +328,20 @@ def _due_offsets(rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...], tuple[
     )
 
 
-def next_due(state: UserState, now_ms: int, rules: Rules) -> int | None:
+def next_due(state: UserState, now_ms: int, rules: Rules, a: Assessment | None = None) -> int | None:
     """The earliest event time after `now_ms` at which time alone may change
-    the user's tier or stage. Waking early is harmless (nothing changes, a
-    new due time is set); waking late is not, so every threshold counts."""
+    the user's tier or stage from what they are at `now_ms` (`a`, the
+    evaluation there; evaluated here if not given). Waking early is harmless
+    (nothing changes, a new due time is set); waking late is not, so every
+    threshold counts, except an R limit whose crossing keeps the tier.
+
+    Also notes on the state which R scores were found to keep the tier
+    (UserState.r_same), for the period boundaries' recency crossings."""
     plan = _plan(rules)
     order_offsets, active_offsets, new_offsets, stage_offsets = plan.due_offsets
     first_seen = state.first_seen_ms
-    order_anchor = state.last_order_ms if state.last_order_ms is not None else first_seen
+    last_order = state.last_order_ms
+    order_anchor = last_order if last_order is not None else first_seen
     active_anchor = state.last_active_ms if state.last_active_ms is not None else first_seen
     best = _first_after(order_anchor, order_offsets, now_ms, None)
     best = _first_after(active_anchor, active_offsets, now_ms, best)
@@ -331,27 +360,86 @@ def next_due(state: UserState, now_ms: int, rules: Rules) -> int | None:
         if t > now_ms and (best is None or t < best):
             best = t
     cuts = rules.thresholds.at(now_ms) if rules.thresholds is not None else None
-    # Quantile recency: wake when the days since the last order pass a limit
-    # in force now. Entering a period schedules these crossings too, but an
-    # evaluation in the period (an event, another wake-up) sets a new due
-    # time from here, and must not forget them.
-    if cuts is not None and cuts.r is not None and state.last_order_ms is not None:
-        for limit in cuts.r:
-            t = state.last_order_ms + (limit + 1) * DAY_MS
-            if t > now_ms and (best is None or t < best):
-                best = t
     # P(alive) falls while a buyer is silent: wake when it passes a limit a
     # tier tests, under the fit in force now. A later fit moves that moment;
     # the pipeline re-schedules buyers when one comes into force
     # (state.churn_model.refit_wake).
-    if plan.p_alive_limits and state.last_order_ms is not None and cuts is not None:
+    if plan.p_alive_limits and last_order is not None and cuts is not None:
         first_order = first_order_of(state)
         if cuts.churn is not None and first_order is not None:
             for limit in plan.p_alive_limits:
-                t = alive_crossing_ms(cuts.churn, state.lifetime_orders, first_order, state.last_order_ms, limit)
+                t = alive_crossing_ms(cuts.churn, state.lifetime_orders, first_order, last_order, limit)
                 if now_ms < t < NEVER_MS and (best is None or t < best):
                     best = t
+    state.r_same = 0
+    state.r_until = NEVER if best is None else best
+    if last_order is None:
+        return best  # R is 1 until the first order
+    if not plan.reads_r:
+        state.r_same = ALL_R
+        return best
+    # R falls a score each time the days since the last order pass a limit
+    # (the cuts' in force now with quantile recency, else the thresholds).
+    # Until `best` every other figure a tier tests stays on its side of its
+    # limits, so a crossing before then matters only if the tier at the new
+    # R differs: the first such crossing is the due time; the ones before it
+    # are noted as keeping the tier. A boundary's new cuts and the crossings
+    # in its period are the engine's (engine.partition: _enter), which reads
+    # these notes. Most crossings keep the tier (a one-order customer stays
+    # `potential` from R 5 to R 4, `low_value` from R 2 to R 1): each one
+    # skipped is an evaluation saved.
+    if a is None:
+        a = evaluate(state, now_ms, rules)
+    limits = cuts.r if cuts is not None and cuts.r is not None else plan.recency_days
+    same = 1 << a.r
+    for limit in limits:  # ascending: so are the crossings
+        days = math.floor(limit) + 1
+        t = last_order + days * DAY_MS
+        if t <= now_ms:
+            continue
+        if best is not None and t >= best:
+            break
+        r = _score_at_most(days, limits)
+        if _tier_with_r(plan, state, a, r) != a.tier:
+            best = t
+            break
+        same |= 1 << r
+    state.r_same = same
     return best
+
+
+def pass_r_crossing(state: UserState, t_ms: int, rules: Rules) -> bool:
+    """A due time `t_ms` before `state.r_until`, where only R can have moved
+    since the last evaluation: if the R score at `t_ms` (under the cuts in
+    force then: they may have moved since) is one that evaluation found to
+    keep the tier, the user passes it without an evaluation. The due time
+    moves on to the next crossing not known to keep the tier, or to
+    `r_until`. Returns False, changing nothing, when an evaluation is needed.
+    A crossing scheduled under cuts that have since moved mostly lands here:
+    its R score at the new cuts is still the one before it."""
+    last_order = state.last_order_ms
+    if last_order is None or t_ms >= state.r_until:
+        return False
+    plan = _plan(rules)
+    cuts = rules.thresholds.at(t_ms) if rules.thresholds is not None else None
+    limits = cuts.r if cuts is not None and cuts.r is not None else plan.recency_days
+    same = state.r_same
+    if not same >> _score_at_most((t_ms - last_order) // DAY_MS, limits) & 1:
+        return False
+    due = None if state.r_until >= NEVER else state.r_until
+    for limit in limits:
+        days = math.floor(limit) + 1
+        t = last_order + days * DAY_MS
+        if t <= t_ms:
+            continue
+        if t >= state.r_until:
+            break
+        if not same >> _score_at_most(days, limits) & 1:
+            due = t
+            break
+    state.evaluated_ms = t_ms
+    state.due_ms = due
+    return True
 
 
 def _first_after(anchor: int, offsets: tuple[int, ...], now_ms: int, best: int | None) -> int | None:

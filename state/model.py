@@ -154,12 +154,25 @@ class UserState:
     # the event that said so]. The earliest such event wins, so a late
     # earlier one replaces it (a correction); None until an event says.
     acquisition: list | None = None
+    # Kept in memory only (TRANSIENT_FIELDS: not in the changelog, not in
+    # equality): the R scores the last evaluation found to keep the user's
+    # tier, bit r for R = r (state.evaluate.next_due). The engine skips a
+    # recency crossing at a period boundary that keeps the tier; a recovered
+    # state knows none and is woken at every crossing, as before.
+    r_same: int = field(default=0, compare=False, repr=False)
+    # Until when r_same holds: the first moment after the last evaluation at
+    # which anything but R may move the tier or stage (a threshold, a window
+    # exit, a campaign window's end, a churn-model refit's wake). Before it,
+    # a due time whose R keeps the tier passes without an evaluation
+    # (state.evaluate.pass_r_crossing). 0: nothing known.
+    r_until: int = field(default=0, compare=False, repr=False)
 
     @property
     def has_applied(self) -> bool:
         return self.last_seen_ms >= 0
 
 
+TRANSIENT_FIELDS = ("r_same", "r_until")
 NOT_SEEN = -1
 NEVER = 1 << 62
 

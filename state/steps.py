@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 
 from state import campaigns
-from state.evaluate import Assessment, alive_at, evaluate, next_due
+from state.evaluate import Assessment, alive_at, evaluate, next_due, pass_r_crossing
 from state.kpis import Ledger
 from state.model import DAY_MS, EventType, UserEvent, UserState, apply, hold, is_duplicate, new_state, release
 from state.rules import Rules
@@ -167,10 +167,12 @@ def reassess(
         if decisions and not changed:
             state.version += 1  # each step that decides something has its own version
     state.evaluated_ms = now_ms
-    state.due_ms = next_due(state, now_ms, rules)
+    state.due_ms = next_due(state, now_ms, rules, a)
     window_end = campaigns.earliest_window_end(state.camp)
     if window_end is not None and (state.due_ms is None or window_end < state.due_ms):
         state.due_ms = window_end  # a campaign window closes: its outcome is due then
+    if window_end is not None and window_end < state.r_until:
+        state.r_until = window_end
     return a, decisions
 
 
@@ -299,6 +301,8 @@ def advance(
         held_ts = state.held[0][0] if state.held else None
         due = state.due_ms if state.has_applied else None
         if due is not None and due <= until_ms and (held_ts is None or due < held_ts):
+            if pass_r_crossing(state, due, rules):
+                continue  # only R moved, and not the tier: nothing to evaluate
             snapshot = ledger.before(state) if ledger is not None else None
             latest, found = reassess(user_id, state, due, rules)
             if snapshot is not None and found:  # a due time changes figures only through a decision

@@ -17,10 +17,10 @@ import orjson
 
 from state.steps import CampaignAction, CampaignOutcome, ChurnAlert, TierChange
 from state.evaluate import Assessment
-from state.model import DAY_MS, KpiMemory, UserState
+from state.model import DAY_MS, TRANSIENT_FIELDS, KpiMemory, UserState
 
 STATE_FORMAT = 1
-_STATE_FIELDS = tuple(f.name for f in fields(UserState))
+_STATE_FIELDS = tuple(f.name for f in fields(UserState) if f.name not in TRANSIENT_FIELDS)
 
 
 def encode_state(state: UserState) -> bytes:

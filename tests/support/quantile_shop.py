@@ -91,7 +91,8 @@ class Rollout:
 
 
 def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=None, crash: Crash | None = None,
-             lateness_ms: int | None = None, rollout: Rollout | None = None, switch_chunk: int | None = None):
+             lateness_ms: int | None = None, rollout: Rollout | None = None, switch_chunk: int | None = None,
+             on_step=None):
     """The pipeline over `bodies`, owning every partition, its own reports
     looped back. `chunk`: messages are taken partition by partition, `chunk`
     at a time in random order, so partitions drift apart in event time (as
@@ -103,7 +104,8 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=Non
     `lateness_ms`: the allowed lateness (default: the setting's).
     `rollout`: a rules roll-out proposed part-way (a crash after it: the
     second process reads the proposal and the reports on it again);
-    `switch_chunk`: users its sweep re-assesses per step."""
+    `switch_chunk`: users its sweep re-assesses per step. `on_step(p)`:
+    called after each step (no crash runs)."""
     rules = rules if rules is not None else quantile_rules()
     settings = Settings(clock="replay", max_future_seconds=10**9, partitions=partitions,
                         **({"allowed_lateness_ms": lateness_ms} if lateness_ms is not None else {}),
@@ -117,7 +119,7 @@ def run_shop(bodies, chunk=None, partitions=4, seed=0, idle_rule=True, rules=Non
     p, reader = _worker(settings, rules, {}, [], None, rollout if rollout is not None and rollout.step <= 0 else None,
                         enable=rollout is not None)
     steps = _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=crash.at if crash is not None else None,
-                   rollout=rollout)
+                   rollout=rollout, on_step=on_step if crash is None else None)
     if crash is None:
         return p, [r for step in steps for r in step.outputs]
     durable = steps[:crash.at]
@@ -180,7 +182,7 @@ def _worker(settings, rules, store, reports, committed, proposed=None, enable=Fa
     return p, reader
 
 
-def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None, rollout=None) -> list[Step]:
+def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None, rollout=None, on_step=None) -> list[Step]:
     partitions = len(queues)
     steps = []
     p.waited = False
@@ -204,6 +206,8 @@ def _drive(p, reader, queues, rnd, chunk, idle_rule, stop_after=None, rollout=No
             reader.follow_idle(idle)
         p.resume()
         steps.append(Step(taken, *p.drain(), _limits(p)))  # as publishing does, metric facts and all
+        if on_step is not None:
+            on_step(p)
     if stop_after is not None and len(steps) >= stop_after:
         return steps
     # The history's end: every partition is idle (and a roll-out's sweep goes on, as the worker's task does it).

@@ -108,3 +108,21 @@ def test_sweeps_reach_what_a_fresh_evaluation_says_under_quantile_recency_cuts(s
     # period schedules those crossings too, but an evaluation later in the
     # period sets the due time from next_due alone).
     _sweeps_match_fresh_evaluations(seed, QUANTILE_R)
+
+
+def test_a_recency_limit_that_keeps_the_tier_wakes_nobody():
+    """A one-order customer is `potential` at R 5 and at R 4: passing the
+    7-day limit (R 5 -> 4) changes nothing a rule tests, so the due time is
+    the next moment that does (the 30-day limit, R 4 -> 3, or the stage's
+    30 days), not day 8. The state notes R 4 and 5 as keeping the tier (the
+    engine's period boundaries read that)."""
+    from state.evaluate import next_due
+
+    state, _ = run([ev("u", "order", 0, 40)])
+    assert state.tier == "potential"
+    now = state.evaluated_ms
+    due = next_due(state, now, RULES)
+    assert due is not None and due >= state.last_order_ms + 30 * DAY_MS
+    assert state.r_same >> 5 & 1 and state.r_same >> 4 & 1 and not state.r_same >> 3 & 1
+    # what the skipped crossing would have found: the same tier
+    assert evaluate(state, state.last_order_ms + 8 * DAY_MS, RULES).tier == "potential"

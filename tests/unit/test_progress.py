@@ -155,7 +155,7 @@ def test_a_state_whose_due_time_would_not_move_is_parked_and_named(monkeypatch):
     state = _dev_user()
     stuck_at = state.due_ms
     # A bug in the due-time arithmetic: it keeps saying "now".
-    monkeypatch.setattr(engine, "next_due", lambda _state, now_ms, _rules: now_ms)
+    monkeypatch.setattr(engine, "next_due", lambda _state, now_ms, _rules, _a=None: now_ms)
     monkeypatch.setattr(engine.campaigns, "earliest_window_end", lambda _camp: None)
     _, decisions = advance("u1", state, stuck_at + 10 * DAY_MS, FIXED)
     [parked] = [d for d in decisions if isinstance(d, UserParked)]
@@ -165,7 +165,7 @@ def test_a_state_whose_due_time_would_not_move_is_parked_and_named(monkeypatch):
 
 def test_snapshot_rows_report_parked_users(monkeypatch):
     state = _dev_user()
-    monkeypatch.setattr(engine, "next_due", lambda _state, now_ms, _rules: now_ms)
+    monkeypatch.setattr(engine, "next_due", lambda _state, now_ms, _rules, _a=None: now_ms)
     monkeypatch.setattr(engine.campaigns, "earliest_window_end", lambda _camp: None)
     parked: list[UserParked] = []
     rows = snapshot_rows({"u1": state}, state.due_ms + DAY_MS, FIXED, parked)

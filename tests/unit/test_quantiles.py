@@ -294,6 +294,35 @@ def test_tiers_on_p_alive_stay_current_for_silent_buyers_across_refits(shop):
     assert sum(c["from_tier"] == "loyal" for c in silent) > 5
 
 
+@pytest.mark.parametrize("rules_text", ["shipped", "slipping"])
+def test_at_every_step_every_user_is_where_a_fresh_evaluation_puts_them(rules_text):
+    """The engine wakes a user only when their tier or stage can change:
+    recency crossings that keep the tier are skipped (UserState.r_same), and
+    a due time whose R keeps the tier passes without an evaluation. Checked
+    against fresh evaluations, not just at the end: after every step of a
+    drifting run, every user is where evaluating them afresh at their
+    partition's watermark puts them, while the cuts move daily and (with
+    tiers on P(alive)) the fit weekly."""
+    rules = parse_rules(QUANTILE_RULES) if rules_text == "shipped" else parse_rules(SLIPPING_RULES, "slipping rules")
+    bodies = small_ticket_shop(users=1500, events=12000, days=300, seed=5)
+    checked = Counter()
+
+    def check(p):
+        for n, engine in p.engine.engines.items():
+            if engine.swept_to is None:
+                continue
+            for user_id, state in engine.users.items():
+                if state.src_partition != n or state.evaluated_ms is None or state.evaluated_ms > engine.swept_to:
+                    continue
+                fresh = evaluate(state, engine.swept_to, p.rules, user_id)
+                assert (fresh.tier, fresh.stage) == (state.tier, state.stage), (user_id, engine.swept_to)
+                checked[n] += 1
+
+    p, outputs = run_shop(bodies, chunk=40, seed=2, rules=rules, on_step=check)
+    assert sum(checked.values()) > 200_000 and len(checked) == 4
+    assert len({c["thresholds"]["as_of_ms"] for c in tier_changes(outputs).values() if c["thresholds"]}) > 100
+
+
 def test_a_churn_risk_alert_comes_once_when_a_silent_buyer_s_p_alive_falls_below_the_limit(shop):
     limit = 0.1
     rules = parse_rules(SLIPPING_RULES.replace("[stages]\n", f"[stages]\nchurn_risk_p_alive = {limit}\n", 1), "risk")
