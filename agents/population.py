@@ -101,8 +101,14 @@ class PopulationReader:
             docs = await self._rollouts(consumer, configs, docs)
         # A report completing a fit boundary runs the churn model's fit
         # (0.1-0.3 s): off the event loop, so batches and timers go on. Only
-        # this task touches the reports, one call at a time.
-        settled = await asyncio.to_thread(self._add_all, docs) if docs else []
+        # this task touches the reports, one call at a time. Other reports
+        # settle in well under a millisecond: added here, as a replay's
+        # daily boundary would otherwise pay a thread's hand-over (and the
+        # GIL's back and forth) each time.
+        if docs and self.reports is not None and self.reports.may_fit(docs):
+            settled = await asyncio.to_thread(self._add_all, docs)
+        else:
+            settled = self._add_all(docs) if docs else []
         # Checked every round (at most 200 ms apart), so that an idle
         # partition keeps in step with the others' reports as they come.
         followed = self.reports is not None and self.idle_partitions is not None and \

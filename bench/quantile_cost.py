@@ -6,8 +6,13 @@ at every evaluation). The pipeline's own population reports are looped
 back, as one process owning every partition.
 
     python -m bench.quantile_cost --users 20000 --events 200000
+    python -m bench.quantile_cost --backfill 25000        # bench.backfill's history instead
+    python -m bench.quantile_cost --backfill 25000 --count   # evaluations made, not rates
 
-Prints the rates and their ratios, from one run.
+Prints the rates and their ratios, from one run. `--count` counts the
+evaluations each rule set makes (every `evaluate` the engine's steps call;
+the count slows the run, so no rates then): what issue #23's "wake a user
+only when a figure a rule reads can have changed" saves.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from types import SimpleNamespace
 import orjson
 
 from agents.pipeline import Pipeline
+from bench.backfill import purchase_history
 from bench.offline_pipeline import PARTITIONS, _Table
 from bench.workload import history
+from state import steps
 from state.rules import fixed_threshold_rules_text, parse_rules, population_rules_text
 from stream import topics
 from stream.settings import Settings
@@ -31,7 +38,26 @@ QUANTILES = FIXED.replace("quantiles = []", 'quantiles = ["r", "f", "m"]', 1)
 CHURN = population_rules_text()  # the shipped defaults: quantile R, F, M and the churn model
 
 
-def rate(bodies: list[dict], rules_text: str) -> tuple[float, int]:
+def rate(bodies: list[dict], rules_text: str, count: bool = False) -> tuple[float, int, int]:
+    """(events/s, tier changes, evaluations: counted with `count`, else 0)."""
+    calls = 0
+    real = steps.evaluate
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return real(*args, **kwargs)
+
+    if count:
+        steps.evaluate = counted  # the name state.steps calls: every step's evaluation, and nothing else's
+    try:
+        per_second, changes = _rate(bodies, rules_text)
+    finally:
+        steps.evaluate = real
+    return per_second, changes, calls
+
+
+def _rate(bodies: list[dict], rules_text: str) -> tuple[float, int]:
     rules = parse_rules(rules_text)
     settings = Settings(clock="replay", max_future_seconds=10**9, partitions=PARTITIONS)
     p = Pipeline(SimpleNamespace(users=_Table()), settings, rules, None)
@@ -57,11 +83,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--backfill", type=int, default=None, metavar="CUSTOMERS",
+                        help="bench.backfill's purchase history of this many customers instead")
+    parser.add_argument("--count", action="store_true", help="count the evaluations made instead of timing")
     args = parser.parse_args()
-    bodies = sorted(history(users=args.users, events=args.events, days=730, seed=5), key=lambda b: b["ts"])
-    fixed, fixed_changes = rate(bodies, FIXED)
-    quantile, quantile_changes = rate(bodies, QUANTILES)
-    churn, churn_changes = rate(bodies, CHURN)
+    if args.backfill:
+        bodies = [orjson.loads(value) for _, value in purchase_history(args.backfill)]
+    else:
+        bodies = sorted(history(users=args.users, events=args.events, days=730, seed=5), key=lambda b: b["ts"])
+    fixed, fixed_changes, fixed_calls = rate(bodies, FIXED, args.count)
+    quantile, quantile_changes, quantile_calls = rate(bodies, QUANTILES, args.count)
+    churn, churn_changes, churn_calls = rate(bodies, CHURN, args.count)
+    if args.count:
+        print(f"fixed thresholds:  {fixed_calls:,} evaluations ({fixed_changes:,} tier changes)")
+        print(f"quantile R, F, M:  {quantile_calls:,} evaluations ({quantile_changes:,} tier changes)")
+        print(f"and churn model:   {churn_calls:,} evaluations ({churn_changes:,} tier changes)")
+        return
     print(f"fixed thresholds:  {fixed:,.0f} events/s ({fixed_changes:,} tier changes)")
     print(f"quantile R, F, M:  {quantile:,.0f} events/s ({quantile_changes:,} tier changes)")
     print(f"and churn model:   {churn:,.0f} events/s ({churn_changes:,} tier changes)")

@@ -409,6 +409,26 @@ class PopulationReports:
             self.through[p] = reported
         return self._settle()
 
+    def may_fit(self, docs: Iterable[Mapping]) -> bool:
+        """Whether adding `docs` may settle a churn-model fit boundary (a
+        fit takes 0.1-0.3 s; settling any other boundary, well under a
+        millisecond). Errs towards yes."""
+        if not self.churn_fit_ms:
+            return False
+        if self.next_boundary is None:
+            return True
+        next_fit = -(-self.next_boundary // self.churn_fit_ms) * self.churn_fit_ms
+        for doc in docs:
+            if "b" in doc:
+                reported = int(doc["b"])
+            elif "empty_through" in doc:
+                reported = boundary_at_or_before(int(doc["empty_through"]), self.cadence_ms)
+            else:
+                continue
+            if reported >= next_fit:
+                return True
+        return False
+
     def follow_target(self, partition: int) -> int | None:
         """The boundary an idle partition is moved on to (replay clock): the
         furthest any other partition has reported on. Idle partitions follow

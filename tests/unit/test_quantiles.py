@@ -8,6 +8,7 @@ after a crash."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import orjson
@@ -17,7 +18,8 @@ from state.steps import _stable_id
 from state.evaluate import alive_at, evaluate
 from state.model import DAY_MS
 from state.quantiles import (
-    PopulationIndex, PopulationReports, empty_doc, recency_limits, snapshot_doc, split_cuts, tiebreak,
+    PopulationIndex, PopulationReports, empty_doc, population_reports, recency_limits, snapshot_doc, split_cuts,
+    tiebreak,
 )
 from stream import topics
 from state.rules import parse_rules
@@ -359,6 +361,30 @@ def test_a_churn_risk_alert_comes_once_when_a_silent_buyer_s_p_alive_falls_below
     assert expected > 100, expected
 
 
+def test_may_fit_says_yes_before_every_batch_of_reports_that_settles_a_fit(drifting_shop):
+    # The population reader adds reports on its event loop unless they may
+    # settle a churn-model fit (PopulationReports.may_fit): a no there that
+    # a fit then follows would hold the loop for the fit's 0.1-0.3 s.
+    bodies, _ = drifting_shop
+    rules = parse_rules(QUANTILE_RULES)
+    _, outputs = run_shop(bodies, chunk=50, seed=1, rules=rules)
+    docs = [orjson.loads(r.value) for r in outputs if r.topic == topics.POPULATION]
+    rnd = random.Random(4)
+    reports = population_reports(4, rules)
+    fits = inline = 0
+    while docs:
+        batch = docs[:rnd.randint(1, 9)]
+        docs = docs[len(batch):]
+        before, may = reports.fitted, reports.may_fit(batch)
+        for doc in batch:
+            reports.add(doc)
+        if reports.fitted is not before:
+            assert may, batch
+            fits += 1
+        inline += not may
+    assert fits >= 3 and inline > fits
+
+
 def test_the_quantile_cost_benchmark_runs_its_three_rule_sets():
     # bench.quantile_cost compares fixed thresholds, quantile R, F, M, and
     # quantiles with the churn model in one run: each must parse and score
@@ -370,8 +396,15 @@ def test_the_quantile_cost_benchmark_runs_its_three_rule_sets():
     assert (fixed.scores.quantiles, fixed.scores.churn_model) == ([], False)
     assert (quantile.scores.quantiles, quantile.scores.churn_model) == (["r", "f", "m"], False)
     assert (churn.scores.quantiles, churn.scores.churn_model) == (["r", "f", "m"], True)
-    rate, changes = quantile_cost.rate(small_ticket_shop(users=200, events=2000, days=30), quantile_cost.CHURN)
-    assert rate > 0 and changes > 0
+    bodies = small_ticket_shop(users=200, events=2000, days=30)
+    rate, changes, calls = quantile_cost.rate(bodies, quantile_cost.CHURN)
+    assert rate > 0 and changes > 0 and calls == 0
+    # Counting the evaluations changes nothing decided, and leaves the core as it was.
+    _, counted_changes, calls = quantile_cost.rate(bodies, quantile_cost.CHURN, count=True)
+    assert counted_changes == changes and calls >= changes
+    from state import steps
+    from state.evaluate import evaluate as real
+    assert steps.evaluate is real
 
 
 @pytest.fixture(scope="module")
