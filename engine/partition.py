@@ -433,13 +433,14 @@ class PartitionEngine(RolloutSteps):
             day = boundary // DAY_MS
             span = self.rules.cadence_ms // DAY_MS
             for limit in after.r:
+                bit = 1 << after.score_r(limit + 1)  # the R score just past this limit
                 for user_id in self.population.users("r", day - limit - 1, day + span - limit):
                     state = self.users[user_id]
                     crossing = state.last_order_ms + (limit + 1) * DAY_MS
                     # A crossing the user's last evaluation found to keep
                     # the tier wakes nobody (UserState.r_same, r_until).
                     if boundary <= crossing < boundary + self.rules.cadence_ms and not (
-                            crossing < state.r_until and state.r_same >> after.score_r(limit + 1) & 1):
+                            crossing < state.r_until and state.r_same & bit):
                         self._wake_by(user_id, state, crossing)
 
     @staticmethod

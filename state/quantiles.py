@@ -274,8 +274,10 @@ class PopulationIndex:
             if user_id not in self.tiebreaks:
                 self.tiebreaks[user_id] = tiebreak(user_id)
 
-    def histograms(self) -> dict[str, Histogram]:
-        return {dim: {b: len(users) for b, users in sorted(table.items())} for dim, table in self.bins.items()}
+    def histograms(self) -> dict[str, list[list[int]]]:
+        """Each dimension's [bin, customers] pairs, by bin (built in one
+        pass: a report a day per partition lists every bin)."""
+        return {dim: [[b, len(users)] for b, users in sorted(table.items())] for dim, table in self.bins.items()}
 
     def moved(self, dim: str, old: Cut, new: Cut) -> list[str]:
         """The customers on different sides of two cuts: those in the bins
@@ -354,7 +356,7 @@ def snapshot_doc(partition: int, boundary_ms: int, index: PopulationIndex, churn
     """A partition's report at a boundary: its histograms after every step
     before it; on the churn model's fit boundaries, also the buyers'
     (x, t_x, T) summaries (`s`)."""
-    h = {dim: [[b, n] for b, n in bins.items()] for dim, bins in index.histograms().items()}
+    h: dict[str, Any] = index.histograms()
     if churn_fit_ms and boundary_ms % churn_fit_ms == 0:
         h["s"] = sorted([b, n] for b, n in summary_bins(index.summary_counts, boundary_ms).items())
     return {"p": partition, "b": boundary_ms, "h": h}
