@@ -141,6 +141,7 @@ class _Plan:
     engagement: tuple[float, ...] | None  # None: no E score
     wake_for_activity: bool  # a rule tests E, so activity leaving the window matters
     quantiles: tuple[str, ...]  # dimensions scored by the population's cut points
+    split_ties: bool  # whether a tie bin's customers are split by their tiebreak (else it never matters)
     churn_model: bool
     p_alive_limits: tuple[float, ...]  # P(alive) values tiers or the churn_risk alert test (crossings wake)
     uses_channels: bool  # a tier tests the acquisition channel
@@ -179,6 +180,7 @@ def _plan(rules: Rules) -> _Plan:
             engagement=tuple(rules.scores.engagement_actions) if rules.scores.engagement_actions else None,
             wake_for_activity=rules.uses_engagement,
             quantiles=tuple(rules.scores.quantiles),
+            split_ties=rules.scores.split_ties,
             churn_model=rules.scores.churn_model,
             p_alive_limits=rules.p_alive_limits,
             uses_channels=any(g.channels is not None for t in rules.tiers for g in t.groups),
@@ -252,8 +254,8 @@ def evaluate(state: UserState, now_ms: int, rules: Rules, user_id: str = "") -> 
     r = 1 if last_order is None else cuts.score_r(recency_days) if by_cuts and cuts.r is not None else \
         _score_at_most(recency_days, plan.recency_days)
     f = m = 1
-    tb = 0.0
-    if by_cuts and (cuts.f is not None or cuts.m is not None):
+    tb = 0.0  # any value in [0, 1) scores alike unless ties are split: a cut's share is then 1
+    if plan.split_ties and by_cuts and (cuts.f is not None or cuts.m is not None):
         tb = tiebreak(user_id)
     if by_cuts and cuts.f is not None:
         f = cuts.score_f(frequency, tb)

@@ -233,6 +233,29 @@ def test_the_worked_example_in_docs_scores_md():
     assert (r.score_r(2), r.score_r(3)) == (4, 3)  # equal to a limit: the more recent score
 
 
+@pytest.mark.parametrize("split", [True, False])
+def test_a_tie_bin_is_split_by_the_tiebreak_only_when_the_rules_say_so(split):
+    # evaluate works the user's tiebreak out only with split_ties: without
+    # it every cut's share is 1 and the tiebreak cannot matter.
+    from state.quantiles import Cuts, ThresholdBook
+    from tests.support.factories import T0, ev
+    from tests.support.one_user import run
+
+    text = QUANTILE_RULES.replace("split_ties = false", f"split_ties = {str(split).lower()}", 1)
+    rules = parse_rules(text.replace("churn_model = true", "churn_model = false", 1))
+    assert rules.scores.split_ties is split
+    book = ThresholdBook(rules.cadence_ms)
+    start = T0 - 2 * rules.cadence_ms
+    f_cuts = split_cuts({1: 6, 2: 3, 3: 1}, POINTS, split_ties=split)  # one order: bin 1, where the tie is
+    book.settle(start, Cuts(start, start + rules.cadence_ms, {"f": 10}, None, f_cuts, None))
+    rules = rules.with_thresholds(book)
+    low = next(u for u in (f"u{i}" for i in range(1000)) if tiebreak(u) < 0.3)
+    high = next(u for u in (f"u{i}" for i in range(1000)) if 0.4 < tiebreak(u) < 0.6)
+    state, _ = run([ev("u", "order", 0, 40)])
+    f_low, f_high = (evaluate(state, T0 + DAY_MS, rules, user).f for user in (low, high))
+    assert (f_low, f_high) == ((1, 2) if split else (1, 1))
+
+
 def test_idle_partitions_follow_the_others_so_the_cuts_settle_under_the_replay_clock():
     # Every customer on partition 0 of 4: partitions 1-3 never see an event,
     # and with only events moving time they would never report.
