@@ -23,6 +23,7 @@ import orjson
 
 from prometheus_client import REGISTRY
 
+from agents.gc_tuning import collect_less_often
 from agents.pipeline import Pipeline
 from bench import workload
 from state.kpis import Step
@@ -126,6 +127,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--profile", action="store_true", help="cProfile it (slower; for where, not how fast)")
     args = parser.parse_args()
+    collect_less_often()  # as the worker does
     run(args.events, args.users, args.profile)
 
 

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import orjson
 
+from agents.gc_tuning import collect_less_often
 from agents.pipeline import Pipeline
 from bench.backfill import purchase_history
 from bench.offline_pipeline import PARTITIONS, _Table
@@ -87,6 +88,7 @@ def main() -> None:
                         help="bench.backfill's purchase history of this many customers instead")
     parser.add_argument("--count", action="store_true", help="count the evaluations made instead of timing")
     args = parser.parse_args()
+    collect_less_often()  # as the worker does
     if args.backfill:
         bodies = [orjson.loads(value) for _, value in purchase_history(args.backfill)]
     else:

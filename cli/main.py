@@ -152,6 +152,7 @@ def worker() -> None:
     import faust
     from prometheus_client import start_http_server
 
+    from agents.gc_tuning import collect_less_often
     from agents.wiring import install
     from stream.admin import ensure_topics
     from stream.app import build_app
@@ -176,6 +177,7 @@ def worker() -> None:
     rules = _parsed(published.document)
     logging.getLogger(__name__).info("rules version %s in force (%s, %s)", rules.version,
                                      published.document.rules_source, published.document.campaigns_source)
+    collect_less_often()
     streams = build_app(settings)
     install(streams, settings, rules, _run(config_summary(kafka_access(settings))))
     if settings.metrics_port:
