@@ -27,8 +27,10 @@ import json
 import math
 import os
 import random
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +148,11 @@ async def restart_run(history: list[tuple[bytes, bytes]], partitions: int, broke
 
 
 async def one_run(history: list[tuple[bytes, bytes]], partitions: int, rules: str, broker: str,
-                  settle: float, timeout: float) -> dict[str, float]:
+                  settle: float, timeout: float,
+                  watch: Callable[[subprocess.Popen], Callable[[], None]] | None = None) -> dict[str, float]:
+    """One worker from start to its last decision. `watch`, if given, is
+    called with the worker process as it starts and returns what to call
+    once it has stopped (bench.profile attaches py-spy this way)."""
     servers = EmbeddedServers(broker_kind=broker).start(partitions)
     try:
         await ensure_topics(servers.kafka, partitions)
@@ -155,10 +161,13 @@ async def one_run(history: list[tuple[bytes, bytes]], partitions: int, rules: st
         started = time.perf_counter()
         worker = spawn([sys.executable, "-m", "cli.main", "worker"], env=env,
                        log=servers.workdir / f"worker-{rules}.log")
+        done = watch(worker) if watch else None
         try:
             first, last, count = await _decisions_settle(servers, started, settle, timeout, worker)
         finally:
             stop(worker)
+            if done:
+                done()
         return {"start_to_last_s": last - started, "first_to_last_s": last - first, "decisions": count}
     finally:
         servers.stop()
