@@ -49,6 +49,10 @@ def build_app(settings: Settings) -> StreamApp:
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
         producer_linger=settings.producer_linger_ms / 1000,
+        # aiokafka keeps one batch per partition waiting and one produce
+        # request in flight per broker: a publish with more than one 16 KB
+        # batch (its default) for a partition waits a round trip for each.
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         # Faust's stock manager only where asked (the restart test on Apache
         # Kafka shows it suffices there); ours reads to the true end, in bulk.
         TableManager=TierstreamTableManager if settings.recovery == "bulk" else TableManager,

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Producer batching delay. The worker already hands the producer whole record batches, so waiting only adds latency",
     )
+    producer_max_batch_bytes: int = Field(
+        512 * 1024, ge=16 * 1024, le=900 * 1024,
+        description="Largest record batch the worker's producer builds per partition (aiokafka's 16 KB default "
+        "made a publish of a few hundred decisions wait one broker round trip per 16 KB; under Kafka's 1 MB "
+        "request limit)")
     redis_check_seconds: float = Field(
         5.0, gt=0, description="How often the worker checks that Redis still holds its partitions (a marker per partition)"
     )
