@@ -147,8 +147,12 @@ class Pipeline:
 
     def drain(self) -> tuple[list[Record], list[Record]]:
         """What is queued for Kafka (the outputs, then the changelog
-        records), taken off the queue: for drivers without a producer."""
-        return self.publisher.drain()
+        records), taken off the queue: for drivers without a producer,
+        which hold the records from then on (as a producer would)."""
+        sealed = self.engine.seal_unsent()
+        drained = self.publisher.drain()
+        self.engine.sent(sealed)
+        return drained
 
     def has_work(self) -> bool:
         return self.publisher.has_work()

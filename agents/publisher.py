@@ -85,6 +85,7 @@ class Publisher:
         handler and the sweep timer; the lock keeps one order for both."""
         self.freezer.maybe_freeze(len(self.engine.users))
         async with self.lock:
+            sealed = self.engine.seal_unsent()  # the input these records come from: not committed past yet
             outputs, changelog = self.drain()
             self.tally.flush()
             if outputs:
@@ -94,6 +95,7 @@ class Publisher:
             if changelog:
                 await self.sender.send(producer, changelog)
                 self.crash.reached("changelog_sent")
+            self.engine.sent(sealed)  # never on a failure: the input stays uncommitted for the restart
 
     async def publish_in_transactions(self, producer: Any, transactional_id: Callable[[int], str]) -> set[int]:
         """Exactly-once: every record goes into the open transaction of the
@@ -104,6 +106,7 @@ class Publisher:
         whole or not at all. Returns the partitions that got records."""
         self.freezer.maybe_freeze(len(self.engine.users))
         async with self.lock:
+            sealed = self.engine.seal_unsent()
             outputs, changelog = self.drain()
             self.tally.flush()
             records = outputs + changelog
@@ -114,6 +117,7 @@ class Publisher:
             self.crash.reached("outputs_acked")
             await acknowledged(deliveries)
             self.crash.reached("changelog_sent")
+            self.engine.sent(sealed)  # in the partitions' open transactions, which commit with the offsets
             self.published(records)  # uncommitted still: the feed is a view, consumers read the topics
             return {r.source for r in records}
 

@@ -289,6 +289,26 @@ class Coordinator:
         engine = self.engines.get(partition)
         return engine.commit_limit() if engine is not None else None
 
+    def seal_unsent(self) -> dict[int, int]:
+        """Mark the deferred events taken so far as on their way to the
+        producer (call as their records are drained); returns what `sent`
+        releases once the producer holds those records."""
+        sealed = {}
+        for p, engine in self.engines.items():
+            if engine.taken_unsent is not None:
+                sealed[p] = engine.taken_unsent
+                engine.sending.append(engine.taken_unsent)
+                engine.taken_unsent = None
+        return sealed
+
+    def sent(self, sealed: dict[int, int]) -> None:
+        """The records of `sealed` (seal_unsent) are with the producer: its
+        flush, before any commit, waits for them."""
+        for p, offset in sealed.items():
+            engine = self.engines.get(p)
+            if engine is not None and offset in engine.sending:
+                engine.sending.remove(offset)
+
     def behind(self, wall: int) -> dict[int, int]:
         """Each owned partition's decisions_behind (PartitionEngine.behind_ms), in ms."""
         return {p: e.behind_ms(wall) for p, e in sorted(self.engines.items()) if e.owned}

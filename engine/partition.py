@@ -103,6 +103,14 @@ class PartitionEngine(PeriodSteps, RolloutSteps):
         # loses none.
         self.deferred: deque[tuple[str, UserEvent, int, Any]] = deque()
         self.deferred_latest_ms = 0  # the latest event time among them
+        # Deferred events taken whose records (decisions, changelog) the
+        # producer does not hold yet: the first offset taken since the
+        # publisher last sealed, and the sealed ones on their way. Faust
+        # computes a commit's offsets, then flushes the producer: without
+        # these a commit while a publish waits for its acks could pass
+        # events whose state no changelog record holds yet.
+        self.taken_unsent: int | None = None
+        self.sending: list[int] = []
         # Operator metrics: each step's facts, and the watermark the
         # partition was swept to (up to when its facts are complete).
         self.ledger = Ledger(Calendar(rules.metrics.timezone), rules.metrics.conversion_days) if metrics else None
@@ -197,6 +205,8 @@ class PartitionEngine(PeriodSteps, RolloutSteps):
         taken = 0
         while self.deferred and self.ready() and not self._held(wall):
             user_id, event, offset, source = self.deferred.popleft()
+            if self.taken_unsent is None:
+                self.taken_unsent = offset
             self.effects.taken_later(self.partition, source, user_id, self._take(user_id, event, offset, wall))
             taken += 1
         if not self.deferred:
@@ -212,8 +222,13 @@ class PartitionEngine(PeriodSteps, RolloutSteps):
         return max(0, latest - self.watermark(wall)) if latest > 0 else 0
 
     def commit_limit(self) -> int | None:
-        """The input offset a commit must not pass (the first deferred event), if any."""
-        return self.deferred[0][2] if self.deferred else None
+        """The input offset a commit must not pass, if any: the first event
+        deferred, or taken from the deferred ones with its records not yet
+        with the producer."""
+        limits = [self.deferred[0][2]] if self.deferred else []
+        if self.taken_unsent is not None:
+            limits.append(self.taken_unsent)
+        return min(limits + self.sending) if limits or self.sending else None
 
     def _take(self, user_id: str, event: UserEvent, offset: int, wall: int) -> Taken | TooOld:
         state = self.users.get(user_id)

@@ -188,3 +188,47 @@ def test_the_age_rule_can_be_turned_off():
     p.on_message(msg({"event_id": "z", "user_id": "u1", "type": "login", "ts": "1970-01-02T00:00:00Z"}))
     assert Outbox(p).dead_letters.records() == []
     assert p.store["u1"].first_seen_ms == _iso_ms("1970-01-02T00:00:00+00:00")
+
+
+async def test_deferred_events_taken_are_not_committed_past_until_their_changelog_is_with_the_producer():
+    """Faust picks a commit's offsets, then flushes the producer. Events a
+    partition deferred (waiting for cut points) and took when the cuts
+    settled are published by whoever publishes next: while that publish
+    waits for its decisions' acknowledgements, their changelog records are
+    not with the producer, so the commit must stop before them; and stays
+    there if the publish fails (the restart takes them again)."""
+    import asyncio
+
+    from state.rules import parse_rules, population_rules_text
+
+    for fail in (False, True):
+        streams = SimpleNamespace(users=FakeTable())
+        settings = Settings(clock="replay", max_future_seconds=10**9, allowed_lateness_ms=0)
+        p = Pipeline(streams, settings, parse_rules(population_rules_text()), membership=None,
+                     wall_clock_ms=lambda: T0 + 1000 * DAY_MS)
+        p.engine.loop_back(2)
+        p.on_active_partitions({0, 1})
+        p.on_message(msg(raw("a", "order", 0.5, amount=20), partition=0, offset=0))
+        p.on_message(msg(raw("b", "order", 0.5, amount=20), partition=1, offset=0))
+        p.resume()
+        p.on_message(msg(raw("a", "login", 2.5), partition=0, offset=1))  # partition 0 waits for day 1's cuts
+        p.on_message(msg(raw("c", "signup", 2.6), partition=0, offset=2))
+        assert p.engine.commit_limit(0) == 2  # deferred
+        p.on_message(msg(raw("b", "login", 2.5), partition=1, offset=1))  # the cuts settle ...
+        p.resume()  # ... and partition 0 takes its deferred signup
+        assert "c" in p.engine.users and p.engine.commit_limit(0) == 2
+        producer = HeldProducer(fail=fail)
+        publishing = asyncio.create_task(p.publish(producer))
+        await asyncio.sleep(0.05)
+        assert producer.sent and all(topic != CHANGELOG for topic, _ in producer.sent)
+        assert p.engine.commit_limit(0) == 2  # a commit chosen now stops before the signup
+        producer.release()
+        if fail:
+            try:
+                await publishing
+            except Exception:
+                pass
+            assert p.engine.commit_limit(0) == 2  # never committed past: taken again after the restart
+        else:
+            await publishing
+            assert (CHANGELOG, 0) in producer.sent and p.engine.commit_limit(0) is None
