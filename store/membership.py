@@ -66,6 +66,9 @@ end
 return out
 """
 CHUNK = 500  # users per script call: bounds how long Redis is busy with one call
+# Users per round trip: bounds what one write holds in memory (documents and
+# packed commands); a flush while catching up can hold every user.
+ROUND_TRIP = 20 * CHUNK
 
 
 # The fields of a user's hash that membership writes (see the module doc).
@@ -89,23 +92,26 @@ class MembershipWriter:
         self._differing = redis.register_script(_DIFFERING)
 
     async def write(self, updates: Iterable[MembershipUpdate], force: bool = False) -> int:
-        """Apply updates in one round trip; returns how many Redis took: those
-        newer than what it holds or, with `force`, those that differ from it."""
+        """Apply updates, a round trip per ROUND_TRIP users; returns how many
+        Redis took: those newer than what it holds or, with `force`, those
+        that differ from it."""
         pipe = self._redis.pipeline(transaction=False)
         head = [self._prefix, "differs" if force else "newer"]
         args: list = list(head)
-        calls = 0
+        calls = taken = 0
         for u in updates:
             args += (u.user_id, u.version, u.tier, u.stage, u.doc)
             if len(args) > CHUNK * 5:
                 await self._upsert_many(args=args, client=pipe)
                 args, calls = list(head), calls + 1
+                if calls * CHUNK >= ROUND_TRIP:
+                    taken, calls = taken + sum(await pipe.execute()), 0
         if len(args) > len(head):
             await self._upsert_many(args=args, client=pipe)
             calls += 1
-        if not calls:
-            return 0
-        return sum(await pipe.execute())
+        if calls:
+            taken += sum(await pipe.execute())
+        return taken
 
     async def differing(self, versions: Iterable[tuple[str, int]], chunk: int = 2000) -> list[str]:
         """The users whose version in Redis is not the given one, or who are
