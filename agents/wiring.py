@@ -96,20 +96,6 @@ def idle_partitions(app: Any, pipeline: Pipeline, events_topic: str, idle_second
             and app.consumer.caught_up(tp)}
 
 
-def catching_up(app: Any, pipeline: Pipeline, events_topic: str, records: int) -> bool:
-    """Whether some owned partition has more than `records` events the
-    broker held at the latest fetch still to take (a backfill, a restart's
-    catch-up): Redis then trails the input whatever the flusher does."""
-    consumer = app.consumer
-    for tp in consumer.assignment():
-        if tp.topic != events_topic or not pipeline.engine.owns(tp.partition):
-            continue
-        highwater = consumer.highwater(tp)
-        if highwater is not None and highwater - (consumer.commit_point(tp) or 0) > records:
-            return True
-    return False
-
-
 def batch_handler(app: Any, pipeline: Pipeline, sender: Sender, batch_max: int) -> Any:
     async def on_batch(tp: Any, records: list[Any]) -> bool:
         # Chunks of batch_max, yielding between them, so that one large
@@ -128,10 +114,8 @@ def batch_handler(app: Any, pipeline: Pipeline, sender: Sender, batch_max: int) 
     return on_batch
 
 
-async def redis_round(pipeline: Pipeline, sender: Sender, settings: Settings, heal_after: float,
-                      flush: bool = True) -> float:
-    """One round of the Redis flusher (membership and the feed written only
-    when `flush`); returns when healing may be tried next."""
+async def redis_round(pipeline: Pipeline, sender: Sender, settings: Settings, heal_after: float) -> float:
+    """One round of the Redis flusher; returns when healing may be tried next."""
     sync = pipeline.redis
     if time.monotonic() >= heal_after:
         try:
@@ -140,9 +124,8 @@ async def redis_round(pipeline: Pipeline, sender: Sender, settings: Settings, he
             metrics.REDIS_ERRORS.inc()
             heal_after = time.monotonic() + settings.redis_check_seconds
             log.warning("redis healing failed (%r); retrying in %.0fs", exc, settings.redis_check_seconds)
-    if flush:
-        await sync.flush_membership()
-        await sync.flush_feed()
+    await sync.flush_membership()
+    await sync.flush_feed()
     if pipeline.has_work():
         # Decided outside a batch (the sweep after recovery) with no event
         # or tick to publish it.
@@ -263,18 +246,9 @@ def install(streams: StreamApp, settings: Settings, rules: Rules, config_summary
     async def flush_to_redis() -> None:
         await pipeline.redis.declare_segments()
         heal_after = 0.0
-        flushed = 0.0
         while not app.should_stop:
             await asyncio.sleep(settings.redis_flush_ms / 1000)
-            # Catching up, a user is written once a second, not at each of
-            # the many times they change meanwhile (a backfill's customers
-            # change every event-time day): Redis trails the input anyway.
-            now = time.monotonic()
-            flush = now - flushed >= settings.redis_catch_up_flush_ms / 1000 or \
-                not catching_up(app, pipeline, events_topic, settings.batch_max)
-            heal_after = await redis_round(pipeline, sender, settings, heal_after, flush)
-            if flush:
-                flushed = now
+            heal_after = await redis_round(pipeline, sender, settings, heal_after)
 
     @app.on_before_shutdown.connect
     async def final_flush(app_: Any, **kwargs: Any) -> None:

@@ -93,10 +93,6 @@ class Settings(BaseSettings):
         "(about 0.1 s of the event loop; state.rollout)")
     batch_within_ms: int = Field(20, ge=1, description="A batch is cut after this long even if not full")
     redis_flush_ms: int = Field(20, description="Membership updates are coalesced this long, then written")
-    redis_catch_up_flush_ms: int = Field(
-        1000, ge=1, description="While the worker is more than batch_max records behind its input on a partition "
-        "(a backfill, a restart's catch-up), membership and the live feed are written this often instead: the "
-        "same users would otherwise be written again and again while Redis trails the input anyway")
     max_poll_records: int = Field(5000, ge=1, description="Records one consumer poll may return")
     fetch_max_wait_ms: int = Field(10, ge=1, description="Longest a fetch waits for data (latency bound on idle brokers)")
     session_timeout_seconds: float = Field(10.0, description="Kafka consumer session timeout")
