@@ -67,7 +67,8 @@ return out
 """
 CHUNK = 500  # users per script call: bounds how long Redis is busy with one call
 # Users per round trip: bounds what one write holds in memory (documents and
-# packed commands); a flush while catching up can hold every user.
+# packed commands); a flush after Redis was away, or a healing, can hold
+# every user the worker owns.
 ROUND_TRIP = 20 * CHUNK
 
 

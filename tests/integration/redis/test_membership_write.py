@@ -1,7 +1,7 @@
-"""A membership write of more users than one round trip holds (a flush
-while the worker catches up holds every user that changed in a second):
-split into round trips of ROUND_TRIP users, every user written once, the
-count Redis took right (a real Redis)."""
+"""A membership write of more users than one round trip holds (the first
+flush after Redis was away, or a healing, can hold every user the worker
+owns): split into round trips of ROUND_TRIP users, every user written
+once, the count Redis took right (a real Redis)."""
 
 from __future__ import annotations
 
